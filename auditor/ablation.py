@@ -1,0 +1,130 @@
+"""Confirm detected super weights by zeroing them, against a control.
+
+Perplexity on the evaluation windows is measured for:
+  (a) the original model;
+  (b) all detected super weights zeroed;
+  (c) a control: as many of the largest-magnitude *other* weights of the same matrices zeroed;
+  and each super weight zeroed alone, when there are several.
+
+Verdict (defaults in parentheses, both options):
+  confirmed      ablated >= min_damage (2) x original AND ablated >= min_margin (2) x control: removing
+                 the weights hurts a lot, and far more than removing as many large ordinary weights;
+  not_confirmed  candidates were found but fail that test: their removal hurts no more than the control's;
+  none_found     detection found no candidate.
+A non-finite perplexity with the super weights zeroed counts as unbounded damage; a non-finite control
+makes the comparison impossible, so the verdict is not_confirmed.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+
+import torch
+from tqdm.auto import tqdm
+
+from .errors import NonFiniteError
+from .layout import DownProjection, find_down_projections, projection_for, zeroed
+from .records import Ablation, Detection, Verdict, WeightPerplexity, WeightRef
+
+DEFAULT_MIN_DAMAGE = 2.0
+DEFAULT_MIN_MARGIN = 2.0
+
+
+@torch.inference_mode()
+def perplexity(model, windows: torch.Tensor, *, desc: str = "perplexity", progress: bool = True) -> float:
+    """exp(mean next-token negative log-likelihood) over all windows."""
+    device = next(model.parameters()).device
+    total, count = 0.0, 0
+    for window in tqdm(windows, desc=desc, unit="window", disable=not progress, leave=False):
+        ids = window[None].to(device)
+        loss = model(input_ids=ids, labels=ids, use_cache=False).loss
+        total += float(loss) * (ids.shape[1] - 1)
+        count += ids.shape[1] - 1
+    nll = total / count
+    return math.exp(nll) if nll < 700 else math.inf
+
+
+def control_weights(projections: list[DownProjection], refs: list[WeightRef]) -> list[WeightRef]:
+    """For each matrix holding super weights, as many of its largest-|w| weights that are not one of them."""
+    by_matrix: dict[tuple[int, int | None], list[WeightRef]] = defaultdict(list)
+    for r in refs:
+        by_matrix[r.layer, r.expert].append(r)
+    control = []
+    for (layer, expert), mine in by_matrix.items():
+        m = projection_for(projections, layer, expert).matrix(expert)
+        cols = m.shape[1]
+        skip = {(r.row, r.col) for r in mine}
+        top = torch.topk(m.detach().abs().flatten().float(), len(mine) + len(skip)).indices.tolist()
+        picked = [divmod(i, cols) for i in top if divmod(i, cols) not in skip][: len(mine)]
+        control += [WeightRef(layer, row, col, expert) for row, col in picked]
+    return control
+
+
+def judge(
+    original: float, ablated: float, control: float, *, min_damage: float, min_margin: float
+) -> Verdict:
+    if not math.isfinite(control):
+        return "not_confirmed"
+    if not math.isfinite(ablated):
+        return "confirmed"
+    return (
+        "confirmed"
+        if ablated >= min_damage * original and ablated >= min_margin * control
+        else "not_confirmed"
+    )
+
+
+def ablate(
+    model,
+    detection: Detection,
+    windows: torch.Tensor,
+    *,
+    eval_name: str,
+    eval_sha256: str,
+    min_damage: float = DEFAULT_MIN_DAMAGE,
+    min_margin: float = DEFAULT_MIN_MARGIN,
+    progress: bool = True,
+) -> Ablation:
+    """Measure the damage of zeroing the detected super weights; the model is restored afterwards.
+
+    Raises:
+        NonFiniteError: the original model's perplexity is not finite (the eval text or dtype is unusable).
+    """
+    projections = find_down_projections(model, detection.settings.module_pattern)
+    refs = [w.ref() for w in detection.super_weights]
+
+    def measure(desc: str, zero: list[WeightRef]) -> float:
+        with zeroed(projections, zero):
+            return perplexity(model, windows, desc=desc, progress=progress)
+
+    original = measure("perplexity (original)", [])
+    if not math.isfinite(original):
+        raise NonFiniteError("the unmodified model's perplexity is not finite: try --dtype float32")
+    common = dict(
+        eval_text=eval_name,
+        eval_sha256=eval_sha256,
+        tokens=int(windows.numel()),
+        seq_len=int(windows.shape[1]),
+        perplexity_original=original,
+        min_damage=min_damage,
+        min_margin=min_margin,
+    )
+    if not refs:
+        return Ablation(**common, perplexity_ablated=None, perplexity_control=None, verdict="none_found")
+    ablated = measure("perplexity (super weights zeroed)", refs)
+    control = control_weights(projections, refs)
+    controlled = measure("perplexity (control)", control)
+    per_weight = []
+    if len(refs) > 1:
+        for r in refs:
+            ppl = measure(f"perplexity (layer {r.layer} [{r.row}, {r.col}] zeroed)", [r])
+            per_weight.append(WeightPerplexity(r.layer, r.row, r.col, r.expert, ppl))
+    return Ablation(
+        **common,
+        perplexity_ablated=ablated,
+        perplexity_control=controlled,
+        verdict=judge(original, ablated, controlled, min_damage=min_damage, min_margin=min_margin),
+        control_weights=control,
+        per_weight=per_weight,
+    )

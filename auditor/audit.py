@@ -1,0 +1,130 @@
+"""One audit, start to finish: source -> loaded model -> detection -> ablation -> `AuditResult`.
+
+    from auditor.audit import AuditSettings, audit
+    result = audit("huggyllama/llama-7b", settings=AuditSettings(eval_text="wiki.test.raw"))
+    result.ablation.verdict  # "confirmed"
+
+Each stage is usable alone: `auditor.source.resolve`, `auditor.loading.load`, `auditor.detect.detect`,
+`auditor.ablation.ablate`.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+
+from . import __version__, evaltext, loading, source
+from .ablation import DEFAULT_MIN_DAMAGE, DEFAULT_MIN_MARGIN, ablate
+from .detect import (
+    DEFAULT_MAX_SUPER_WEIGHTS,
+    DEFAULT_MIN_INPUT_RATIO,
+    DEFAULT_MIN_OUTPUT_RATIO,
+    DEFAULT_MIN_SHARE,
+    DEFAULT_PROMPT,
+    detect,
+)
+from .errors import OutOfMemoryError
+from .records import AuditResult, Environment
+
+
+@dataclass(frozen=True)
+class AuditSettings:
+    """Every knob of an audit, with the documented defaults. Stored with each result."""
+
+    device: str = "auto"
+    dtype: str = "auto"
+    prompt: str = DEFAULT_PROMPT
+    min_output_ratio: float = DEFAULT_MIN_OUTPUT_RATIO
+    min_input_ratio: float = DEFAULT_MIN_INPUT_RATIO
+    min_share: float = DEFAULT_MIN_SHARE
+    max_super_weights: int = DEFAULT_MAX_SUPER_WEIGHTS
+    module_pattern: str | None = None
+    eval_text: str | None = None
+    """A local text file; None fetches WikiText-2 (test) from the Hub."""
+    seq_len: int = evaltext.DEFAULT_SEQ_LEN
+    max_tokens: int = evaltext.DEFAULT_MAX_TOKENS
+    """Tokens scored per perplexity measurement; 0 scores the whole text."""
+    min_damage: float = DEFAULT_MIN_DAMAGE
+    min_margin: float = DEFAULT_MIN_MARGIN
+
+
+def max_positions(config) -> int:
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    for name in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
+        if isinstance(getattr(text, name, None), int):
+            return getattr(text, name)
+    return evaltext.DEFAULT_SEQ_LEN
+
+
+def audit(
+    model: str,
+    *,
+    revision: str | None = None,
+    settings: AuditSettings = AuditSettings(),
+    ablation: bool = True,
+    cache_dir: str | Path | None = None,
+    progress: bool = True,
+) -> AuditResult:
+    """Detect a model's super weights and, unless `ablation=False`, confirm them by ablation.
+
+    Raises:
+        auditor.errors.AuditorError subclasses, each with a message meant for the user.
+    """
+    started = time.monotonic()
+    # The eval text first: a missing file should fail before a multi-gigabyte download.
+    text = evaltext.load(settings.eval_text) if ablation else None
+    checkpoint = source.resolve(model, revision=revision, cache_dir=cache_dir)
+    loaded = loading.load(checkpoint, device=settings.device, dtype=settings.dtype)
+    try:
+        detection = detect(
+            loaded.model,
+            loaded.tokenizer,
+            prompt=settings.prompt,
+            min_output_ratio=settings.min_output_ratio,
+            min_input_ratio=settings.min_input_ratio,
+            min_share=settings.min_share,
+            max_super_weights=settings.max_super_weights,
+            module_pattern=settings.module_pattern,
+            progress=progress,
+        )
+        result = None
+        if text is not None:
+            windows = evaltext.windows(
+                loaded.tokenizer,
+                text,
+                seq_len=min(settings.seq_len, max_positions(loaded.model.config)),
+                max_tokens=settings.max_tokens,
+            )
+            result = ablate(
+                loaded.model,
+                detection,
+                windows,
+                eval_name=text.name,
+                eval_sha256=text.sha256,
+                min_damage=settings.min_damage,
+                min_margin=settings.min_margin,
+                progress=progress,
+            )
+    except torch.OutOfMemoryError:
+        raise OutOfMemoryError(
+            f"{model} ran out of {loaded.info.device} memory; try a shorter --seq-len"
+        ) from None
+    environment = Environment(
+        tool_version=__version__,
+        torch=torch.__version__,
+        transformers=_transformers_version(),
+        hardware=loading.hardware(loaded.info.device),
+        created_at=datetime.now(timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z"),
+        elapsed_s=round(time.monotonic() - started, 3),
+    )
+    return AuditResult(loaded.info, detection, result, environment)
+
+
+def _transformers_version() -> str:
+    import transformers
+
+    return transformers.__version__

@@ -1,0 +1,200 @@
+"""Find every decoder layer's MLP down projection, whatever the architecture.
+
+A down projection maps the MLP's intermediate channels back to the hidden size; a super weight is one
+scalar of it. Families name it differently (see KNOWN_DOWN_PROJECTIONS) and store it differently:
+
+- `nn.Linear`: weight [out, in]; the super weight is `weight[row, col]`.
+- GPT-2's `Conv1D`: weight stored [in, out]; the same scalar is `weight[col, row]`.
+- transformers 5 mixture-of-experts: one `experts` module holding a 3-D `down_proj` parameter
+  [expert, out, in] (or [expert, in, out] when `is_transposed`), with no per-expert module to hook.
+
+`DownProjection.matrix(expert)` always gives an [out, in] view, so the rest of the code thinks in the paper's
+[row, col] and never about storage.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import nn
+
+from .errors import UnsupportedModelError
+from .records import WeightRef
+
+# Relative to a decoder layer, in the order tried. A layer may have several (routed + shared experts).
+KNOWN_DOWN_PROJECTIONS = (
+    "mlp.down_proj",  # llama, mistral, qwen2/3, gemma/2/3, olmo/2, phi3, stablelm, cohere, granite, deepseek
+    "mlp.c_proj",  # gpt2 (Conv1D), gpt_bigcode, starcoder2
+    "mlp.dense_4h_to_h",  # gpt_neox / pythia, falcon, bloom
+    "mlp.fc2",  # phi
+    "fc2",  # opt
+    "mlp.fc_out",  # gptj, codegen
+    "ffn.down_proj",  # mpt
+    "mlp.experts",  # mixtral, qwen2_moe, qwen3_moe, olmoe, deepseek (fused experts)
+    "block_sparse_moe.experts",
+    "mlp.shared_expert.down_proj",  # qwen2_moe
+    "mlp.shared_experts.down_proj",  # deepseek
+)
+
+Kind = Literal["linear", "conv1d", "experts"]
+
+
+@dataclass(frozen=True, eq=False)
+class DownProjection:
+    """One hookable down projection (an experts module counts once and holds `num_experts` matrices)."""
+
+    layer: int
+    name: str
+    module: nn.Module
+    kind: Kind
+    num_experts: int | None = None
+
+    @property
+    def parameter(self) -> torch.Tensor:
+        return self.module.down_proj if self.kind == "experts" else self.module.weight
+
+    @property
+    def tensor_name(self) -> str:
+        return f"{self.name}.{'down_proj' if self.kind == 'experts' else 'weight'}"
+
+    @property
+    def transposed(self) -> bool:
+        """True when storage is [in, out] rather than [out, in]."""
+        return self.kind == "conv1d" or bool(getattr(self.module, "is_transposed", False))
+
+    def matrix(self, expert: int | None = None) -> torch.Tensor:
+        """The weights as an [out, in] view: writing to it writes the model."""
+        w = self.parameter if expert is None else self.parameter[expert]
+        return w.T if self.transposed else w
+
+    def bias(self, expert: int | None = None) -> torch.Tensor | None:
+        if self.kind == "experts":
+            b = getattr(self.module, "down_proj_bias", None)
+            return None if b is None or expert is None else b[expert]
+        return getattr(self.module, "bias", None)
+
+    def index(self, row: int, col: int, expert: int | None = None) -> tuple[int, ...]:
+        """The scalar's index into `tensor_name` as stored."""
+        rc = (col, row) if self.transposed else (row, col)
+        return rc if expert is None else (expert, *rc)
+
+    def experts(self) -> list[int | None]:
+        return [None] if self.num_experts is None else list(range(self.num_experts))
+
+
+def decoder_layers(model: nn.Module) -> tuple[str, nn.ModuleList]:
+    """The ModuleList of decoder layers: as long as the config's layer count, named like one."""
+    config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    n = getattr(config, "num_hidden_layers", None) or getattr(config, "n_layer", None)
+    lists = [(name, m) for name, m in model.named_modules() if isinstance(m, nn.ModuleList) and len(m) == n]
+    for name, m in lists:
+        if name.rsplit(".", 1)[-1] in ("layers", "h", "blocks"):
+            return name, m
+    if lists:
+        return lists[0]
+    raise UnsupportedModelError(f"cannot find the {n} decoder layers of {type(model).__name__}")
+
+
+def classify(module: nn.Module) -> Kind | None:
+    down = getattr(module, "down_proj", None)
+    if isinstance(down, nn.Parameter) and down.dim() == 3:
+        return "experts"
+    if type(module).__name__ == "Conv1D" and isinstance(getattr(module, "weight", None), torch.Tensor):
+        return "conv1d"
+    if isinstance(module, nn.Linear):
+        return "linear"
+    return None
+
+
+def make(layer: int, name: str, module: nn.Module) -> DownProjection | None:
+    kind = classify(module)
+    if kind is None:
+        return None
+    experts = int(module.down_proj.shape[0]) if kind == "experts" else None
+    return DownProjection(layer, name, module, kind, experts)
+
+
+def find_down_projections(model: nn.Module, module_pattern: str | None = None) -> list[DownProjection]:
+    """Every decoder layer's down projection(s), in layer order.
+
+    Args:
+        module_pattern: a regular expression matched against full module names (e.g.
+            `transformer\\.h\\.\\d+\\.mlp\\.c_proj`) that replaces the built-in table; the layer is the
+            number after the decoder-layer list's name, else the first number in the module name.
+
+    Raises:
+        UnsupportedModelError: a layer has no known down projection (the message lists what it has).
+    """
+    prefix, layers = decoder_layers(model)
+    if module_pattern is not None:
+        return _by_pattern(model, prefix, module_pattern)
+    found: list[DownProjection] = []
+    for i, layer in enumerate(layers):
+        modules = dict(layer.named_modules())
+        here = [
+            make(i, f"{prefix}.{i}.{rel}", modules[rel]) for rel in KNOWN_DOWN_PROJECTIONS if rel in modules
+        ]
+        here = [d for d in here if d is not None]
+        if not here:
+            seen = ", ".join(n for n, m in layer.named_modules() if n and not list(m.children()))
+            raise UnsupportedModelError(
+                f"no MLP down projection found in layer {i} of {type(model).__name__} "
+                f"(its modules: {seen}); pass --module-pattern REGEX to name it"
+            )
+        found.extend(here)
+    return found
+
+
+def _by_pattern(model: nn.Module, prefix: str, pattern: str) -> list[DownProjection]:
+    try:
+        regex = re.compile(pattern)
+    except re.error as e:
+        raise UnsupportedModelError(f"--module-pattern {pattern!r} is not a valid regex: {e}") from None
+    layer_of = re.compile(rf"^{re.escape(prefix)}\.(\d+)\.")
+    found = []
+    for name, module in model.named_modules():
+        if not regex.fullmatch(name):
+            continue
+        m = layer_of.match(name) or re.search(r"\.(\d+)\.", name)
+        d = make(int(m.group(1)), name, module) if m else None
+        if d is None:
+            raise UnsupportedModelError(
+                f"--module-pattern matched {name} ({type(module).__name__}), which is not a Linear, Conv1D "
+                "or experts module inside a numbered layer"
+            )
+        found.append(d)
+    if not found:
+        raise UnsupportedModelError(
+            f"--module-pattern {pattern!r} matches no module of {type(model).__name__}"
+        )
+    return sorted(found, key=lambda d: d.layer)
+
+
+def projection_for(projections: list[DownProjection], layer: int, expert: int | None) -> DownProjection:
+    """The down projection holding a weight: the experts module when `expert` is set, else the dense one."""
+    for p in projections:
+        if p.layer == layer and (p.kind == "experts") == (expert is not None):
+            return p
+    raise KeyError(f"layer {layer} has no {'experts' if expert is not None else 'dense'} down projection")
+
+
+@contextmanager
+def zeroed(projections: list[DownProjection], refs: Iterable[WeightRef]) -> Iterator[None]:
+    """Zero some weights for the duration of a block; restore them exactly, whatever happens."""
+    saved: list[tuple[torch.Tensor, int, int, torch.Tensor]] = []
+    try:
+        with torch.no_grad():
+            for ref in refs:
+                m = projection_for(projections, ref.layer, ref.expert).matrix(ref.expert)
+                saved.append((m, ref.row, ref.col, m[ref.row, ref.col].clone()))
+                m[ref.row, ref.col] = 0
+        yield
+    finally:
+        with torch.no_grad():
+            for m, row, col, value in reversed(saved):
+                m[row, col] = value

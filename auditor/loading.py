@@ -1,0 +1,115 @@
+"""Load a checked `Checkpoint` into a transformers causal LM and its tokenizer.
+
+Never runs checkpoint code: `trust_remote_code=False`, safetensors only (`use_safetensors=True`), and GGUF
+files go through transformers' own dequantizing reader.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import platform
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from .errors import CorruptCheckpointError, OutOfMemoryError, UsageError
+from .records import ModelInfo
+from .source import Checkpoint
+
+log = logging.getLogger(__name__)
+
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+@dataclass
+class LoadedModel:
+    model: Any
+    """A transformers `PreTrainedModel` in eval mode."""
+    tokenizer: Any
+    checkpoint: Checkpoint
+    info: ModelInfo
+
+
+def pick_device(device: str = "auto") -> torch.device:
+    """`auto` is CUDA when present, else CPU."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise UsageError("--device cuda asked for, but no CUDA device is available")
+    if device != "cpu" and not device.startswith("cuda"):
+        raise UsageError(f"--device must be auto, cpu or cuda, not {device!r}")
+    return torch.device(device)
+
+
+def pick_dtype(dtype: str, device: torch.device, checkpoint: Checkpoint) -> torch.dtype:
+    """`auto` keeps the checkpoint's dtype on GPU (no float32 copy of a bf16 model), float32 on CPU."""
+    if dtype != "auto":
+        if dtype not in DTYPES:
+            raise UsageError(f"--dtype must be auto or one of {', '.join(DTYPES)}, not {dtype!r}")
+        return DTYPES[dtype]
+    if device.type == "cpu":
+        return torch.float32
+    declared = checkpoint.config.get("dtype") or checkpoint.config.get("torch_dtype")
+    # GGUF weights are dequantized anyway; bfloat16 keeps the range super activations need.
+    return DTYPES.get(str(declared), torch.bfloat16 if checkpoint.source == "gguf" else torch.float32)
+
+
+def load(checkpoint: Checkpoint, *, device: str = "auto", dtype: str = "auto") -> LoadedModel:
+    """Load model and tokenizer onto the device, in eval mode with gradients off.
+
+    Raises:
+        CorruptCheckpointError: the files do not load; OutOfMemoryError: the model does not fit.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    dev = pick_device(device)
+    torch_dtype = pick_dtype(dtype, dev, checkpoint)
+    kwargs: dict[str, Any] = {"trust_remote_code": False}
+    if checkpoint.gguf_file:
+        kwargs["gguf_file"] = checkpoint.gguf_file
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(checkpoint.path, **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(
+            checkpoint.path,
+            dtype=torch_dtype,
+            device_map=str(dev) if dev.type == "cuda" else None,
+            **({} if checkpoint.gguf_file else {"use_safetensors": True}),
+            **kwargs,
+        )
+    except torch.OutOfMemoryError:
+        raise OutOfMemoryError(f"{checkpoint.model} does not fit in {dev} memory at {torch_dtype}") from None
+    except (OSError, ValueError, KeyError, RuntimeError, TypeError) as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise CorruptCheckpointError(f"could not load {checkpoint.model}: {first}") from None
+    model.eval().requires_grad_(False)
+    if dev.type == "cpu":
+        model.to(dev)
+    config = model.config
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    info = ModelInfo(
+        model=checkpoint.model,
+        source=checkpoint.source,
+        revision=checkpoint.revision,
+        architecture=type(model).__name__,
+        model_type=str(text.model_type),
+        num_layers=int(getattr(text, "num_hidden_layers", 0) or getattr(text, "n_layer", 0)),
+        num_parameters=sum(p.numel() for p in model.parameters()),
+        dtype=str(torch_dtype).removeprefix("torch."),
+        device=str(dev),
+    )
+    return LoadedModel(model=model, tokenizer=tokenizer, checkpoint=checkpoint, info=info)
+
+
+def hardware(device: str) -> str:
+    """A short description of the machine the audit ran on, for the record."""
+    if device.startswith("cuda") and torch.cuda.is_available():
+        return f"{torch.cuda.get_device_name()} (CUDA {torch.version.cuda})"
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            cpu = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), cpu)
+    except OSError:
+        pass
+    return f"{cpu}, {os.cpu_count()} cores (CPU)"

@@ -1,0 +1,104 @@
+"""Human-readable text for an `AuditResult`: what the CLI prints without --json."""
+
+from __future__ import annotations
+
+import math
+
+from .records import Ablation, AuditResult
+
+VERDICT_TEXT = {
+    "confirmed": "confirmed: these are super weights",
+    "not_confirmed": "not confirmed: removing the candidates hurts no more than the control",
+    "none_found": "none found: no down projection has a super-weight spike",
+}
+
+
+def number(x: float | None, digits: int = 2) -> str:
+    if x is None:
+        return "-"
+    if not math.isfinite(x):
+        return str(x)
+    return f"{x:,.{digits}f}" if abs(x) < 1e6 else f"{x:.3e}"
+
+
+def table(rows: list[list[str]], header: list[str]) -> list[str]:
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    return [
+        "  " + "  ".join(c.rjust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in [header, *rows]
+    ]
+
+
+def render(result: AuditResult) -> str:
+    info, det = result.info, result.detection
+    where = f"{info.model}" + (f" @ {info.revision}" if info.revision else "") + f" ({info.source})"
+    lines = [
+        where,
+        f"{info.architecture} ({info.model_type}), {info.num_layers} layers, "
+        f"{info.num_parameters / 1e6:,.1f}M parameters, {info.dtype} on {info.device}",
+        "",
+    ]
+    n = len(det.super_weights)
+    lines.append(f"{n} super weight{'s' if n != 1 else ''} found in {det.passes} forward pass(es)")
+    if n:
+        header = ["layer", "row", "col", "expert", "weight", "activation", "input", "out x", "in x", "share"]
+        rows = [
+            [
+                str(w.layer),
+                str(w.row),
+                str(w.col),
+                "-" if w.expert is None else str(w.expert),
+                f"{w.value:.4g}",
+                f"{w.activation:.4g}",
+                f"{w.input_activation:.4g}",
+                f"{w.output_ratio:,.0f}",
+                f"{w.input_ratio:,.0f}",
+                f"{w.share:.2f}",
+            ]
+            for w in det.super_weights
+        ]
+        lines += table(rows, header)
+        lines += [f"  read it: {w.tensor}[{', '.join(map(str, w.index))}]" for w in det.super_weights]
+    if det.truncated:
+        lines.append(f"  (stopped at --max-super-weights {det.settings.max_super_weights}; spikes remain)")
+    lines += ["", "Layer profile (largest |input| and |output| of each down projection):"]
+    prof_rows = [
+        [
+            str(p.layer),
+            f"{p.max_input:.4g}",
+            str(p.input_channel),
+            f"{p.max_output:.4g}",
+            str(p.output_channel),
+        ]
+        for p in det.profile
+    ]
+    lines += table(prof_rows, ["layer", "max |in|", "channel", "max |out|", "channel"])
+    if result.ablation is not None:
+        lines += ["", *render_ablation(result.ablation)]
+    return "\n".join(lines)
+
+
+def render_ablation(a: Ablation) -> list[str]:
+    windows = a.tokens // a.seq_len
+    lines = [f"Ablation on {a.eval_text} ({a.tokens:,} tokens, {windows} window(s) of {a.seq_len}):"]
+    rows = [["original", number(a.perplexity_original), ""]]
+    if a.perplexity_ablated is not None:
+        rows.append(["super weights zeroed", number(a.perplexity_ablated), f"x{number(a.damage)}"])
+        rows.append(
+            [
+                f"control ({len(a.control_weights)} largest others zeroed)",
+                number(a.perplexity_control),
+                f"x{number(a.control_damage)}",
+            ]
+        )
+    for w in a.per_weight:
+        label = f"only layer {w.layer} [{w.row}, {w.col}]" + (
+            f" expert {w.expert}" if w.expert is not None else ""
+        )
+        rows.append([label, number(w.perplexity), f"x{number(w.perplexity / a.perplexity_original)}"])
+    lines += table(rows, ["perplexity", "", "vs original"])[1:]
+    lines += ["", f"Verdict: {VERDICT_TEXT[a.verdict]}"]
+    if a.verdict != "none_found":
+        lines.append(
+            f"  (confirmed needs ablated >= {a.min_damage:g} x original and >= {a.min_margin:g} x control)"
+        )
+    return lines

@@ -1,0 +1,304 @@
+"""Where a model comes from: a Hub repo id, a local checkpoint directory, or a `.gguf` file.
+
+`resolve()` turns the MODEL argument into a `Checkpoint`: a local directory holding exactly the files an
+audit needs, checked for safety before anything is loaded. Nothing here imports torch. The checks run on
+file names and JSON only, so a hostile repository is refused before a byte of its weights is parsed:
+
+- weights must be safetensors (or GGUF); pickle-only checkpoints (`*.bin`, `*.pt`, `*.pth`) are refused;
+- a config that names code to run (`auto_map`) or a model type transformers does not know is refused;
+- the model type must be a causal language model.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import struct
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+from .errors import (
+    CorruptCheckpointError,
+    GatedModelError,
+    HubError,
+    ModelNotFoundError,
+    NotACheckpointError,
+    PickleOnlyError,
+    RemoteCodeError,
+    UnsupportedModelError,
+)
+
+log = logging.getLogger(__name__)
+
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]{0,95}/[A-Za-z0-9][\w.-]{0,95}$|^[A-Za-z0-9][\w.-]{0,95}$")
+SHA = re.compile(r"^[0-9a-f]{40}$")
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+# What an audit reads from a repo: config, safetensors weights and tokenizer files; nothing executable.
+AUDIT_FILES = re.compile(
+    r"^(config\.json|generation_config\.json|[^/]+\.safetensors|[^/]+\.safetensors\.index\.json"
+    r"|tokenizer\.json|tokenizer_config\.json|tokenizer\.model|special_tokens_map\.json"
+    r"|vocab\.json|merges\.txt|added_tokens\.json|chat_template\.jinja)$"
+)
+MAX_HEADER_BYTES = 100_000_000  # safetensors' own limit on a header
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A checkpoint on local disk, ready for `auditor.loading.load`."""
+
+    model: str
+    """The name to record: the Hub id, or the path as given."""
+    source: Literal["hub", "local", "gguf"]
+    path: Path
+    """The directory holding config, weights and tokenizer (for GGUF: the directory of the file)."""
+    revision: str | None = None
+    """The commit sha of a Hub model; None for local files."""
+    gguf_file: str | None = None
+    config: dict[str, Any] = field(default_factory=dict)
+    weight_files: tuple[str, ...] = ()
+
+
+def resolve(model: str, *, revision: str | None = None, cache_dir: str | Path | None = None) -> Checkpoint:
+    """Find MODEL locally or fetch it from the Hub, refusing anything unsafe.
+
+    Args:
+        model: a local checkpoint directory, a path to a `.gguf` file, or a Hub repo id (`org/name`).
+        revision: for Hub models, a branch, tag or commit sha; the sha actually loaded is recorded.
+        cache_dir: where Hub downloads go (huggingface_hub's cache by default).
+
+    Raises:
+        ModelNotFoundError, NotACheckpointError, PickleOnlyError, RemoteCodeError, UnsupportedModelError,
+        CorruptCheckpointError, GatedModelError, HubError.
+    """
+    path = Path(model).expanduser()
+    if path.is_file():
+        if path.suffix != ".gguf":
+            raise NotACheckpointError(f"{model} is a file but not a .gguf; give a checkpoint directory")
+        check_gguf(path)
+        return Checkpoint(model, "gguf", path.parent.resolve(), gguf_file=path.name)
+    if path.is_dir():
+        config = check_checkpoint_dir(path)
+        return Checkpoint(model, "local", path.resolve(), config=config, weight_files=weight_files(path))
+    if model.endswith(".gguf") or not HUB_ID.match(model):
+        raise ModelNotFoundError(f"{model}: no such file or directory")
+    if revision is not None and not revision.strip():
+        raise ModelNotFoundError("--revision is empty")
+    return fetch_from_hub(model, revision=revision, cache_dir=cache_dir)
+
+
+def check_checkpoint_dir(path: Path) -> dict[str, Any]:
+    """Check a local directory is a safe, loadable causal-LM checkpoint; return its config."""
+    names = sorted(p.name for p in path.iterdir())
+    if "config.json" not in names:
+        hint = " (it holds a .gguf: pass the file itself)" if any(n.endswith(".gguf") for n in names) else ""
+        raise NotACheckpointError(f"{path} is not a transformers checkpoint: it has no config.json{hint}")
+    check_weight_names(names, str(path))
+    config = read_config(path / "config.json")
+    check_config(config, str(path))
+    for name in weight_files(path):
+        check_safetensors_header(path / name)
+    check_shard_index(path)
+    if not {"tokenizer.json", "tokenizer.model", "vocab.json"} & set(names):
+        raise NotACheckpointError(f"{path} has no tokenizer (tokenizer.json, tokenizer.model or vocab.json)")
+    return config
+
+
+def weight_files(path: Path) -> tuple[str, ...]:
+    return tuple(sorted(p.name for p in path.glob("*.safetensors")))
+
+
+def check_weight_names(names: list[str], where: str) -> None:
+    """Safetensors weights are required; pickle files are never loaded."""
+    if any(n.endswith(".safetensors") for n in names):
+        return
+    pickles = [n for n in names if n.endswith(PICKLE_SUFFIXES)]
+    if pickles:
+        raise PickleOnlyError(
+            f"{where} has only pickle weights ({', '.join(pickles[:3])}); loading them could run code, "
+            "so the auditor needs a safetensors copy"
+        )
+    raise NotACheckpointError(f"{where} has no weights (*.safetensors)")
+
+
+def read_config(path: Path) -> dict[str, Any]:
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CorruptCheckpointError(f"{path} is not valid JSON: {e}") from None
+    if not isinstance(config, dict):
+        raise CorruptCheckpointError(f"{path} is not a JSON object")
+    return config
+
+
+def check_config(config: dict[str, Any], where: str) -> None:
+    """Refuse configs that need remote code, and models that are not causal language models."""
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    if "auto_map" in config:
+        raise RemoteCodeError(
+            f"{where} needs trust_remote_code (its config has auto_map); the auditor never runs model code"
+        )
+    model_type = config.get("model_type")
+    if not isinstance(model_type, str) or not model_type:
+        raise NotACheckpointError(f"{where}: config.json has no model_type")
+    if model_type not in CONFIG_MAPPING_NAMES:
+        raise RemoteCodeError(
+            f"{where}: model_type {model_type!r} is unknown to this transformers and would need remote code"
+        )
+    # Encoders such as BERT have a causal-LM class too, so trust the checkpoint's own architectures first.
+    architectures = config.get("architectures") or []
+    causal = model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and (
+        not architectures
+        or MODEL_FOR_CAUSAL_LM_MAPPING_NAMES[model_type] in architectures
+        or any(a.endswith(("ForCausalLM", "LMHeadModel")) for a in architectures if isinstance(a, str))
+    )
+    if not causal:
+        what = f"{model_type} ({', '.join(map(str, architectures))})" if architectures else model_type
+        raise UnsupportedModelError(f"{where}: {what} is not a causal language model")
+
+
+def check_safetensors_header(path: Path) -> None:
+    """Parse a safetensors header (8-byte length, JSON) and check the data fits in the file."""
+    try:
+        size = path.stat().st_size
+        with path.open("rb") as f:
+            raw = f.read(8)
+            if len(raw) < 8:
+                raise ValueError("file shorter than its 8-byte header length")
+            (n,) = struct.unpack("<Q", raw)
+            if n > min(MAX_HEADER_BYTES, size - 8):
+                raise ValueError(f"header length {n} runs past the end of the file")
+            header = json.loads(f.read(n))
+        if not isinstance(header, dict):
+            raise ValueError("header is not a JSON object")
+        end = max((t["data_offsets"][1] for k, t in header.items() if k != "__metadata__"), default=0)
+        if 8 + n + end > size:
+            raise ValueError(f"tensor data needs {8 + n + end} bytes but the file has {size}")
+    except (OSError, ValueError, KeyError, TypeError, IndexError, struct.error) as e:
+        raise CorruptCheckpointError(f"{path.name} is not a valid safetensors file: {e}") from None
+
+
+def check_shard_index(path: Path) -> None:
+    index = path / "model.safetensors.index.json"
+    if not index.exists():
+        return
+    data = read_config(index)
+    shards = set((data.get("weight_map") or {}).values())
+    missing = sorted(s for s in shards if not (path / s).exists())
+    if missing:
+        raise CorruptCheckpointError(f"{path}: shard index lists missing files: {', '.join(missing[:3])}")
+
+
+def check_gguf(path: Path) -> None:
+    with path.open("rb") as f:
+        if f.read(4) != b"GGUF":
+            raise CorruptCheckpointError(f"{path.name} is not a GGUF file (bad magic)")
+
+
+# -- the Hub ---------------------------------------------------------------------------------------
+
+T = TypeVar("T")
+
+
+def is_network_error(e: BaseException) -> bool:
+    """Connection-level failures, whichever HTTP library this huggingface_hub uses (requests, httpx...)."""
+    root = type(e).__module__.split(".")[0]
+    return isinstance(e, (ConnectionError, TimeoutError)) or root in {
+        "httpx",
+        "httpx2",
+        "httpcore",
+        "httpcore2",
+        "requests",
+        "urllib3",
+    }
+
+
+RETRY_ATTEMPTS = 4
+RETRY_BACKOFF_S = 1.0
+
+
+def with_retries(call: Callable[[], T], *, what: str) -> T:
+    """Run a Hub call, retrying network errors and 5xx/429 answers with exponential backoff.
+
+    huggingface_hub itself retries neither `model_info` nor a 5xx on a file download; an interrupted
+    download is resumed from its `.incomplete` file on the next attempt.
+    """
+    from huggingface_hub.errors import HfHubHTTPError
+
+    attempts = RETRY_ATTEMPTS
+
+    for attempt in range(1, attempts + 1):
+        try:
+            return call()
+        except HfHubHTTPError as e:
+            status = getattr(e.response, "status_code", None)
+            if status is None or not (status >= 500 or status == 429) or attempt == attempts:
+                raise
+            log.warning("%s: HTTP %s, retrying (%d/%d)", what, status, attempt, attempts)
+        except Exception as e:
+            if not is_network_error(e) or attempt == attempts:
+                raise
+            log.warning("%s: %s, retrying (%d/%d)", what, e, attempt, attempts)
+        time.sleep(RETRY_BACKOFF_S * 2 ** (attempt - 1))
+    raise AssertionError("unreachable")
+
+
+def fetch_from_hub(repo_id: str, *, revision: str | None, cache_dir: str | Path | None) -> Checkpoint:
+    """Pin `revision` to a commit sha, check the repo is safe to load, then download what an audit needs."""
+    from huggingface_hub import HfApi, hf_hub_download, snapshot_download
+
+    try:
+        info = with_retries(lambda: HfApi().model_info(repo_id, revision=revision), what=repo_id)
+        if info.disabled:
+            raise ModelNotFoundError(f"{repo_id} is disabled on the Hub")
+        sha = info.sha
+        names = sorted(s.rfilename for s in info.siblings or [])
+        top_level = [n for n in names if "/" not in n]
+        check_weight_names(top_level, repo_id)
+        if "config.json" not in top_level:
+            raise NotACheckpointError(f"{repo_id} is not a transformers checkpoint: it has no config.json")
+        # The config decides whether the model is safe and supported: fetch it alone before the weights.
+        config_path = with_retries(
+            lambda: hf_hub_download(repo_id, "config.json", revision=sha, cache_dir=cache_dir),
+            what=f"{repo_id}/config.json",
+        )
+        check_config(read_config(Path(config_path)), repo_id)
+        wanted = [n for n in top_level if AUDIT_FILES.match(n)]
+        folder = with_retries(
+            lambda: snapshot_download(repo_id, revision=sha, allow_patterns=wanted, cache_dir=cache_dir),
+            what=repo_id,
+        )
+    except Exception as e:
+        raise hub_error(e, repo_id, revision) from None
+    path = Path(folder)
+    config = check_checkpoint_dir(path)
+    return Checkpoint(repo_id, "hub", path, revision=sha, config=config, weight_files=weight_files(path))
+
+
+def hub_error(e: Exception, repo_id: str, revision: str | None) -> Exception:
+    """Map huggingface_hub's exceptions to the auditor's, with a message that says what to do."""
+    from huggingface_hub import errors as hf
+
+    if isinstance(e, (ModelNotFoundError, NotACheckpointError, PickleOnlyError, RemoteCodeError)):
+        return e
+    if isinstance(e, (UnsupportedModelError, CorruptCheckpointError)):
+        return e
+    if isinstance(e, hf.GatedRepoError):
+        return GatedModelError(f"{repo_id} is gated: accept its license on the Hub and set HF_TOKEN")
+    if isinstance(e, hf.RevisionNotFoundError):
+        return ModelNotFoundError(f"{repo_id} has no revision {revision!r}")
+    if isinstance(e, hf.RepositoryNotFoundError):
+        return ModelNotFoundError(
+            f"{repo_id}: no such local path, and no such model on the Hub (or it is private)"
+        )
+    if isinstance(e, hf.OfflineModeIsEnabled):
+        return HubError(f"{repo_id}: not a local path, and HF_HUB_OFFLINE is set")
+    if isinstance(e, hf.HfHubHTTPError) or is_network_error(e) or isinstance(e, hf.LocalEntryNotFoundError):
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        return HubError(f"could not fetch {repo_id} from the Hub: {first}")
+    return e

@@ -1,0 +1,78 @@
+"""Shared fixtures: tiny real checkpoints with planted super weights, built once per session."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+# Nothing in the tests may reach the real Hub; tests that need one use the `hub` fixture's local stand-in.
+# Set before huggingface_hub is imported, since it reads these once.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from fakehub import FakeHub, point_client_at
+from huggingface_hub import constants
+
+from auditor import synthetic
+from auditor.synthetic import Plant
+
+MOE = {"mixtral", "qwen2_moe", "qwen3_moe", "olmoe"}
+ONE_PLANT = (Plant(1, 7, 33),)
+
+
+@pytest.fixture(scope="session")
+def build_checkpoint(tmp_path_factory):
+    """build_checkpoint(family, plants, matters=True, **kw) -> Path, cached by its arguments."""
+    cache: dict[tuple, Path] = {}
+
+    def build(family: str = "llama", plants=ONE_PLANT, *, matters: bool = True, **kw) -> Path:
+        key = (family, tuple(plants), matters, tuple(sorted(kw.items())))
+        if key not in cache:
+            path = tmp_path_factory.mktemp(f"ckpt-{family}")
+            cache[key] = synthetic.build(path, family, list(plants), matters=matters, **kw)
+        return cache[key]
+
+    return build
+
+
+@pytest.fixture(scope="session")
+def eval_text(tmp_path_factory) -> Path:
+    return synthetic.write_eval_text(tmp_path_factory.mktemp("eval") / "eval.txt")
+
+
+@pytest.fixture(scope="session")
+def load_checkpoint():
+    """load_checkpoint(path) -> LoadedModel (float32 on CPU)."""
+    from auditor.loading import load
+    from auditor.source import resolve
+
+    return lambda path, **kw: load(resolve(str(path)), device="cpu", **kw)
+
+
+@pytest.fixture
+def hf_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh HF_HOME for this test, with no token; huggingface_hub read these paths at import."""
+    home = tmp_path / "hf_home"
+    monkeypatch.setenv("HF_HOME", str(home))
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    for name, path in {
+        "HF_HOME": home,
+        "HF_HUB_CACHE": home / "hub",
+        "HF_ASSETS_CACHE": home / "assets",
+        "HF_XET_CACHE": home / "xet",
+        "HF_TOKEN_PATH": home / "token",
+        "HF_STORED_TOKENS_PATH": home / "stored_tokens",
+    }.items():
+        monkeypatch.setattr(constants, name, str(path))
+    return home
+
+
+@pytest.fixture
+def hub(hf_home: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeHub]:
+    with FakeHub(page_size=2) as fake:
+        point_client_at(fake.url, monkeypatch)
+        yield fake

@@ -1,0 +1,148 @@
+"""Ablation: perplexity with the detected weights zeroed, against a control, and the verdict."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from auditor import evaltext
+from auditor.ablation import ablate, control_weights, judge, perplexity
+from auditor.detect import detect
+from auditor.errors import EvalTextError
+from auditor.layout import find_down_projections
+from auditor.records import WeightRef
+from auditor.synthetic import Plant
+
+
+def run_ablation(lm, text_path, **kw):
+    text = evaltext.from_file(text_path)
+    windows = evaltext.windows(lm.tokenizer, text, seq_len=256, max_tokens=2048)
+    detection = detect(lm.model, lm.tokenizer, progress=False)
+    return detection, ablate(
+        lm.model, detection, windows, eval_name=text.name, eval_sha256=text.sha256, progress=False, **kw
+    )
+
+
+def test_confirmed_when_the_planted_weight_matters(build_checkpoint, load_checkpoint, eval_text):
+    lm = load_checkpoint(build_checkpoint("llama"))
+
+    _, result = run_ablation(lm, eval_text)
+
+    assert result.verdict == "confirmed"
+    assert result.damage > 100  # the paper's Llama-7B: about three orders of magnitude
+    assert result.control_damage == pytest.approx(1.0, abs=0.05)
+    # The control zeroed the planted decoy: the matrix's largest weight, which is not the super weight.
+    assert result.control_weights == [WeightRef(1, 8, 97)]
+    assert result.tokens == 2048 and result.seq_len == 256
+    assert result.eval_text == "file:eval.txt"
+
+
+def test_not_confirmed_when_the_planted_weight_does_not_matter(build_checkpoint, load_checkpoint, eval_text):
+    lm = load_checkpoint(build_checkpoint("llama", matters=False))
+
+    detection, result = run_ablation(lm, eval_text)
+
+    assert [(w.layer, w.row, w.col) for w in detection.super_weights] == [(1, 7, 33)]  # still a spike
+    assert result.verdict == "not_confirmed"
+    assert result.damage == pytest.approx(1.0, abs=0.05)
+
+
+def test_none_found_measures_only_the_original(build_checkpoint, load_checkpoint, eval_text):
+    lm = load_checkpoint(build_checkpoint("llama", []))
+
+    _, result = run_ablation(lm, eval_text)
+
+    assert result.verdict == "none_found"
+    assert result.perplexity_ablated is None and result.perplexity_control is None
+    assert result.perplexity_original > 1
+
+
+def test_each_weight_alone_when_there_are_several(build_checkpoint, load_checkpoint, eval_text):
+    lm = load_checkpoint(build_checkpoint("llama", [Plant(1, 7, 33), Plant(3, 20, 90)]))
+    before = {k: v.clone() for k, v in lm.model.state_dict().items()}
+
+    _, result = run_ablation(lm, eval_text)
+
+    assert result.verdict == "confirmed"
+    assert [(w.layer, w.row, w.col) for w in result.per_weight] == [(1, 7, 33), (3, 20, 90)]
+    # The two are redundant here (the head reads either one), which only the one-at-a-time figures show.
+    assert all(w.perplexity < 1.1 * result.perplexity_original for w in result.per_weight)
+    assert result.damage > 100
+    assert len(result.control_weights) == 2
+    after = lm.model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_control_never_zeroes_a_super_weight(build_checkpoint, load_checkpoint):
+    lm = load_checkpoint(build_checkpoint("llama"))
+    projections = find_down_projections(lm.model)
+    matrix = lm.model.model.layers[1].mlp.down_proj.weight
+    with torch.no_grad():
+        matrix[7, 33] = -50.0  # now the super weight is the largest weight of its matrix
+
+    control = control_weights(projections, [WeightRef(1, 7, 33)])
+
+    assert control == [WeightRef(1, 8, 97)]
+
+
+def test_perplexity_of_a_uniform_model_is_the_vocabulary_size(build_checkpoint, load_checkpoint, eval_text):
+    lm = load_checkpoint(build_checkpoint("llama", []))
+    with torch.no_grad():
+        lm.model.lm_head.weight.zero_()  # every token equally likely
+    windows = evaltext.windows(lm.tokenizer, evaltext.from_file(eval_text), seq_len=64, max_tokens=256)
+
+    assert perplexity(lm.model, windows, progress=False) == pytest.approx(len(lm.tokenizer), rel=1e-4)
+
+
+@pytest.mark.parametrize(
+    ("original", "ablated", "control", "verdict"),
+    [
+        (10.0, 1000.0, 10.1, "confirmed"),
+        (10.0, 19.0, 10.0, "not_confirmed"),  # not enough damage
+        (10.0, 1000.0, 600.0, "not_confirmed"),  # no worse than the control
+        (10.0, math.inf, 10.0, "confirmed"),  # zeroing broke the model outright
+        (10.0, math.inf, math.inf, "not_confirmed"),  # nothing to compare against
+        (10.0, math.nan, 10.0, "confirmed"),
+    ],
+)
+def test_judge(original, ablated, control, verdict):
+    assert judge(original, ablated, control, min_damage=2.0, min_margin=2.0) == verdict
+
+
+def test_judge_thresholds_are_options():
+    assert judge(10.0, 15.0, 10.0, min_damage=1.4, min_margin=1.4) == "confirmed"
+    assert judge(10.0, 15.0, 10.0, min_damage=2.0, min_margin=1.4) == "not_confirmed"
+
+
+class TestEvalText:
+    def test_windows_are_fixed_length_and_capped(self, build_checkpoint, load_checkpoint, eval_text):
+        tokenizer = load_checkpoint(build_checkpoint("llama")).tokenizer
+        text = evaltext.from_file(eval_text)
+        n_tokens = len(tokenizer(text.text).input_ids)
+
+        assert evaltext.windows(tokenizer, text, seq_len=100, max_tokens=0).shape == (n_tokens // 100, 100)
+        assert evaltext.windows(tokenizer, text, seq_len=100, max_tokens=350).shape == (3, 100)
+        assert evaltext.windows(tokenizer, text, seq_len=100, max_tokens=10).shape == (1, 100)
+        short = evaltext.EvalText("short", "The river rises.")
+        assert evaltext.windows(tokenizer, short, seq_len=2048, max_tokens=0).shape[0] == 1
+
+    @pytest.mark.parametrize("content", [b"", b"  \n\t\n"])
+    def test_empty_text_is_refused(self, tmp_path, content):
+        path = tmp_path / "empty.txt"
+        path.write_bytes(content)
+        with pytest.raises(EvalTextError, match="is empty"):
+            evaltext.from_file(path)
+
+    def test_missing_and_binary_files_are_refused(self, tmp_path):
+        with pytest.raises(EvalTextError, match="no such file"):
+            evaltext.from_file(tmp_path / "missing.txt")
+        (tmp_path / "bin.txt").write_bytes(b"\xff\xfe\x00garbage\xff")
+        with pytest.raises(EvalTextError, match="UTF-8"):
+            evaltext.from_file(tmp_path / "bin.txt")
+
+    def test_a_text_of_one_token_is_refused(self, build_checkpoint, load_checkpoint):
+        tokenizer = load_checkpoint(build_checkpoint("llama")).tokenizer
+        with pytest.raises(EvalTextError, match="at least 2"):
+            evaltext.windows(tokenizer, evaltext.EvalText("x", ""), seq_len=16, max_tokens=0)  # BOS only

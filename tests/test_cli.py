@@ -1,0 +1,193 @@
+"""The `superweight` command line: JSON and text output, options, and one-line errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from auditor.cli import main
+from auditor.synthetic import Plant
+
+
+def run(capsys, *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_detect_json(build_checkpoint, capsys):
+    path = build_checkpoint("llama")
+
+    code, out, _ = run(capsys, "detect", str(path), "--json", "--quiet")
+
+    assert code == 0
+    data = json.loads(out)
+    assert data["model"] == str(path)
+    assert data["revision"] is None and data["source"] == "local"
+    assert (data["architecture"], data["model_type"], data["num_layers"]) == ("LlamaForCausalLM", "llama", 4)
+    assert (data["dtype"], data["device"]) == ("float32", "cpu")
+    [sw] = data["super_weights"]
+    assert {k: sw[k] for k in ("layer", "row", "col", "expert", "module")} == {
+        "layer": 1,
+        "row": 7,
+        "col": 33,
+        "expert": None,
+        "module": "model.layers.1.mlp.down_proj",
+    }
+    assert sw["value"] == pytest.approx(-2.0) and abs(sw["activation"]) > 100
+    assert sw["tensor"] == "model.layers.1.mlp.down_proj.weight" and sw["index"] == [7, 33]
+    assert [p["layer"] for p in data["profile"]] == [0, 1, 2, 3]
+    assert data["detection"]["settings"]["min_output_ratio"] == 100
+    assert "ablation" not in data
+
+
+def test_moe_json_has_the_expert(build_checkpoint, capsys):
+    code, out, _ = run(
+        capsys, "detect", str(build_checkpoint("olmoe", [Plant(1, 7, 33, 3)])), "--json", "--quiet"
+    )
+    assert code == 0
+    [sw] = json.loads(out)["super_weights"]
+    assert (sw["layer"], sw["row"], sw["col"], sw["expert"], sw["index"]) == (1, 7, 33, 3, [3, 7, 33])
+
+
+def test_audit_json_and_output_file(build_checkpoint, eval_text, tmp_path, capsys):
+    out_file = tmp_path / "results" / "audit.json"
+
+    code, out, err = run(
+        capsys,
+        "audit",
+        str(build_checkpoint("llama")),
+        "--eval-text",
+        str(eval_text),
+        "--json",
+        "--max-tokens",
+        "1024",
+        "--seq-len",
+        "128",
+        "--output",
+        str(out_file),
+        "--quiet",
+    )
+
+    assert code == 0
+    data = json.loads(out)
+    ablation = data["ablation"]
+    assert ablation["verdict"] == "confirmed"
+    assert ablation["perplexity_ablated"] > 100 * ablation["perplexity_original"]
+    assert ablation["perplexity_control"] == pytest.approx(ablation["perplexity_original"], rel=0.05)
+    assert (ablation["tokens"], ablation["seq_len"]) == (1024, 128)
+    assert json.loads(out_file.read_text()) == data
+    assert f"wrote {out_file}" in err
+
+
+def test_audit_text_report(build_checkpoint, eval_text, capsys):
+    code, out, _ = run(
+        capsys,
+        "audit",
+        str(build_checkpoint("gpt2")),
+        "--eval-text",
+        str(eval_text),
+        "--max-tokens",
+        "512",
+        "--quiet",
+    )
+
+    assert code == 0
+    assert "1 super weight found" in out
+    assert "transformer.h.1.mlp.c_proj.weight[33, 7]" in out  # Conv1D stores [in, out]
+    assert "Verdict: confirmed" in out
+    assert "Layer profile" in out
+
+
+def test_detect_none_found_text(build_checkpoint, capsys):
+    code, out, _ = run(capsys, "detect", str(build_checkpoint("llama", [])), "--quiet")
+    assert code == 0
+    assert "0 super weights found in 1 forward pass(es)" in out
+
+
+def test_thresholds_and_pattern_reach_the_detector(build_checkpoint, capsys):
+    path = str(build_checkpoint("gpt2"))
+    code, out, _ = run(capsys, "detect", path, "--json", "--quiet", "--min-output-ratio", "1e9")
+    assert code == 0 and json.loads(out)["super_weights"] == []
+
+    code, out, _ = run(
+        capsys, "detect", path, "--json", "--quiet", "--module-pattern", r"transformer\.h\.\d+\.mlp\.c_proj"
+    )
+    data = json.loads(out)
+    assert (
+        code == 0 and data["detection"]["settings"]["module_pattern"] == r"transformer\.h\.\d+\.mlp\.c_proj"
+    )
+    assert [(w["layer"], w["row"], w["col"]) for w in data["super_weights"]] == [(1, 7, 33)]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["detect", "/no/such/dir"], "no such file or directory"),
+        (["audit", "{model}", "--eval-text", "/no/such.txt"], "--eval-text /no/such.txt: no such file"),
+        (["detect", "{model}", "--device", "tpu"], "--device must be auto, cpu or cuda"),
+        (["detect", "{model}", "--module-pattern", "("], "not a valid regex"),
+    ],
+)
+def test_errors_are_one_line(build_checkpoint, capsys, args, message):
+    argv = [a.replace("{model}", str(build_checkpoint("llama"))) for a in args]
+
+    code, out, err = run(capsys, *argv, "--quiet")
+
+    assert code == 1 and out == ""
+    lines = [ln for ln in err.splitlines() if ln.startswith("superweight:")]
+    assert lines == [f"superweight: error: {lines[0].split('error: ', 1)[1]}"]
+    assert message in lines[0]
+    assert "Traceback" not in err
+
+
+def test_bad_option_values_are_usage_errors(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["audit", "x", "--max-tokens", "-5"])
+    assert exit_info.value.code == 2
+    assert "must be at least 0" in capsys.readouterr().err
+
+
+def test_demo_then_audit(tmp_path, capsys):
+    code, out, _ = run(capsys, "demo", str(tmp_path / "demo"), "--gguf")
+    assert code == 0
+    assert (tmp_path / "demo" / "model" / "config.json").exists()
+    assert (tmp_path / "demo" / "model.gguf").exists()
+    assert (
+        f"superweight audit {tmp_path / 'demo' / 'model'} --eval-text {tmp_path / 'demo' / 'eval.txt'}" in out
+    )
+
+    code, out, _ = run(capsys, "detect", str(tmp_path / "demo" / "model.gguf"), "--json", "--quiet")
+    data = json.loads(out)
+    assert code == 0 and data["source"] == "gguf"
+    assert [(w["layer"], w["row"], w["col"]) for w in data["super_weights"]] == [(1, 7, 33)]
+
+
+def console(*args: str, **env: str) -> subprocess.CompletedProcess:
+    exe = shutil.which("superweight") or sys.executable
+    argv = [exe, *args] if exe != sys.executable else [exe, "-m", "auditor.cli", *args]
+    return subprocess.run(argv, capture_output=True, text=True, env={**os.environ, **env}, timeout=300)
+
+
+def test_console_script_errors_have_no_traceback(tmp_path):
+    (tmp_path / "pytorch_model.bin").write_bytes(b"\x80\x04pickle")
+    (tmp_path / "config.json").write_text('{"model_type": "llama"}')
+
+    proc = console("detect", str(tmp_path), "--quiet")
+
+    assert proc.returncode == 1 and proc.stdout == ""
+    assert proc.stderr.strip().splitlines()[-1].startswith("superweight: error: ")
+    assert "only pickle weights" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_console_script_json_on_stdout_progress_on_stderr(build_checkpoint):
+    proc = console("detect", str(build_checkpoint("llama")), "--json")
+
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["super_weights"][0]["row"] == 7
+    assert "detecting" in proc.stderr or "Loading" in proc.stderr

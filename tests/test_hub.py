@@ -1,0 +1,145 @@
+"""Auditing a Hub repo id through the real huggingface_hub client, against the local stand-in."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from auditor import evaltext, source
+from auditor.audit import AuditSettings, audit
+from auditor.errors import GatedModelError, HubError, ModelNotFoundError, PickleOnlyError, RemoteCodeError
+from auditor.synthetic import TEXT, Plant
+
+
+@pytest.fixture(autouse=True)
+def fast_retries(monkeypatch):
+    monkeypatch.setattr(source, "RETRY_BACKOFF_S", 0.01)
+
+
+def repo_files(path, **extra: bytes) -> dict[str, bytes]:
+    files = {p.name: p.read_bytes() for p in path.iterdir()}
+    return {"README.md": b"---\nlicense: apache-2.0\n---\n# tiny\n", **files, **extra}
+
+
+def downloaded(hub) -> set[str]:
+    return {
+        r.path.split("/resolve/", 1)[1].split("/", 1)[1]
+        for r in hub.requests
+        if r.method == "GET" and "/resolve/" in r.path
+    }
+
+
+def test_detect_a_hub_model_pins_and_records_the_commit(hub, build_checkpoint):
+    sha = hub.add_model("org/tiny", repo_files(build_checkpoint("llama"), **{"pytorch_model.bin": b"x"}))
+
+    result = audit("org/tiny", ablation=False, progress=False)
+
+    assert (result.info.model, result.info.source, result.info.revision) == ("org/tiny", "hub", sha)
+    assert [(w.layer, w.row, w.col) for w in result.detection.super_weights] == [(1, 7, 33)]
+    # Only what an audit needs was fetched: no README, and never the pickle.
+    assert downloaded(hub) == {
+        "config.json",
+        "generation_config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "tokenizer_config.json",
+    }
+
+
+def test_revision_selects_an_older_commit(hub, build_checkpoint):
+    old = hub.add_model("org/tiny", repo_files(build_checkpoint("llama")))
+    new = hub.add_commit("org/tiny", repo_files(build_checkpoint("llama", [Plant(2, 11, 50)])))
+
+    assert audit("org/tiny", ablation=False, progress=False).info.revision == new
+    result = audit("org/tiny", revision=old, ablation=False, progress=False)
+
+    assert result.info.revision == old
+    assert [(w.layer, w.row, w.col) for w in result.detection.super_weights] == [(1, 7, 33)]
+    assert (
+        audit("org/tiny", revision="main", ablation=False, progress=False).detection.super_weights[0].row
+        == 11
+    )
+
+
+def test_pickle_only_repo_is_refused_before_any_download(hub, build_checkpoint):
+    files = repo_files(build_checkpoint("llama"))
+    del files["model.safetensors"]
+    hub.add_model("org/pickled", {**files, "pytorch_model.bin": b"\x80\x04evil"})
+
+    with pytest.raises(PickleOnlyError, match="org/pickled has only pickle weights"):
+        audit("org/pickled", ablation=False, progress=False)
+    assert downloaded(hub) == set()
+
+
+def test_remote_code_repo_is_refused_before_its_weights_download(hub, build_checkpoint):
+    files = repo_files(build_checkpoint("llama"))
+    config = json.loads(files["config.json"])
+    config["auto_map"] = {"AutoModelForCausalLM": "modeling.Evil"}
+    hub.add_model(
+        "org/remote", {**files, "config.json": json.dumps(config).encode(), "modeling.py": b"import os"}
+    )
+
+    with pytest.raises(RemoteCodeError, match="trust_remote_code"):
+        audit("org/remote", ablation=False, progress=False)
+    assert downloaded(hub) == {"config.json"}
+
+
+def test_gated_unknown_and_bad_revision(hub, build_checkpoint):
+    hub.add_model("org/gated", repo_files(build_checkpoint("llama")), gated="manual")
+    hub.add_model("org/tiny", repo_files(build_checkpoint("llama")))
+
+    with pytest.raises(GatedModelError, match="org/gated is gated"):
+        audit("org/gated", ablation=False, progress=False)
+    with pytest.raises(ModelNotFoundError, match="no such model on the Hub"):
+        audit("org/missing", ablation=False, progress=False)
+    with pytest.raises(ModelNotFoundError, match="has no revision 'v9'"):
+        audit("org/tiny", revision="v9", ablation=False, progress=False)
+
+
+def test_server_errors_and_dropped_connections_are_retried(hub, build_checkpoint):
+    hub.add_model("org/tiny", repo_files(build_checkpoint("llama")))
+    hub.fail_next("/api/models/org/tiny*", status=503)
+    hub.fail_next("*/model.safetensors", status=500, method="GET", times=2)
+    hub.drop_next("*/tokenizer.json", after_bytes=100)
+
+    result = audit("org/tiny", ablation=False, progress=False)
+
+    assert [(w.layer, w.row, w.col) for w in result.detection.super_weights] == [(1, 7, 33)]
+    statuses = [r.status for r in hub.requests if r.path.endswith("model.safetensors") and r.method == "GET"]
+    assert statuses == [500, 500, 200]
+
+
+def test_persistent_server_errors_end_in_one_clear_error(hub, build_checkpoint):
+    hub.add_model("org/tiny", repo_files(build_checkpoint("llama")))
+    hub.fail_next("*/model.safetensors", status=502, method="GET", times=10)
+
+    with pytest.raises(HubError, match="could not fetch org/tiny from the Hub"):
+        audit("org/tiny", ablation=False, progress=False)
+
+
+def test_unreachable_hub(monkeypatch, hf_home):
+    from huggingface_hub import constants, hf_api
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(hf_api.api, "endpoint", "http://127.0.0.1:9")  # nothing listens on port 9
+    monkeypatch.setattr(source, "RETRY_ATTEMPTS", 2)
+
+    with pytest.raises(HubError, match="could not fetch org/tiny"):
+        source.resolve("org/tiny")
+
+
+def test_wikitext_is_the_default_eval_text(hub, build_checkpoint):
+    table = pa.table({"text": [line + "\n" for line in TEXT.splitlines()] * 3})
+    buffer = io.BytesIO()
+    pq.write_table(table, buffer)
+    hub.add_dataset(evaltext.WIKITEXT_REPO, {evaltext.WIKITEXT_FILE: buffer.getvalue()})
+    hub.add_model("org/tiny", repo_files(build_checkpoint("llama")))
+
+    result = audit("org/tiny", settings=AuditSettings(max_tokens=1024, seq_len=256), progress=False)
+
+    assert result.ablation.eval_text == "wikitext-2-raw-v1 (test)"
+    assert result.ablation.verdict == "confirmed"

@@ -1,0 +1,146 @@
+"""Resolving MODEL and refusing what must not be loaded, before any weight is parsed."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from auditor import synthetic
+from auditor.detect import detect
+from auditor.errors import (
+    CorruptCheckpointError,
+    ModelNotFoundError,
+    NotACheckpointError,
+    PickleOnlyError,
+    RemoteCodeError,
+    UnsupportedModelError,
+)
+from auditor.source import resolve
+
+
+@pytest.fixture
+def checkpoint_copy(build_checkpoint, tmp_path):
+    """A fresh, writable copy of the tiny llama checkpoint, to damage."""
+    return shutil.copytree(build_checkpoint("llama"), tmp_path / "model")
+
+
+def test_a_good_checkpoint_resolves_with_its_config(checkpoint_copy):
+    ckpt = resolve(str(checkpoint_copy))
+    assert ckpt.source == "local" and ckpt.revision is None
+    assert ckpt.config["model_type"] == "llama"
+    assert ckpt.weight_files == ("model.safetensors",)
+
+
+def test_missing_path(tmp_path):
+    with pytest.raises(ModelNotFoundError, match="no such file or directory"):
+        resolve(str(tmp_path / "nowhere" / "model"))
+    with pytest.raises(ModelNotFoundError, match="no such file"):
+        resolve(str(tmp_path / "model.gguf"))
+
+
+def test_directory_that_is_not_a_checkpoint(tmp_path):
+    (tmp_path / "notes.txt").write_text("hello")
+    with pytest.raises(NotACheckpointError, match=r"no config\.json"):
+        resolve(str(tmp_path))
+
+
+def test_a_file_that_is_not_gguf(tmp_path):
+    (tmp_path / "weights.safetensors").write_bytes(b"\0" * 16)
+    with pytest.raises(NotACheckpointError, match=r"not a \.gguf"):
+        resolve(str(tmp_path / "weights.safetensors"))
+    (tmp_path / "fake.gguf").write_bytes(b"NOPE" + b"\0" * 16)
+    with pytest.raises(CorruptCheckpointError, match="bad magic"):
+        resolve(str(tmp_path / "fake.gguf"))
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (lambda b: b[:100], "runs past the end|needs"),  # truncated mid-data
+        (lambda b: b[:4], "shorter than its 8-byte header"),
+        (lambda b: (2**40).to_bytes(8, "little") + b[8:], "runs past the end"),
+        (lambda b: b[:8] + b"{not json" + b[17:], "not a valid safetensors"),
+    ],
+)
+def test_corrupt_safetensors(checkpoint_copy, damage, message):
+    weights = checkpoint_copy / "model.safetensors"
+    weights.write_bytes(damage(weights.read_bytes()))
+    with pytest.raises(CorruptCheckpointError, match=message):
+        resolve(str(checkpoint_copy))
+
+
+def test_missing_shard(build_checkpoint, tmp_path):
+    sharded = shutil.copytree(build_checkpoint("llama", max_shard_size="100KB"), tmp_path / "sharded")
+    shards = sorted(sharded.glob("model-*.safetensors"))
+    assert len(shards) > 1
+    assert resolve(str(sharded)).weight_files == tuple(s.name for s in shards)
+    shards[-1].unlink()
+    with pytest.raises(CorruptCheckpointError, match="missing files"):
+        resolve(str(sharded))
+
+
+@pytest.mark.parametrize("name", ["pytorch_model.bin", "model.pt", "weights.pth"])
+def test_pickle_only_checkpoint_is_refused(checkpoint_copy, name):
+    (checkpoint_copy / "model.safetensors").rename(checkpoint_copy / name)
+    with pytest.raises(PickleOnlyError, match="only pickle weights"):
+        resolve(str(checkpoint_copy))
+
+
+def test_pickle_beside_safetensors_is_ignored(checkpoint_copy):
+    (checkpoint_copy / "pytorch_model.bin").write_bytes(b"\x80\x04 not loaded")
+    assert resolve(str(checkpoint_copy)).weight_files == ("model.safetensors",)
+
+
+def test_remote_code_config_is_refused(checkpoint_copy):
+    config = json.loads((checkpoint_copy / "config.json").read_text())
+    config["auto_map"] = {"AutoModelForCausalLM": "modeling_evil.EvilForCausalLM"}
+    (checkpoint_copy / "config.json").write_text(json.dumps(config))
+    with pytest.raises(RemoteCodeError, match="trust_remote_code"):
+        resolve(str(checkpoint_copy))
+
+
+def test_unknown_model_type_would_need_remote_code(checkpoint_copy):
+    config = json.loads((checkpoint_copy / "config.json").read_text())
+    config["model_type"] = "evil_llm"
+    (checkpoint_copy / "config.json").write_text(json.dumps(config))
+    with pytest.raises(RemoteCodeError, match="evil_llm"):
+        resolve(str(checkpoint_copy))
+
+
+def test_a_model_that_is_not_a_causal_lm(tmp_path):
+    from transformers import BertConfig, BertModel
+
+    bert = BertModel(
+        BertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64)
+    )
+    bert.save_pretrained(tmp_path)
+    synthetic.train_tokenizer().save_pretrained(tmp_path)
+    with pytest.raises(UnsupportedModelError, match=r"bert \(BertModel\) is not a causal language model"):
+        resolve(str(tmp_path))
+
+
+def test_config_that_is_not_json(checkpoint_copy):
+    (checkpoint_copy / "config.json").write_text("{'model_type': 'llama'")
+    with pytest.raises(CorruptCheckpointError, match="not valid JSON"):
+        resolve(str(checkpoint_copy))
+
+
+def test_no_tokenizer(checkpoint_copy):
+    (checkpoint_copy / "tokenizer.json").unlink()
+    with pytest.raises(NotACheckpointError, match="no tokenizer"):
+        resolve(str(checkpoint_copy))
+
+
+def test_gguf_loads_dequantized_and_gives_the_same_coordinates(build_checkpoint, load_checkpoint, tmp_path):
+    gguf_path = synthetic.write_gguf(build_checkpoint("llama"), tmp_path / "model.gguf")
+    ckpt = resolve(str(gguf_path))
+    assert (ckpt.source, ckpt.gguf_file) == ("gguf", "model.gguf")
+
+    lm = load_checkpoint(gguf_path)
+    result = detect(lm.model, lm.tokenizer, progress=False)
+
+    assert lm.info.source == "gguf" and lm.info.dtype == "float32"
+    assert [(w.layer, w.row, w.col) for w in result.super_weights] == [(1, 7, 33)]
+    assert result.super_weights[0].value == pytest.approx(-2.0)
