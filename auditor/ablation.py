@@ -6,13 +6,9 @@ Perplexity on the evaluation windows is measured for:
   (c) a control: as many of the largest-magnitude *other* weights of the same matrices zeroed;
   and each super weight zeroed alone, when there are several.
 
-Verdict (defaults in parentheses, both options):
-  confirmed      ablated >= min_damage (2) x original AND ablated >= min_margin (2) x control: removing
-                 the weights hurts a lot, and far more than removing as many large ordinary weights;
-  not_confirmed  candidates were found but fail that test: their removal hurts no more than the control's;
-  none_found     detection found no candidate.
-A non-finite perplexity with the super weights zeroed counts as unbounded damage; a non-finite control
-makes the comparison impossible, so the verdict is not_confirmed.
+The verdict (`auditor.verdict`): confirmed when the ablated perplexity is at least min_damage (2) times the
+original and at least min_margin (2) times the control's: removing the weights hurts a lot, and far more than
+removing as many large ordinary weights; not_confirmed otherwise; none_found when detection found nothing.
 """
 
 from __future__ import annotations
@@ -25,10 +21,9 @@ from tqdm.auto import tqdm
 
 from .errors import NonFiniteError
 from .layout import DownProjection, find_down_projections, projection_for, zeroed
-from .records import Ablation, Detection, Verdict, WeightPerplexity, WeightRef
-
-DEFAULT_MIN_DAMAGE = 2.0
-DEFAULT_MIN_MARGIN = 2.0
+from .records import Ablation, Detection, WeightPerplexity, WeightRef
+from .settings import DEFAULT_MIN_DAMAGE, DEFAULT_MIN_MARGIN
+from .verdict import judge
 
 
 @torch.inference_mode()
@@ -59,20 +54,6 @@ def control_weights(projections: list[DownProjection], refs: list[WeightRef]) ->
         picked = [divmod(i, cols) for i in top if divmod(i, cols) not in skip][: len(mine)]
         control += [WeightRef(layer, row, col, expert) for row, col in picked]
     return control
-
-
-def judge(
-    original: float, ablated: float, control: float, *, min_damage: float, min_margin: float
-) -> Verdict:
-    if not math.isfinite(control):
-        return "not_confirmed"
-    if not math.isfinite(ablated):
-        return "confirmed"
-    return (
-        "confirmed"
-        if ablated >= min_damage * original and ablated >= min_margin * control
-        else "not_confirmed"
-    )
 
 
 def ablate(
@@ -119,7 +100,7 @@ def ablate(
     if len(refs) > 1:
         for r in refs:
             ppl = measure(f"perplexity (layer {r.layer} [{r.row}, {r.col}] zeroed)", [r])
-            per_weight.append(WeightPerplexity(r.layer, r.row, r.col, r.expert, ppl))
+            per_weight.append(WeightPerplexity(r.layer, r.row, r.col, ppl, r.expert))
     return Ablation(
         **common,
         perplexity_ablated=ablated,

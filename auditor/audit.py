@@ -11,45 +11,17 @@ Each stage is usable alone: `auditor.source.resolve`, `auditor.loading.load`, `a
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
 
 from . import __version__, evaltext, loading, source
-from .ablation import DEFAULT_MIN_DAMAGE, DEFAULT_MIN_MARGIN, ablate
-from .detect import (
-    DEFAULT_MAX_SUPER_WEIGHTS,
-    DEFAULT_MIN_INPUT_RATIO,
-    DEFAULT_MIN_OUTPUT_RATIO,
-    DEFAULT_MIN_SHARE,
-    DEFAULT_PROMPT,
-    detect,
-)
+from .ablation import ablate
+from .detect import detect
 from .errors import OutOfMemoryError
 from .records import AuditResult, Environment
-
-
-@dataclass(frozen=True)
-class AuditSettings:
-    """Every knob of an audit, with the documented defaults. Stored with each result."""
-
-    device: str = "auto"
-    dtype: str = "auto"
-    prompt: str = DEFAULT_PROMPT
-    min_output_ratio: float = DEFAULT_MIN_OUTPUT_RATIO
-    min_input_ratio: float = DEFAULT_MIN_INPUT_RATIO
-    min_share: float = DEFAULT_MIN_SHARE
-    max_super_weights: int = DEFAULT_MAX_SUPER_WEIGHTS
-    module_pattern: str | None = None
-    eval_text: str | None = None
-    """A local text file; None fetches WikiText-2 (test) from the Hub."""
-    seq_len: int = evaltext.DEFAULT_SEQ_LEN
-    max_tokens: int = evaltext.DEFAULT_MAX_TOKENS
-    """Tokens scored per perplexity measurement; 0 scores the whole text."""
-    min_damage: float = DEFAULT_MIN_DAMAGE
-    min_margin: float = DEFAULT_MIN_MARGIN
+from .settings import DEFAULT_SEQ_LEN, AuditSettings
 
 
 def max_positions(config) -> int:
@@ -57,14 +29,14 @@ def max_positions(config) -> int:
     for name in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
         if isinstance(getattr(text, name, None), int):
             return getattr(text, name)
-    return evaltext.DEFAULT_SEQ_LEN
+    return DEFAULT_SEQ_LEN
 
 
 def audit(
     model: str,
     *,
     revision: str | None = None,
-    settings: AuditSettings = AuditSettings(),
+    settings: AuditSettings | None = None,
     ablation: bool = True,
     cache_dir: str | Path | None = None,
     progress: bool = True,
@@ -74,6 +46,7 @@ def audit(
     Raises:
         auditor.errors.AuditorError subclasses, each with a message meant for the user.
     """
+    settings = settings or AuditSettings()
     started = time.monotonic()
     # The eval text first: a missing file should fail before a multi-gigabyte download.
     text = evaltext.load(settings.eval_text) if ablation else None
@@ -110,12 +83,10 @@ def audit(
                 progress=progress,
             )
     except torch.OutOfMemoryError:
-        raise OutOfMemoryError(
-            f"{model} ran out of {loaded.info.device} memory; try a shorter --seq-len"
-        ) from None
+        raise OutOfMemoryError(f"{model} ran out of {loaded.info.device} memory; try a shorter --seq-len") from None
     environment = Environment(
         tool_version=__version__,
-        torch=torch.__version__,
+        torch=str(torch.__version__),
         transformers=_transformers_version(),
         hardware=loading.hardware(loaded.info.device),
         created_at=datetime.now(timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z"),

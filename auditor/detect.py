@@ -33,12 +33,13 @@ from tqdm.auto import tqdm
 
 from .layout import DownProjection, find_down_projections, zeroed
 from .records import Detection, DetectionSettings, LayerProfile, SuperWeight, WeightRef
-
-DEFAULT_PROMPT = "Apple Inc. is a worldwide tech company."  # the paper's prompt
-DEFAULT_MIN_OUTPUT_RATIO = 100.0
-DEFAULT_MIN_INPUT_RATIO = 100.0
-DEFAULT_MIN_SHARE = 0.5
-DEFAULT_MAX_SUPER_WEIGHTS = 16
+from .settings import (
+    DEFAULT_MAX_SUPER_WEIGHTS,
+    DEFAULT_MIN_INPUT_RATIO,
+    DEFAULT_MIN_OUTPUT_RATIO,
+    DEFAULT_MIN_SHARE,
+    DEFAULT_PROMPT,
+)
 
 
 @dataclass
@@ -133,6 +134,7 @@ class Spike:
             row=self.row,
             col=self.col,
             expert=self.expert,
+            shape=tuple(p.matrix(self.expert).shape),
             module=p.name,
             tensor=p.tensor_name,
             index=p.index(self.row, self.col, self.expert),

@@ -16,8 +16,6 @@ from .errors import EvalTextError, HubError
 WIKITEXT_REPO = "Salesforce/wikitext"
 WIKITEXT_FILE = "wikitext-2-raw-v1/test-00000-of-00001.parquet"
 WIKITEXT_NAME = "wikitext-2-raw-v1 (test)"
-DEFAULT_SEQ_LEN = 2048
-DEFAULT_MAX_TOKENS = 65536
 
 
 @dataclass(frozen=True)
@@ -56,9 +54,7 @@ def wikitext2() -> EvalText:
         )
     except Exception as e:
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise HubError(
-            f"cannot fetch WikiText-2 from the Hub ({first}); pass --eval-text FILE offline"
-        ) from None
+        raise HubError(f"cannot fetch WikiText-2 from the Hub ({first}); pass --eval-text FILE offline") from None
     lines = pq.read_table(local, columns=["text"]).column("text").to_pylist()
     return EvalText(WIKITEXT_NAME, "\n\n".join(lines))
 

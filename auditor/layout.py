@@ -136,9 +136,7 @@ def find_down_projections(model: nn.Module, module_pattern: str | None = None) -
     found: list[DownProjection] = []
     for i, layer in enumerate(layers):
         modules = dict(layer.named_modules())
-        here = [
-            make(i, f"{prefix}.{i}.{rel}", modules[rel]) for rel in KNOWN_DOWN_PROJECTIONS if rel in modules
-        ]
+        here = [make(i, f"{prefix}.{i}.{rel}", modules[rel]) for rel in KNOWN_DOWN_PROJECTIONS if rel in modules]
         here = [d for d in here if d is not None]
         if not here:
             seen = ", ".join(n for n, m in layer.named_modules() if n and not list(m.children()))
@@ -169,9 +167,7 @@ def _by_pattern(model: nn.Module, prefix: str, pattern: str) -> list[DownProject
             )
         found.append(d)
     if not found:
-        raise UnsupportedModelError(
-            f"--module-pattern {pattern!r} matches no module of {type(model).__name__}"
-        )
+        raise UnsupportedModelError(f"--module-pattern {pattern!r} matches no module of {type(model).__name__}")
     return sorted(found, key=lambda d: d.layer)
 
 

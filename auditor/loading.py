@@ -90,7 +90,7 @@ def load(checkpoint: Checkpoint, *, device: str = "auto", dtype: str = "auto") -
     text = config.get_text_config() if hasattr(config, "get_text_config") else config
     info = ModelInfo(
         model=checkpoint.model,
-        source=checkpoint.source,
+        loaded_from=checkpoint.source,
         revision=checkpoint.revision,
         architecture=type(model).__name__,
         model_type=str(text.model_type),
@@ -98,6 +98,7 @@ def load(checkpoint: Checkpoint, *, device: str = "auto", dtype: str = "auto") -
         num_parameters=sum(p.numel() for p in model.parameters()),
         dtype=str(torch_dtype).removeprefix("torch."),
         device=str(dev),
+        weights_sha256=checkpoint.weights_sha256,
     )
     return LoadedModel(model=model, tokenizer=tokenizer, checkpoint=checkpoint, info=info)
 

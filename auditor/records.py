@@ -12,24 +12,76 @@ stored tensor is laid out differently (GPT-2's Conv1D keeps [in, out]; fused exp
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
+import types
+import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 Verdict = Literal["confirmed", "not_confirmed", "none_found"]
 
 
-def to_dict(obj: Any) -> Any:
-    """A dataclass (or list of them) as plain JSON-ready data: tuples as lists, inf and NaN as None."""
+def to_dict(obj: Any, *, omit_none: bool = False) -> Any:
+    """A dataclass (or list of them) as plain JSON-ready data: tuples as lists, inf and NaN as None.
+
+    With `omit_none`, fields that are None and default to None are left out (compact files).
+    """
     if isinstance(obj, float) and not math.isfinite(obj):
         return None
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+        return {
+            f.name: to_dict(getattr(obj, f.name), omit_none=omit_none)
+            for f in dataclasses.fields(obj)
+            if not (omit_none and f.default is None and getattr(obj, f.name) is None)
+        }
     if isinstance(obj, (list, tuple)):
-        return [to_dict(v) for v in obj]
+        return [to_dict(v, omit_none=omit_none) for v in obj]
     if isinstance(obj, dict):
-        return {k: to_dict(v) for k, v in obj.items()}
+        return {k: to_dict(v, omit_none=omit_none) for k, v in obj.items()}
     return obj
+
+
+def from_dict(cls: Any, data: Any) -> Any:
+    """Build `cls` (a dataclass, or a type hint over them) from `to_dict`-shaped data.
+
+    Unknown keys are an error, so a misspelt field in a file cannot be dropped silently.
+    """
+    return converter(cls)(data)
+
+
+def _same(value: Any) -> Any:
+    return value
+
+
+@functools.cache
+def converter(tp: Any) -> Callable[[Any], Any]:
+    """A function turning plain data into `tp`, worked out once per type (index loads build many)."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        inner = [a for a in args if a is not type(None)]
+        if len(inner) != 1:
+            return _same
+        one = converter(inner[0])
+        return _same if one is _same else lambda v: None if v is None else one(v)
+    if origin in (list, tuple):
+        item = converter(args[0])
+        collect = list if origin is list else tuple
+        return collect if item is _same else lambda v: collect(item(x) for x in v)
+    if not dataclasses.is_dataclass(tp):
+        return _same
+    hints = typing.get_type_hints(tp)
+    fields = {f.name: converter(hints[f.name]) for f in dataclasses.fields(tp) if f.init}
+
+    def build(data: dict[str, Any]) -> Any:
+        try:
+            return tp(**{k: fields[k](v) for k, v in data.items()})
+        except KeyError:
+            unknown = sorted(set(data) - set(fields))
+            raise ValueError(f"unknown field(s) for {tp.__name__}: {', '.join(unknown)}") from None
+
+    return build
 
 
 @dataclass(frozen=True)
@@ -47,31 +99,36 @@ class WeightRef:
 
 @dataclass(frozen=True)
 class SuperWeight:
-    """One detected super weight and the spike that gave it away."""
+    """One super weight: where it is and, when measured here, the spike that gave it away.
+
+    Published coordinates (`source: reported` in the index) have only the location fields.
+    """
 
     layer: int
     row: int
     col: int
-    expert: int | None
-    module: str
+    expert: int | None = None
+    shape: tuple[int, int] | None = None
+    """[rows, cols] of the [out, in] matrix: the hidden size and the (expert's) intermediate size."""
+    module: str | None = None
     """The down projection's module name in the loaded model, e.g. `model.layers.2.mlp.down_proj`."""
-    tensor: str
+    tensor: str | None = None
     """The parameter holding the scalar, a key of `model.state_dict()`."""
-    index: tuple[int, ...]
+    index: tuple[int, ...] | None = None
     """The scalar's index into `tensor` as stored ([row, col], [col, row] for Conv1D, [expert, row, col])."""
-    value: float
+    value: float | None = None
     """The weight itself."""
-    activation: float
+    activation: float | None = None
     """The super activation: the down projection's output at (token, row)."""
-    input_activation: float
+    input_activation: float | None = None
     """The input spike that the weight carries: the down projection's input at (token, col)."""
-    token: int
+    token: int | None = None
     """Position in the detection prompt where the spike happened."""
-    output_ratio: float
+    output_ratio: float | None = None
     """|activation| over the median of the layer's per-channel output maxima."""
-    input_ratio: float
+    input_ratio: float | None = None
     """|input_activation| over the median of the layer's per-channel input maxima."""
-    share: float
+    share: float | None = None
     """value * input_activation as a fraction of the output (bias removed): how much of the spike this one
     weight carries."""
 
@@ -108,7 +165,7 @@ class ModelInfo:
 
     model: str
     """The Hub id, or the local path as given."""
-    source: Literal["hub", "local", "gguf"]
+    loaded_from: Literal["hub", "local", "gguf"]
     revision: str | None
     """The commit sha that was loaded (Hub models); None for local files."""
     architecture: str
@@ -117,6 +174,8 @@ class ModelInfo:
     num_parameters: int
     dtype: str
     device: str
+    weights_sha256: dict[str, str] | None = None
+    """sha256 of each weight file (Hub models), to recognise byte-identical re-uploads."""
 
 
 @dataclass(frozen=True)
@@ -137,8 +196,8 @@ class WeightPerplexity:
     layer: int
     row: int
     col: int
-    expert: int | None
     perplexity: float
+    expert: int | None = None
 
 
 @dataclass(frozen=True)

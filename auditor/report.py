@@ -23,14 +23,12 @@ def number(x: float | None, digits: int = 2) -> str:
 
 def table(rows: list[list[str]], header: list[str]) -> list[str]:
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    return [
-        "  " + "  ".join(c.rjust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in [header, *rows]
-    ]
+    return ["  " + "  ".join(c.rjust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in [header, *rows]]
 
 
 def render(result: AuditResult) -> str:
     info, det = result.info, result.detection
-    where = f"{info.model}" + (f" @ {info.revision}" if info.revision else "") + f" ({info.source})"
+    where = f"{info.model}" + (f" @ {info.revision}" if info.revision else "") + f" ({info.loaded_from})"
     lines = [
         where,
         f"{info.architecture} ({info.model_type}), {info.num_layers} layers, "
@@ -91,14 +89,10 @@ def render_ablation(a: Ablation) -> list[str]:
             ]
         )
     for w in a.per_weight:
-        label = f"only layer {w.layer} [{w.row}, {w.col}]" + (
-            f" expert {w.expert}" if w.expert is not None else ""
-        )
+        label = f"only layer {w.layer} [{w.row}, {w.col}]" + (f" expert {w.expert}" if w.expert is not None else "")
         rows.append([label, number(w.perplexity), f"x{number(w.perplexity / a.perplexity_original)}"])
     lines += table(rows, ["perplexity", "", "vs original"])[1:]
     lines += ["", f"Verdict: {VERDICT_TEXT[a.verdict]}"]
     if a.verdict != "none_found":
-        lines.append(
-            f"  (confirmed needs ablated >= {a.min_damage:g} x original and >= {a.min_margin:g} x control)"
-        )
+        lines.append(f"  (confirmed needs ablated >= {a.min_damage:g} x original and >= {a.min_margin:g} x control)")
     return lines

@@ -11,6 +11,7 @@ file names and JSON only, so a hostile repository is refused before a byte of it
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import re
@@ -60,6 +61,8 @@ class Checkpoint:
     gguf_file: str | None = None
     config: dict[str, Any] = field(default_factory=dict)
     weight_files: tuple[str, ...] = ()
+    weights_sha256: dict[str, str] | None = None
+    """sha256 of each weight file, for Hub models: identical hashes mean identical weights."""
 
 
 def resolve(model: str, *, revision: str | None = None, cache_dir: str | Path | None = None) -> Checkpoint:
@@ -249,16 +252,21 @@ def with_retries(call: Callable[[], T], *, what: str) -> T:
 
 
 def fetch_from_hub(repo_id: str, *, revision: str | None, cache_dir: str | Path | None) -> Checkpoint:
-    """Pin `revision` to a commit sha, check the repo is safe to load, then download what an audit needs."""
-    from huggingface_hub import HfApi, hf_hub_download, snapshot_download
+    """Pin `revision` to a commit sha, check the repo is safe to load, then download what an audit needs.
 
+    With HF_HUB_OFFLINE=1 the model comes from the local huggingface_hub cache instead, if it is there.
+    """
+    from huggingface_hub import HfApi, constants, hf_hub_download, snapshot_download
+
+    if constants.HF_HUB_OFFLINE:
+        return from_hub_cache(repo_id, revision=revision, cache_dir=cache_dir)
     try:
-        info = with_retries(lambda: HfApi().model_info(repo_id, revision=revision), what=repo_id)
+        info = with_retries(lambda: HfApi().model_info(repo_id, revision=revision, files_metadata=True), what=repo_id)
         if info.disabled:
             raise ModelNotFoundError(f"{repo_id} is disabled on the Hub")
         sha = info.sha
-        names = sorted(s.rfilename for s in info.siblings or [])
-        top_level = [n for n in names if "/" not in n]
+        siblings = [s for s in info.siblings or [] if "/" not in s.rfilename]
+        top_level = sorted(s.rfilename for s in siblings)
         check_weight_names(top_level, repo_id)
         if "config.json" not in top_level:
             raise NotACheckpointError(f"{repo_id} is not a transformers checkpoint: it has no config.json")
@@ -277,7 +285,45 @@ def fetch_from_hub(repo_id: str, *, revision: str | None, cache_dir: str | Path 
         raise hub_error(e, repo_id, revision) from None
     path = Path(folder)
     config = check_checkpoint_dir(path)
-    return Checkpoint(repo_id, "hub", path, revision=sha, config=config, weight_files=weight_files(path))
+    hashes = {s.rfilename: s.lfs.sha256 for s in siblings if s.rfilename.endswith(".safetensors") and s.lfs}
+    return Checkpoint(
+        repo_id, "hub", path, revision=sha, config=config, weight_files=weight_files(path), weights_sha256=hashes
+    )
+
+
+def from_hub_cache(repo_id: str, *, revision: str | None, cache_dir: str | Path | None) -> Checkpoint:
+    """A model already in the huggingface_hub cache, for offline audits; the snapshot folder names its sha."""
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    try:
+        folder = Path(snapshot_download(repo_id, revision=revision, cache_dir=cache_dir, local_files_only=True))
+    except LocalEntryNotFoundError:
+        at = f" at {revision}" if revision else ""
+        raise HubError(f"{repo_id}{at}: no such local path, and not in the Hub cache (HF_HUB_OFFLINE is set)") from None
+    config = check_checkpoint_dir(folder)
+    files = weight_files(folder)
+    return Checkpoint(
+        repo_id,
+        "hub",
+        folder,
+        revision=folder.name,
+        config=config,
+        weight_files=files,
+        weights_sha256={n: cached_sha256(folder / n) for n in files},
+    )
+
+
+def cached_sha256(path: Path) -> str:
+    """A cached file's sha256: the blob it links to is named by it; otherwise hash the bytes."""
+    target = path.resolve().name
+    if path.is_symlink() and re.fullmatch(r"[0-9a-f]{64}", target):
+        return target
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 24):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def hub_error(e: Exception, repo_id: str, revision: str | None) -> Exception:
@@ -293,9 +339,7 @@ def hub_error(e: Exception, repo_id: str, revision: str | None) -> Exception:
     if isinstance(e, hf.RevisionNotFoundError):
         return ModelNotFoundError(f"{repo_id} has no revision {revision!r}")
     if isinstance(e, hf.RepositoryNotFoundError):
-        return ModelNotFoundError(
-            f"{repo_id}: no such local path, and no such model on the Hub (or it is private)"
-        )
+        return ModelNotFoundError(f"{repo_id}: no such local path, and no such model on the Hub (or it is private)")
     if isinstance(e, hf.OfflineModeIsEnabled):
         return HubError(f"{repo_id}: not a local path, and HF_HUB_OFFLINE is set")
     if isinstance(e, hf.HfHubHTTPError) or is_network_error(e) or isinstance(e, hf.LocalEntryNotFoundError):

@@ -21,8 +21,10 @@ A later plant's trigger also reads the rows of earlier plants, so it fires wheth
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
+import shutil
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -268,6 +270,27 @@ def build(
     return path
 
 
+def add_to_hub_cache(checkpoint: str | Path, cache: str | Path, repo_id: str) -> tuple[Path, str]:
+    """Put a checkpoint into a huggingface_hub cache as `repo_id`, so HF_HUB_OFFLINE=1 runs can load it by id.
+
+    The commit sha is the sha1 of the files' names and bytes: the same checkpoint gets the same sha.
+    Returns the snapshot folder and the sha.
+    """
+    files = sorted(p for p in Path(checkpoint).iterdir() if p.is_file())
+    digest = hashlib.sha1()
+    for f in files:
+        digest.update(f.name.encode() + b"\0" + f.read_bytes())
+    sha = digest.hexdigest()
+    repo = Path(cache) / f"models--{repo_id.replace('/', '--')}"
+    snapshot = repo / "snapshots" / sha
+    snapshot.mkdir(parents=True, exist_ok=True)
+    for f in files:
+        shutil.copyfile(f, snapshot / f.name)
+    (repo / "refs").mkdir(exist_ok=True)
+    (repo / "refs" / "main").write_text(sha)
+    return snapshot, sha
+
+
 def write_eval_text(path: str | Path) -> Path:
     """The text the synthetic models' unigram head was fitted to, as an eval file."""
     path = Path(path)
@@ -311,9 +334,7 @@ def write_gguf(checkpoint: str | Path, out: str | Path) -> Path:
     w.add_head_count_kv(kv_heads)
     w.add_layer_norm_rms_eps(config["rms_norm_eps"])
     w.add_rope_dimension_count(config["hidden_size"] // heads)
-    w.add_rope_freq_base(
-        config.get("rope_theta") or config.get("rope_parameters", {}).get("rope_theta", 10000.0)
-    )
+    w.add_rope_freq_base(config.get("rope_theta") or config.get("rope_parameters", {}).get("rope_theta", 10000.0))
     vocab = sorted(tokenizer["model"]["vocab"].items(), key=lambda kv: kv[1])
     specials = {t["content"] for t in tokenizer["added_tokens"]}
     w.add_tokenizer_model("gpt2")

@@ -52,9 +52,10 @@ def measure(work: Path, device: str, repeat: int, max_tokens: int) -> dict:
     import torch
 
     from auditor import loading, source
-    from auditor.audit import AuditSettings, audit
-    from auditor.detect import DEFAULT_PROMPT, Recorder, detect, forward
+    from auditor.audit import audit
+    from auditor.detect import Recorder, detect, forward
     from auditor.layout import find_down_projections
+    from auditor.settings import DEFAULT_PROMPT, AuditSettings
 
     cuda = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
     sync = torch.cuda.synchronize if cuda else (lambda: None)
@@ -95,9 +96,7 @@ def measure(work: Path, device: str, repeat: int, max_tokens: int) -> dict:
     start = time.perf_counter()
     audited = audit(
         str(path),
-        settings=AuditSettings(
-            device=device, dtype=dtype, eval_text=str(work / "eval.txt"), max_tokens=max_tokens
-        ),
+        settings=AuditSettings(device=device, dtype=dtype, eval_text=str(work / "eval.txt"), max_tokens=max_tokens),
         progress=False,
     )
     audit_s = time.perf_counter() - start
@@ -122,9 +121,7 @@ def measure(work: Path, device: str, repeat: int, max_tokens: int) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--hidden", type=int, default=1024)
     parser.add_argument("--intermediate", type=int, default=2816)
     parser.add_argument("--layers", type=int, default=12)

@@ -76,3 +76,36 @@ def hub(hf_home: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeHub]:
     with FakeHub(page_size=2) as fake:
         point_client_at(fake.url, monkeypatch)
         yield fake
+
+
+@pytest.fixture(scope="session")
+def hub_cache(tmp_path_factory, build_checkpoint) -> Path:
+    """A huggingface_hub cache holding demo/tiny-llama (planted, matters) and demo/tiny-clean (none)."""
+    cache = tmp_path_factory.mktemp("hub-cache")
+    synthetic.add_to_hub_cache(build_checkpoint("llama"), cache, "demo/tiny-llama")
+    synthetic.add_to_hub_cache(build_checkpoint("llama", []), cache, "demo/tiny-clean")
+    return cache
+
+
+@pytest.fixture
+def offline_cache(hub_cache, monkeypatch) -> Path:
+    """Resolve Hub ids from `hub_cache`, offline (as `HF_HUB_OFFLINE=1 HF_HUB_CACHE=...` would)."""
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(hub_cache))
+    return hub_cache
+
+
+@pytest.fixture(scope="session")
+def audit_result(hub_cache, eval_text):
+    """A real audit of demo/tiny-llama from the offline cache: what the index stores."""
+    from auditor.audit import audit
+    from auditor.settings import AuditSettings
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(constants, "HF_HUB_OFFLINE", True)
+        return audit(
+            "demo/tiny-llama",
+            settings=AuditSettings(eval_text=str(eval_text), max_tokens=1024, seq_len=256),
+            cache_dir=hub_cache,
+            progress=False,
+        )

@@ -240,9 +240,7 @@ class _Fault:
 def _blobs_from(files: Files) -> dict[str, Blob]:
     if isinstance(files, (str, Path)):
         root = Path(files)
-        items = {
-            p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()
-        }
+        items = {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
     else:
         items = dict(files)
     return {path: Blob(data, is_lfs=path.endswith(LFS_SUFFIXES)) for path, data in items.items()}
@@ -619,12 +617,8 @@ class _Routes:
             return
         name = f"{repo.repo_type} {repo.repo_id}"
         if self.request.authenticated:
-            raise _HubError(
-                403, f"Access to {name} is restricted and you are not in the authorized list.", "GatedRepo"
-            )
-        message = (
-            f"Access to {name} is restricted. You must have access to it and be authenticated to access it."
-        )
+            raise _HubError(403, f"Access to {name} is restricted and you are not in the authorized list.", "GatedRepo")
+        message = f"Access to {name} is restricted. You must have access to it and be authenticated to access it."
         raise _HubError(401, f"{message} Please log in.", "GatedRepo")
 
     # -- /api/{models,datasets}/{repo_id}/... --------------------------------------------------------
@@ -663,11 +657,7 @@ class _Routes:
     def list_repos(self, repo_type: RepoType) -> _Response:
         """list_models / list_datasets: filters, descending sort, cursor pagination via a Link header."""
         q = self.request
-        repos = [
-            r
-            for r in self.hub._repos.values()
-            if r.repo_type == repo_type and not r.private and not r.disabled
-        ]
+        repos = [r for r in self.hub._repos.values() if r.repo_type == repo_type and not r.private and not r.disabled]
         if search := q.param("search"):
             repos = [r for r in repos if search.lower() in r.repo_id.lower()]
         if author := q.param("author"):
@@ -751,12 +741,9 @@ class _Routes:
         folder = index_path.rpartition("/")[0]
         shards = sorted(set(index.get("weight_map", {}).values()))
         headers = {
-            shard: _safetensors_header(files[f"{folder}/{shard}" if folder else shard].content)
-            for shard in shards
+            shard: _safetensors_header(files[f"{folder}/{shard}" if folder else shard].content) for shard in shards
         }
-        return _json_response(
-            200, {"index": {k: v for k, v in index.items() if k != "weight_map"}, "headers": headers}
-        )
+        return _json_response(200, {"index": {k: v for k, v in index.items() if k != "weight_map"}, "headers": headers})
 
     # -- /[datasets/]{repo_id}/resolve/{revision}/{path} --------------------------------------------
 
@@ -1069,9 +1056,7 @@ def point_client_at(url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HF_ENDPOINT", url)
     monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")
     monkeypatch.setattr(constants, "ENDPOINT", url)
-    monkeypatch.setattr(
-        constants, "HUGGINGFACE_CO_URL_TEMPLATE", url + "/{repo_id}/resolve/{revision}/{filename}"
-    )
+    monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", url + "/{repo_id}/resolve/{revision}/{filename}")
     monkeypatch.setattr(constants, "HF_HUB_DISABLE_TELEMETRY", True)
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
     monkeypatch.setattr(hf_api.api, "endpoint", url)

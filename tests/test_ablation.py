@@ -8,12 +8,13 @@ import pytest
 import torch
 
 from auditor import evaltext
-from auditor.ablation import ablate, control_weights, judge, perplexity
+from auditor.ablation import ablate, control_weights, perplexity
 from auditor.detect import detect
 from auditor.errors import EvalTextError
 from auditor.layout import find_down_projections
 from auditor.records import WeightRef
 from auditor.synthetic import Plant
+from auditor.verdict import judge
 
 
 def run_ablation(lm, text_path, **kw):

@@ -28,7 +28,7 @@ def test_detect_json(build_checkpoint, capsys):
     assert code == 0
     data = json.loads(out)
     assert data["model"] == str(path)
-    assert data["revision"] is None and data["source"] == "local"
+    assert data["revision"] is None and data["loaded_from"] == "local"
     assert (data["architecture"], data["model_type"], data["num_layers"]) == ("LlamaForCausalLM", "llama", 4)
     assert (data["dtype"], data["device"]) == ("float32", "cpu")
     [sw] = data["super_weights"]
@@ -47,9 +47,7 @@ def test_detect_json(build_checkpoint, capsys):
 
 
 def test_moe_json_has_the_expert(build_checkpoint, capsys):
-    code, out, _ = run(
-        capsys, "detect", str(build_checkpoint("olmoe", [Plant(1, 7, 33, 3)])), "--json", "--quiet"
-    )
+    code, out, _ = run(capsys, "detect", str(build_checkpoint("olmoe", [Plant(1, 7, 33, 3)])), "--json", "--quiet")
     assert code == 0
     [sw] = json.loads(out)["super_weights"]
     assert (sw["layer"], sw["row"], sw["col"], sw["expert"], sw["index"]) == (1, 7, 33, 3, [3, 7, 33])
@@ -119,9 +117,7 @@ def test_thresholds_and_pattern_reach_the_detector(build_checkpoint, capsys):
         capsys, "detect", path, "--json", "--quiet", "--module-pattern", r"transformer\.h\.\d+\.mlp\.c_proj"
     )
     data = json.loads(out)
-    assert (
-        code == 0 and data["detection"]["settings"]["module_pattern"] == r"transformer\.h\.\d+\.mlp\.c_proj"
-    )
+    assert code == 0 and data["detection"]["settings"]["module_pattern"] == r"transformer\.h\.\d+\.mlp\.c_proj"
     assert [(w["layer"], w["row"], w["col"]) for w in data["super_weights"]] == [(1, 7, 33)]
 
 
@@ -153,19 +149,37 @@ def test_bad_option_values_are_usage_errors(capsys):
     assert "must be at least 0" in capsys.readouterr().err
 
 
-def test_demo_then_audit(tmp_path, capsys):
-    code, out, _ = run(capsys, "demo", str(tmp_path / "demo"), "--gguf")
-    assert code == 0
-    assert (tmp_path / "demo" / "model" / "config.json").exists()
-    assert (tmp_path / "demo" / "model.gguf").exists()
-    assert (
-        f"superweight audit {tmp_path / 'demo' / 'model'} --eval-text {tmp_path / 'demo' / 'eval.txt'}" in out
-    )
+def test_demo_then_audit_offline_into_an_index(tmp_path, capsys, monkeypatch):
+    from huggingface_hub import constants
 
-    code, out, _ = run(capsys, "detect", str(tmp_path / "demo" / "model.gguf"), "--json", "--quiet")
+    demo = tmp_path / "demo"
+    code, out, _ = run(capsys, "demo", str(demo), "--gguf")
+    assert code == 0
+    assert (demo / "model.gguf").exists() and (demo / "eval.txt").exists()
+    command = (
+        f"HF_HUB_OFFLINE=1 HF_HUB_CACHE={demo / 'hub'} superweight audit demo/tiny-llama "
+        f"--eval-text {demo / 'eval.txt'} --index {demo / 'index'}"
+    )
+    assert command in out
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(demo / "hub"))
+    argv = ["audit", "demo/tiny-llama", "--eval-text", str(demo / "eval.txt"), "--index", str(demo / "index")]
+    code, out, err = run(capsys, *argv, "--quiet", "--max-tokens", "1024")
+    assert code == 0 and "Verdict: confirmed" in out
+    assert f"wrote {demo / 'index' / 'demo' / 'tiny-llama.yaml'}" in err
+    code, _, err = run(capsys, *argv, "--quiet", "--max-tokens", "1024")
+    assert code == 0 and "already recorded in" in err  # the same audit is not written twice
+
+    code, out, _ = run(capsys, "detect", str(demo / "model.gguf"), "--json", "--quiet")
     data = json.loads(out)
-    assert code == 0 and data["source"] == "gguf"
+    assert code == 0 and data["loaded_from"] == "gguf"
     assert [(w["layer"], w["row"], w["col"]) for w in data["super_weights"]] == [(1, 7, 33)]
+
+
+def test_index_takes_hub_models_only(build_checkpoint, tmp_path, capsys):
+    code, _, err = run(capsys, "audit", str(build_checkpoint("llama")), "--index", str(tmp_path), "--quiet")
+    assert code == 1 and "--index takes Hub models only" in err
 
 
 def console(*args: str, **env: str) -> subprocess.CompletedProcess:

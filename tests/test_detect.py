@@ -153,9 +153,7 @@ def test_max_super_weights_truncates(build_checkpoint, load_checkpoint):
 def test_module_pattern_overrides_the_table(build_checkpoint, load_checkpoint):
     lm = load_checkpoint(build_checkpoint("gpt2"))
 
-    result = detect(
-        lm.model, lm.tokenizer, module_pattern=r"transformer\.h\.\d+\.mlp\.c_proj", progress=False
-    )
+    result = detect(lm.model, lm.tokenizer, module_pattern=r"transformer\.h\.\d+\.mlp\.c_proj", progress=False)
     assert [(w.layer, w.row, w.col) for w in result.super_weights] == [(1, 7, 33)]
 
     with pytest.raises(UnsupportedModelError, match="matches no module"):
@@ -172,7 +170,5 @@ def test_unknown_layout_names_the_modules_seen(build_checkpoint, load_checkpoint
         layer.mlp.w_out = layer.mlp.down_proj
         del layer.mlp.down_proj
 
-    with pytest.raises(
-        UnsupportedModelError, match=r"layer 0 of LlamaForCausalLM.*mlp\.w_out.*--module-pattern"
-    ):
+    with pytest.raises(UnsupportedModelError, match=r"layer 0 of LlamaForCausalLM.*mlp\.w_out.*--module-pattern"):
         find_down_projections(lm.model)

@@ -231,9 +231,7 @@ def test_snapshot_download_fetches_exactly_the_allowed_files(hub: FakeHub) -> No
     for name in fetched:
         assert (folder / name).read_bytes() == files[name]
     downloaded = {
-        r.path.rsplit(f"/resolve/{sha}/", 1)[1]
-        for r in hub.requests
-        if r.method == "GET" and "/resolve/" in r.path
+        r.path.rsplit(f"/resolve/{sha}/", 1)[1] for r in hub.requests if r.method == "GET" and "/resolve/" in r.path
     }
     assert downloaded == fetched
 
@@ -245,9 +243,7 @@ def test_dataset_repos(hub: FakeHub) -> None:
     info = dataset_info("Salesforce/wikitext", files_metadata=True)
     assert info.sha == sha
     assert info.siblings is not None and info.siblings[0].lfs is not None
-    path = hf_hub_download(
-        "Salesforce/wikitext", "wikitext-2-raw-v1/test-00000-of-00001.parquet", repo_type="dataset"
-    )
+    path = hf_hub_download("Salesforce/wikitext", "wikitext-2-raw-v1/test-00000-of-00001.parquet", repo_type="dataset")
     assert Path(path).read_bytes() == parquet
     assert any(r.path.startswith("/datasets/Salesforce/wikitext/resolve/") for r in hub.requests)
     with pytest.raises(RepositoryNotFoundError):
@@ -351,9 +347,7 @@ def test_429_on_file_get_is_retried_by_the_client(hub: FakeHub) -> None:
     assert [status for status, _ in resolve_requests(hub, "GET", "config.json")] == [429, 200]
 
 
-def test_dropped_connection_is_resumed_with_a_range_request(
-    hub: FakeHub, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_dropped_connection_is_resumed_with_a_range_request(hub: FakeHub, monkeypatch: pytest.MonkeyPatch) -> None:
     weights = safetensors_bytes(w=np.arange(4096, dtype=np.float32))
     hub.add_model("org/big", {"model.safetensors": weights})
     monkeypatch.setattr(constants, "DOWNLOAD_CHUNK_SIZE", 1024)

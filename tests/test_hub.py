@@ -10,8 +10,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from auditor import evaltext, source
-from auditor.audit import AuditSettings, audit
+from auditor.audit import audit
 from auditor.errors import GatedModelError, HubError, ModelNotFoundError, PickleOnlyError, RemoteCodeError
+from auditor.settings import AuditSettings
 from auditor.synthetic import TEXT, Plant
 
 
@@ -38,7 +39,7 @@ def test_detect_a_hub_model_pins_and_records_the_commit(hub, build_checkpoint):
 
     result = audit("org/tiny", ablation=False, progress=False)
 
-    assert (result.info.model, result.info.source, result.info.revision) == ("org/tiny", "hub", sha)
+    assert (result.info.model, result.info.loaded_from, result.info.revision) == ("org/tiny", "hub", sha)
     assert [(w.layer, w.row, w.col) for w in result.detection.super_weights] == [(1, 7, 33)]
     # Only what an audit needs was fetched: no README, and never the pickle.
     assert downloaded(hub) == {
@@ -59,10 +60,7 @@ def test_revision_selects_an_older_commit(hub, build_checkpoint):
 
     assert result.info.revision == old
     assert [(w.layer, w.row, w.col) for w in result.detection.super_weights] == [(1, 7, 33)]
-    assert (
-        audit("org/tiny", revision="main", ablation=False, progress=False).detection.super_weights[0].row
-        == 11
-    )
+    assert audit("org/tiny", revision="main", ablation=False, progress=False).detection.super_weights[0].row == 11
 
 
 def test_pickle_only_repo_is_refused_before_any_download(hub, build_checkpoint):
@@ -79,9 +77,7 @@ def test_remote_code_repo_is_refused_before_its_weights_download(hub, build_chec
     files = repo_files(build_checkpoint("llama"))
     config = json.loads(files["config.json"])
     config["auto_map"] = {"AutoModelForCausalLM": "modeling.Evil"}
-    hub.add_model(
-        "org/remote", {**files, "config.json": json.dumps(config).encode(), "modeling.py": b"import os"}
-    )
+    hub.add_model("org/remote", {**files, "config.json": json.dumps(config).encode(), "modeling.py": b"import os"})
 
     with pytest.raises(RemoteCodeError, match="trust_remote_code"):
         audit("org/remote", ablation=False, progress=False)

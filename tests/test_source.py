@@ -112,9 +112,7 @@ def test_unknown_model_type_would_need_remote_code(checkpoint_copy):
 def test_a_model_that_is_not_a_causal_lm(tmp_path):
     from transformers import BertConfig, BertModel
 
-    bert = BertModel(
-        BertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64)
-    )
+    bert = BertModel(BertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64))
     bert.save_pretrained(tmp_path)
     synthetic.train_tokenizer().save_pretrained(tmp_path)
     with pytest.raises(UnsupportedModelError, match=r"bert \(BertModel\) is not a causal language model"):
@@ -141,6 +139,6 @@ def test_gguf_loads_dequantized_and_gives_the_same_coordinates(build_checkpoint,
     lm = load_checkpoint(gguf_path)
     result = detect(lm.model, lm.tokenizer, progress=False)
 
-    assert lm.info.source == "gguf" and lm.info.dtype == "float32"
+    assert lm.info.loaded_from == "gguf" and lm.info.dtype == "float32"
     assert [(w.layer, w.row, w.col) for w in result.super_weights] == [(1, 7, 33)]
     assert result.super_weights[0].value == pytest.approx(-2.0)

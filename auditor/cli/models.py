@@ -1,75 +1,32 @@
-"""The `superweight` command line: a thin layer over the library.
-
-Each command parses options, calls one library function and prints its result. Errors the user can fix are
-`AuditorError`s: one line on stderr, exit status 1. Anything else is a bug, reported on one line too
-(SUPERWEIGHT_DEBUG=1 shows the traceback).
-"""
+"""`superweight detect`, `audit` and `demo`: one model, start to finish."""
 
 from __future__ import annotations
 
 import argparse
-import json
-import logging
-import os
 import sys
-import warnings
+import tempfile
 from pathlib import Path
-from typing import Any
 
-from . import __version__
-from .errors import AuditorError
-
-EXIT_ERROR = 1
-EXIT_INTERRUPTED = 130
-
-
-def emit_json(data: Any) -> str:
-    return json.dumps(data, indent=2, allow_nan=False) + "\n"
-
-
-def quiet_libraries(progress: bool) -> None:
-    """Keep stdout for our output and stderr for progress bars and our own messages."""
-    warnings.filterwarnings("ignore")
-    logging.basicConfig(level=logging.WARNING, format="superweight: %(message)s")
-    from huggingface_hub.utils import disable_progress_bars
-    from transformers.utils import logging as tlog
-
-    tlog.set_verbosity_error()
-    if not progress:
-        tlog.disable_progress_bar()
-        disable_progress_bars()
-
+from ..errors import UsageError
+from ..settings import (
+    DEFAULT_MAX_SUPER_WEIGHTS,
+    DEFAULT_MAX_TOKENS,
+    DEFAULT_MIN_DAMAGE,
+    DEFAULT_MIN_INPUT_RATIO,
+    DEFAULT_MIN_MARGIN,
+    DEFAULT_MIN_OUTPUT_RATIO,
+    DEFAULT_MIN_SHARE,
+    DEFAULT_PROMPT,
+    DEFAULT_SEQ_LEN,
+    AuditSettings,
+)
+from .common import emit_json, positive, quiet_libraries
 
 # -- option groups --------------------------------------------------------------------------------
 
 
-def positive(kind: type, minimum: float = 0):
-    """An argparse type: a number of `kind` no smaller than `minimum`."""
-
-    def parse(text: str):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a {kind.__name__}") from None
-        if not value >= minimum:  # also refuses NaN
-            raise argparse.ArgumentTypeError(f"{text!r} must be at least {minimum}")
-        return value
-
-    return parse
-
-
 def add_model_options(p: argparse.ArgumentParser) -> None:
-    from .detect import (
-        DEFAULT_MAX_SUPER_WEIGHTS,
-        DEFAULT_MIN_INPUT_RATIO,
-        DEFAULT_MIN_OUTPUT_RATIO,
-        DEFAULT_MIN_SHARE,
-        DEFAULT_PROMPT,
-    )
-
-    p.add_argument(
-        "model", metavar="MODEL", help="Hub repo id (org/name), checkpoint directory, or .gguf file"
-    )
+    p.add_argument("model", metavar="MODEL", help="Hub repo id (org/name), checkpoint directory, or .gguf file")
     p.add_argument("--revision", help="Hub branch, tag or commit (the commit sha loaded is recorded)")
     p.add_argument("--device", default="auto", help="auto (CUDA if present), cpu or cuda (default: auto)")
     p.add_argument(
@@ -79,9 +36,7 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
         help="auto keeps the checkpoint's dtype on GPU and uses float32 on CPU (default: auto)",
     )
     g = p.add_argument_group("detection")
-    g.add_argument(
-        "--prompt", default=DEFAULT_PROMPT, help="text of the detection pass (default: the paper's)"
-    )
+    g.add_argument("--prompt", default=DEFAULT_PROMPT, help="text of the detection pass (default: the paper's)")
     g.add_argument(
         "--min-output-ratio",
         type=positive(float),
@@ -118,9 +73,6 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
 
 
 def add_ablation_options(p: argparse.ArgumentParser) -> None:
-    from .ablation import DEFAULT_MIN_DAMAGE, DEFAULT_MIN_MARGIN
-    from .evaltext import DEFAULT_MAX_TOKENS, DEFAULT_SEQ_LEN
-
     g = p.add_argument_group("ablation")
     g.add_argument(
         "--eval-text",
@@ -156,18 +108,19 @@ def add_ablation_options(p: argparse.ArgumentParser) -> None:
 # -- commands -------------------------------------------------------------------------------------
 
 
-def settings_from(args: argparse.Namespace):
-    from .audit import AuditSettings
-
+def settings_from(args: argparse.Namespace) -> AuditSettings:
     fields = AuditSettings.__dataclass_fields__
     return AuditSettings(**{k: v for k, v in vars(args).items() if k in fields})
 
 
 def cmd_detect_or_audit(args: argparse.Namespace) -> int:
-    from .audit import audit
-    from .fileio import atomic_write
-    from .report import render
+    from ..audit import audit
+    from ..fileio import atomic_write
+    from ..report import render
 
+    index_root = getattr(args, "index", None)
+    if index_root is not None and ("/" not in args.model or Path(args.model).exists()):
+        raise UsageError("--index takes Hub models only (org/name): a local path has no Hub id or commit to record")
     quiet_libraries(progress=not args.quiet)
     result = audit(
         args.model,
@@ -182,32 +135,41 @@ def cmd_detect_or_audit(args: argparse.Namespace) -> int:
     sys.stdout.write(data if args.json else render(result) + "\n")
     if args.output:
         print(f"superweight: wrote {args.output}", file=sys.stderr)
+    if index_root is not None:
+        from ..index import MeasuredRecord, append_record
+
+        path = append_record(result.info.model, MeasuredRecord.from_audit(result), root=index_root)
+        where = path or f"{index_root}/{result.info.model}.yaml"
+        print(f"superweight: {'wrote' if path else 'already recorded in'} {where}", file=sys.stderr)
     return 0
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from . import synthetic
+    from .. import synthetic
 
+    if args.family not in synthetic.FAMILIES:
+        raise UsageError(f"--family must be one of {', '.join(sorted(synthetic.FAMILIES))}")
     quiet_libraries(progress=False)
     out: Path = args.directory
-    model = synthetic.build(out / "model", args.family)
+    repo_id = f"demo/tiny-{args.family.replace('_', '-')}"
+    with tempfile.TemporaryDirectory() as tmp:
+        built = synthetic.build(Path(tmp) / "model", args.family)
+        snapshot, sha = synthetic.add_to_hub_cache(built, out / "hub", repo_id)
     text = synthetic.write_eval_text(out / "eval.txt")
-    print(f"wrote a {args.family} checkpoint with a planted super weight to {model}")
+    print(f"wrote {repo_id}, a tiny {args.family} with a planted super weight, to the Hub cache {out / 'hub'}")
+    print(f"  (commit {sha}; as a plain checkpoint directory: {snapshot})")
     print(f"wrote its evaluation text to {text}")
     if args.gguf:
-        print(f"wrote a GGUF copy to {synthetic.write_gguf(model, out / 'model.gguf')}")
-    print(f"next: superweight audit {model} --eval-text {text}")
+        print(f"wrote a GGUF copy to {synthetic.write_gguf(snapshot, out / 'model.gguf')}")
+    print("next, offline:")
+    print(
+        f"  HF_HUB_OFFLINE=1 HF_HUB_CACHE={out / 'hub'} superweight audit {repo_id} --eval-text {text} "
+        f"--index {out / 'index'}"
+    )
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="superweight",
-        description="Find super weights in open language models and confirm them by ablation.",
-    )
-    parser.add_argument("--version", action="version", version=f"superweight {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
+def register(sub) -> None:
     p = sub.add_parser(
         "detect",
         help="find super-weight candidates in one forward pass per weight",
@@ -224,9 +186,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_model_options(p)
     add_ablation_options(p)
+    p.add_argument("--index", metavar="DIR", type=Path, help="append the result to this index (Hub models only)")
     p.set_defaults(func=cmd_detect_or_audit)
-
-    from .synthetic import FAMILIES
 
     p = sub.add_parser(
         "demo",
@@ -235,34 +196,6 @@ def build_parser() -> argparse.ArgumentParser:
         "text, so the auditor can be tried with no Hub access.",
     )
     p.add_argument("directory", type=Path, metavar="DIR")
-    p.add_argument("--family", default="llama", choices=sorted(FAMILIES))
+    p.add_argument("--family", default="llama", help="the architecture to build (default: llama)")
     p.add_argument("--gguf", action="store_true", help="also write a GGUF copy (llama only)")
     p.set_defaults(func=cmd_demo)
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        return args.func(args)
-    except AuditorError as e:
-        print(f"superweight: error: {e}", file=sys.stderr)
-        return EXIT_ERROR
-    except KeyboardInterrupt:
-        print("superweight: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
-    except Exception as e:
-        if os.environ.get("SUPERWEIGHT_DEBUG"):
-            raise
-        first = (str(e).strip().splitlines() or [""])[0]
-        print(
-            f"superweight: internal error: {type(e).__name__}: {first} "
-            "(SUPERWEIGHT_DEBUG=1 shows the traceback)",
-            file=sys.stderr,
-        )
-        return EXIT_ERROR
-
-
-if __name__ == "__main__":
-    sys.exit(main())

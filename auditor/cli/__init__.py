@@ -1,0 +1,52 @@
+"""The `superweight` command line: a thin layer over the library.
+
+Each command parses options, calls library functions and prints their results; one module per group.
+Errors the user can fix are `AuditorError`s: one line on stderr, exit status 1. Anything else is a bug,
+reported on one line too (SUPERWEIGHT_DEBUG=1 shows the traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from .. import __version__
+from ..errors import AuditorError
+from . import index, models
+
+EXIT_ERROR = 1
+EXIT_INTERRUPTED = 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="superweight",
+        description="Find super weights in open language models, confirm them by ablation, and keep an index.",
+    )
+    parser.add_argument("--version", action="version", version=f"superweight {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for group in (models, index):
+        group.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except AuditorError as e:
+        print(f"superweight: error: {e}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("superweight: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as e:
+        if os.environ.get("SUPERWEIGHT_DEBUG"):
+            raise
+        first = (str(e).strip().splitlines() or [""])[0]
+        print(
+            f"superweight: internal error: {type(e).__name__}: {first} (SUPERWEIGHT_DEBUG=1 shows the traceback)",
+            file=sys.stderr,
+        )
+        return EXIT_ERROR

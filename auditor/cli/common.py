@@ -1,0 +1,41 @@
+"""Helpers shared by the command modules."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import warnings
+from typing import Any
+
+
+def emit_json(data: Any) -> str:
+    return json.dumps(data, indent=2, allow_nan=False) + "\n"
+
+
+def quiet_libraries(progress: bool) -> None:
+    """Keep stdout for our output and stderr for progress bars and our own messages."""
+    warnings.filterwarnings("ignore")
+    logging.basicConfig(level=logging.WARNING, format="superweight: %(message)s")
+    from huggingface_hub.utils import disable_progress_bars
+    from transformers.utils import logging as tlog
+
+    tlog.set_verbosity_error()
+    if not progress:
+        tlog.disable_progress_bar()
+        disable_progress_bars()
+
+
+def positive(kind: type, minimum: float = 0):
+    """An argparse type: a number of `kind` no smaller than `minimum`."""
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a {kind.__name__}") from None
+        if not value >= minimum:  # also refuses NaN
+            raise argparse.ArgumentTypeError(f"{text!r} must be at least {minimum}")
+        return value
+
+    return parse

@@ -1,0 +1,135 @@
+"""`superweight index ...`: validate, look up, export and seed the index (no torch needed)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+from ..errors import AuditorError, UsageError
+from .common import emit_json
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    """Check every file (or the files given), then the rules across files; list every problem."""
+    from ..index import Problem, check_index, check_text, resolve_root
+    from ..index.store import index_files
+
+    problems, records, files = [], 0, 0
+    for target in args.paths or [resolve_root(None)]:
+        if target.is_dir():
+            root, paths = target, index_files(target)
+        elif target.is_file():
+            root, paths = target.parent.parent, [target]
+        else:
+            raise UsageError(f"{target}: no such file or directory")
+        entries = {}
+        for path in paths:
+            rel = path.relative_to(root).as_posix()
+            files += 1
+            try:
+                entry, found = check_text(path.read_text(encoding="utf-8"), rel)
+            except UnicodeDecodeError:
+                entry, found = None, [Problem(rel, "is not UTF-8 text")]
+            problems += found
+            if entry is not None:
+                entries[rel] = entry
+                records += len(entry.records)
+        if target.is_dir():
+            problems += check_index(entries)
+    for p in problems:
+        print(p)
+    if problems:
+        print(f"superweight: {len(problems)} problem(s) in {files} file(s)", file=sys.stderr)
+        return 1
+    print(f"superweight: {files} file(s), {records} record(s): all valid", file=sys.stderr)
+    return 0
+
+
+def cmd_lookup(args: argparse.Namespace) -> int:
+    from ..index import lookup
+    from ..index.entries import record_to_dict
+
+    records = lookup(args.model, args.revision, root=args.index)
+    if not records:
+        at = f" at revision {args.revision}" if args.revision else ""
+        raise AuditorError(f"{args.model}{at} is not in the index")
+    if args.json:
+        sys.stdout.write(emit_json({"model": args.model, "records": [record_to_dict(r) for r in records]}))
+        return 0
+    for r in records:
+        head = f"{r.source} {r.date}" + (f" @ {r.revision}" if r.revision else "")
+        if r.source == "measured":
+            a = r.ablation
+            head += f": {a.verdict}"
+            if a.damage is not None:
+                head += f" (zeroed x{a.damage:,.1f} perplexity, control x{a.control_damage:,.2f})"
+        elif r.source == "reported":
+            head += f": {r.citation}"
+        else:
+            head += f": same weights as {r.same_weights_as.model} @ {r.same_weights_as.revision}"
+        print(head)
+        for w in getattr(r, "super_weights", []):
+            expert = f" expert {w.expert}" if w.expert is not None else ""
+            value = f"  value {w.value:.4g}" if w.value is not None else ""
+            where = f"  {w.tensor}[{', '.join(map(str, w.index))}]" if w.tensor and w.index else ""
+            print(f"  layer {w.layer} [{w.row}, {w.col}]{expert}{value}{where}")
+        if getattr(r, "note", None):
+            print(f"  note: {r.note}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from ..fileio import atomic_write
+    from ..index import export, load_index
+
+    text = export(load_index(args.index), args.format)
+    if args.out:
+        atomic_write(args.out, text)
+        print(f"superweight: wrote {args.out}", file=sys.stderr)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def cmd_seed(args: argparse.Namespace) -> int:
+    """Add the published coordinates as reported records; a second run adds nothing."""
+    from ..index import append_record
+    from ..index.published import PUBLISHED, reported_record
+
+    today = datetime.now(timezone.utc).date().isoformat()
+    added = 0
+    for p in PUBLISHED:
+        path = append_record(p.model, reported_record(p, today), root=args.index)
+        if path:
+            added += 1
+            print(f"added {path}")
+    print(f"superweight: {added} reported record(s) added, {len(PUBLISHED) - added} already there", file=sys.stderr)
+    return 0
+
+
+def register(sub) -> None:
+    group = sub.add_parser("index", help="validate, look up and export the index", description=__doc__)
+    commands = group.add_subparsers(dest="index_command", required=True, metavar="COMMAND")
+
+    p = commands.add_parser("validate", help="check index files against the schema and its rules")
+    p.add_argument("paths", nargs="*", type=Path, metavar="PATH", help="files or index directories (default: index/)")
+    p.set_defaults(func=cmd_validate)
+
+    p = commands.add_parser("lookup", help="one model's records (case-insensitive Hub id)")
+    p.add_argument("model", metavar="MODEL")
+    p.add_argument("--revision", help="only records of this commit sha")
+    p.add_argument("--json", action="store_true", help="print JSON (the index file's shape)")
+    p.add_argument("--index", type=Path, help="the index directory (default: index/)")
+    p.set_defaults(func=cmd_lookup)
+
+    p = commands.add_parser("export", help="the whole index as one JSON, JSON Lines or CSV file")
+    p.add_argument("--format", choices=["json", "jsonl", "csv"], default="json")
+    p.add_argument("--out", type=Path, metavar="FILE", help="write here instead of stdout")
+    p.add_argument("--index", type=Path, help="the index directory (default: index/)")
+    p.set_defaults(func=cmd_export)
+
+    p = commands.add_parser("seed", help="add the published super weights as reported records")
+    p.add_argument("--index", type=Path, default=Path("index"), help="the index directory (default: index/)")
+    p.set_defaults(func=cmd_seed)

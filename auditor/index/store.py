@@ -1,0 +1,232 @@
+"""Reading and writing the index on disk.
+
+Reading (`load_index`, `lookup`) validates every file it returns (see `checks`). Parsing YAML strictly is
+slow (libyaml alone needs about 0.25 ms for a 2 KB file), so the validated data of each file is kept in a
+cache keyed by a hash of its path and bytes: a changed file misses the cache and is parsed and validated
+again (in worker processes when many do); an unchanged one costs a hash. The cache is JSON Lines in the
+user's cache directory; delete it at will. Typed entries are built from it only when a model is read.
+
+Writing (`append_record`) is safe against crashes and concurrent writers: a lock file in the index root
+serialises writers, the new text is validated before it is written, and the file is replaced atomically
+(temp file, fsync, rename), so a reader or a crash never sees half a file. Records stay in date order
+(nothing is ever overwritten), and one identical to a record already there (same revision, tool version
+and settings) is not added twice.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import multiprocessing
+import os
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .. import __version__
+from ..errors import AuditorError, UsageError
+from ..fileio import atomic_write
+from ..source import HUB_ID
+from .checks import IndexValidationError, Problem, check_text, identity, parse_date
+from .entries import ModelEntry, Record, entry_from_dict, entry_to_dict, render_entry
+
+LOCK_NAME = ".superweight.lock"
+CACHE_FORMAT = 2
+PARALLEL_FROM = 256  # files to parse before worker processes pay for their start
+
+
+class IndexNotFoundError(AuditorError):
+    """There is no index directory where one was expected."""
+
+    code = "no_index"
+
+
+def resolve_root(root: str | Path | None = None) -> Path:
+    """The index directory: `root`, else $SUPERWEIGHT_INDEX, else ./index."""
+    path = Path(root if root is not None else os.environ.get("SUPERWEIGHT_INDEX", "index"))
+    if not path.is_dir():
+        raise IndexNotFoundError(f"no index directory at {path} (run from the repository root or pass --index DIR)")
+    return path
+
+
+def check_model_id(model_id: str) -> str:
+    if "/" not in model_id or not HUB_ID.match(model_id):
+        raise UsageError(f"{model_id!r} is not a Hub model id (org/name)")
+    return model_id
+
+
+def index_files(root: Path) -> list[Path]:
+    """Every index file: `<org>/<name>.yaml` under the root (temp files and dotfiles are not)."""
+    return sorted(p for p in root.glob("*/*.yaml") if not p.name.startswith(".") and not p.parent.name.startswith("."))
+
+
+def find_file(root: Path, model_id: str) -> Path | None:
+    """The file of `model_id`, matched case-insensitively as the Hub matches ids."""
+    exact = root / f"{model_id}.yaml"
+    if exact.is_file():
+        return exact
+    org, name = model_id.lower().split("/", 1)
+    for d in root.iterdir() if root.is_dir() else ():
+        if d.is_dir() and d.name.lower() == org:
+            for f in d.glob("*.yaml"):
+                if f.stem.lower() == name:
+                    return f
+    return None
+
+
+def read_entry(path: Path, root: Path) -> ModelEntry:
+    """One file, parsed and fully validated (canonical format included)."""
+    rel = path.relative_to(root).as_posix()
+    entry, problems = check_text(path.read_text(encoding="utf-8"), rel)
+    if problems:
+        raise IndexValidationError(problems)
+    return entry
+
+
+@dataclass
+class Index:
+    """All models of an index by Hub id (case-insensitive). Entries are built from validated data on first
+    use, so loading many files is cheap and each model costs only when it is read."""
+
+    root: Path
+    payloads: dict[str, tuple[str, str]] = field(default_factory=dict)
+    """lower-cased model id -> (model id, JSON of the file's validated data)."""
+    built: dict[str, ModelEntry] = field(default_factory=dict, repr=False)
+
+    def __len__(self) -> int:
+        return len(self.payloads)
+
+    def __iter__(self) -> Iterator[ModelEntry]:
+        return (self.get(key) for key in self.payloads)
+
+    def models(self) -> list[str]:
+        return [model for model, _ in self.payloads.values()]
+
+    def get(self, model_id: str) -> ModelEntry | None:
+        key = model_id.lower()
+        if key not in self.built and key in self.payloads:
+            self.built[key] = entry_from_dict(json.loads(self.payloads[key][1]))
+        return self.built.get(key)
+
+    def lookup(self, model_id: str, revision: str | None = None) -> list[Record]:
+        entry = self.get(model_id)
+        return [] if entry is None else entry.for_revision(revision)
+
+
+def cache_path(root: Path) -> Path:
+    base = os.environ.get("SUPERWEIGHT_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache", "superweight"
+    )
+    where = hashlib.blake2b(str(root.resolve()).encode(), digest_size=8).hexdigest()
+    return Path(base) / f"index-{where}.jsonl"
+
+
+CACHE_HEADER = json.dumps({"format": CACHE_FORMAT, "tool_version": __version__})
+
+
+def read_cache(path: Path) -> dict[str, tuple[str, str]]:
+    """key -> (model id, JSON text): one line per file, `key TAB model TAB json`; parsed only when used."""
+    try:
+        with path.open(encoding="utf-8") as f:
+            if f.readline().rstrip("\n") != CACHE_HEADER:
+                return {}
+            return {key: (model, data) for key, model, data in (ln.rstrip("\n").split("\t", 2) for ln in f)}
+    except (OSError, ValueError):
+        return {}  # missing, unreadable or from another version: rebuild it
+
+
+def parse_file(rel: str, raw: bytes) -> tuple[str | None, str | None, list[tuple[str, str, int | None]]]:
+    """Validate one file: (model id, JSON of its data, []) or (None, None, problems). Runs in workers."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return None, None, [(rel, "is not UTF-8 text", None)]
+    entry, problems = check_text(text, rel, canonical=False)
+    if problems:
+        return None, None, [(p.path, p.message, p.record) for p in problems]
+    return entry.model, json.dumps(entry_to_dict(entry), allow_nan=False), []
+
+
+def parse_all(files: list[tuple[str, bytes]]):
+    """Parse files that missed the cache: in worker processes when there are many (YAML is the cost)."""
+    workers = min(os.cpu_count() or 1, 8)
+    if len(files) < PARALLEL_FROM or workers < 2:
+        return [parse_file(rel, raw) for rel, raw in files]
+    context = multiprocessing.get_context("spawn")  # no fork of a threaded parent
+    with ProcessPoolExecutor(workers, mp_context=context) as pool:
+        return list(pool.map(parse_file, *zip(*files, strict=True), chunksize=64))
+
+
+def load_index(root: str | Path | None = None, *, cache: bool = True) -> Index:
+    """Every model of the index, validated file by file.
+
+    Raises:
+        IndexNotFoundError: no index directory; IndexValidationError: a file breaks the rules (all of its
+        problems and those of every other broken file are listed).
+    """
+    root = resolve_root(root)
+    cached = read_cache(cache_path(root)) if cache else {}
+    fresh: dict[str, tuple[str, str]] = {}
+    misses: list[tuple[str, str, bytes]] = []
+    for path in index_files(root):
+        raw = path.read_bytes()
+        rel = path.relative_to(root).as_posix()
+        key = hashlib.blake2b(rel.encode() + b"\0" + raw, digest_size=16).hexdigest()
+        if key in cached:
+            fresh[key] = cached[key]
+        else:
+            misses.append((key, rel, raw))
+    problems: list[Problem] = []
+    for (key, _, _), (model, data, found) in zip(misses, parse_all([(r, b) for _, r, b in misses]), strict=True):
+        if found:
+            problems += [Problem(*p) for p in found]
+        else:
+            fresh[key] = (model, data)
+    if problems:
+        raise IndexValidationError(problems)
+    if cache and fresh.keys() != cached.keys():
+        lines = [CACHE_HEADER] + [f"{k}\t{m}\t{d}" for k, (m, d) in fresh.items()]
+        with contextlib.suppress(OSError):  # a read-only home is no reason to fail a read
+            atomic_write(cache_path(root), "\n".join(lines) + "\n")
+    return Index(root, {model.lower(): (model, data) for model, data in fresh.values()})
+
+
+def lookup(model_id: str, revision: str | None = None, *, root: str | Path | None = None) -> list[Record]:
+    """The records of one model (oldest first), for one revision if given; [] if the model is not indexed.
+
+    Reads only that model's file. Hub ids are matched case-insensitively.
+    """
+    root = resolve_root(root)
+    path = find_file(root, model_id)
+    return [] if path is None else read_entry(path, root).for_revision(revision)
+
+
+def append_record(model_id: str, record: Record, *, root: str | Path, timeout: float = 600) -> Path | None:
+    """Append `record` to the model's file (creating it), safely. Returns None if it was already there.
+
+    Raises:
+        IndexValidationError: the file would break the rules (nothing is written).
+    """
+    from filelock import FileLock, Timeout
+
+    check_model_id(model_id)
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    try:
+        with FileLock(root / LOCK_NAME, timeout=timeout):
+            path = find_file(root, model_id) or root / f"{model_id}.yaml"
+            entry = read_entry(path, root) if path.exists() else ModelEntry(model_id, [])
+            if any(identity(r) == identity(record) for r in entry.records):
+                return None
+            # In date order: an audit that finished first but got the lock second still lands in place.
+            records = sorted([*entry.records, record], key=lambda r: parse_date(r.date))
+            text = render_entry(ModelEntry(entry.model, records))
+            _, problems = check_text(text, path.relative_to(root).as_posix())
+            if problems:
+                raise IndexValidationError(problems)
+            atomic_write(path, text)
+            return path
+    except Timeout:
+        raise AuditorError(f"another writer has held {root / LOCK_NAME} for {timeout:g} s") from None

@@ -1,0 +1,373 @@
+"""The index: schema and rules, safe writing, lookups, export, and hostile YAML."""
+
+from __future__ import annotations
+
+import copy
+import csv
+import io
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from auditor import yamlio
+from auditor.index import (
+    IndexValidationError,
+    MeasuredRecord,
+    ModelEntry,
+    ModelRef,
+    SameWeightsRecord,
+    append_record,
+    check_index,
+    check_text,
+    export,
+    load_index,
+    lookup,
+    store,
+)
+from auditor.index.entries import HEADER, entry_from_dict, record_to_dict, render_entry
+from auditor.index.published import PUBLISHED
+
+REPO = Path(__file__).resolve().parent.parent
+SHA_A, SHA_B = "a" * 40, "b" * 40
+
+
+def just_after(record) -> str:
+    """A date one second after the record's (never in the future by more than the checks allow)."""
+    from datetime import timedelta
+
+    from auditor.index.checks import parse_date
+
+    return (parse_date(record.date) + timedelta(seconds=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@pytest.fixture
+def record(audit_result) -> MeasuredRecord:
+    return MeasuredRecord.from_audit(audit_result)
+
+
+@pytest.fixture
+def good(record) -> dict:
+    """A valid file's data, to break one rule at a time."""
+    return {"schema_version": 1, "model": "demo/tiny-llama", "records": [record_to_dict(record)]}
+
+
+def text_of(data: dict) -> str:
+    return HEADER + yamlio.dump(data)
+
+
+def messages(text: str, path: str = "demo/tiny-llama.yaml") -> list[str]:
+    return [str(p) for p in check_text(text, path)[1]]
+
+
+def test_a_real_audit_makes_a_valid_record(good, record):
+    text = text_of(good)
+    assert messages(text) == []
+    entry = entry_from_dict(yamlio.load(text, "x"))
+    assert entry.records == [record]  # nothing lost on the way through YAML
+    assert record.verdict == "confirmed" and record.weights_sha256["model.safetensors"]
+
+
+def set_path(data: dict, path: str, value) -> None:
+    *parents, last = path.split(".")
+    target = data["records"][0]
+    for p in parents:
+        target = target[int(p)] if p.isdigit() else target[p]
+    if value is DELETE:
+        del target[int(last) if last.isdigit() else last]
+    else:
+        target[int(last) if last.isdigit() else last] = value
+
+
+DELETE = object()
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "message"),
+    [
+        ("revision", "abc", "revision: 'abc' is not a 40-character commit sha"),
+        ("revision", 1234567890, 'revision: 1234567890 is not of type "string" (quote it'),
+        ("revision", None, 'revision: null is not of type "string"'),
+        ("date", "2026-13-45", "date '2026-13-45' is not a valid date"),
+        ("date", "2999-01-01T00:00:00Z", "date 2999-01-01T00:00:00Z is in the future"),
+        ("super_weights.0.layer", 9, "layer 9 is not below num_layers 4"),
+        ("super_weights.0.row", 64, "[64, 33] is outside the 64 x 128 matrix"),
+        ("super_weights.0.col", 500, "[7, 500] is outside the 64 x 128 matrix"),
+        ("super_weights.0.index", [33, 8], "index [33, 8] does not address [7, 33]"),
+        ("super_weights.0.shape", [64], "super_weights[0].shape: [64] has less than 2 items"),
+        ("ablation.verdict", "not_confirmed", "verdict not_confirmed disagrees with its figures"),
+        ("ablation.perplexity_original", -1.0, "perplexity_original: -1.0 is less than or equal to the minimum"),
+        ("ablation.control_weights.0", {"layer": 1, "row": 7, "col": 33}, "control_weights must be"),
+        ("ablation.per_weight", [{"layer": 1, "row": 7, "col": 33, "perplexity": 5.0}], "per_weight lists"),
+        ("hardware", DELETE, 'record: "hardware" is a required property'),
+        ("colour", "red", "Additional properties are not allowed ('colour' was unexpected)"),
+        ("source", "guessed", 'source: "guessed" is not one of "measured", "reported" or "same_weights"'),
+        ("dtype", "int4", 'dtype: "int4" is not one of "float32", "float16" or "bfloat16"'),
+    ],
+)
+def test_each_kind_of_bad_record_is_rejected(good, path, value, message):
+    data = copy.deepcopy(good)
+    set_path(data, path, value)
+
+    found = messages(text_of(data))
+
+    assert len(found) >= 1 and any(message in m for m in found), found
+    assert all(m.startswith("demo/tiny-llama.yaml: records[0]: ") for m in found)
+
+
+def test_a_weight_listed_twice(good):
+    data = copy.deepcopy(good)
+    data["records"][0]["super_weights"] *= 2
+    assert any("is listed twice" in m for m in messages(text_of(data)))
+
+
+def test_file_level_rules(good):
+    twice = copy.deepcopy(good)
+    twice["records"] *= 2
+    assert any("records[1]: duplicates an earlier record" in m for m in messages(text_of(twice)))
+
+    backwards = copy.deepcopy(good)
+    later = copy.deepcopy(backwards["records"][0])
+    later["revision"] = SHA_B
+    later["date"] = "2020-01-01T00:00:00Z"
+    backwards["records"].append(later)
+    assert any("records[1]: is older than the record before it" in m for m in messages(text_of(backwards)))
+
+    assert messages(text_of(good), "other/name.yaml") == [
+        "other/name.yaml: model demo/tiny-llama belongs in demo/tiny-llama.yaml"
+    ]
+    assert any("header comment is missing" in m for m in messages(yamlio.dump(good)))
+    assert any("canonical format" in m for m in messages(text_of(good).replace("records:\n", "records:\n\n")))
+    version = {**good, "schema_version": 2}
+    assert any("schema_version: 1 was expected" in m for m in messages(text_of(version)))
+
+
+def test_same_weights_rules(good, record):
+    mine = ModelEntry("demo/tiny-llama", [record])
+    copy_entry = ModelEntry(
+        "other/copy",
+        [
+            SameWeightsRecord(
+                SHA_A, "2026-11-22", "0.1.0", ModelRef("demo/tiny-llama", record.revision), {"m.safetensors": "0" * 64}
+            )
+        ],
+    )
+    assert check_index({"demo/tiny-llama.yaml": mine, "other/copy.yaml": copy_entry}) == []
+
+    dangling = ModelEntry(
+        "other/copy",
+        [SameWeightsRecord(SHA_A, "2026-11-22", "0.1.0", ModelRef("gone/model", SHA_B), {"m.safetensors": "0" * 64})],
+    )
+    [problem] = check_index({"other/copy.yaml": dangling})
+    assert str(problem) == f"other/copy.yaml: records[0]: same_weights_as gone/model@{SHA_B} is not in the index"
+
+    itself = ModelEntry(
+        "other/copy",
+        [SameWeightsRecord(SHA_A, "2026-11-22", "0.1.0", ModelRef("OTHER/copy", SHA_B), {"m.safetensors": "0" * 64})],
+    )
+    assert any("points at the model itself" in m for m in messages(render_entry(itself), "other/copy.yaml"))
+
+    twin = ModelEntry("Demo/Tiny-Llama", [record])
+    [problem] = check_index({"demo/tiny-llama.yaml": mine, "Demo/Tiny-Llama.yaml": twin})
+    assert "same model as demo/tiny-llama.yaml (Hub ids are case-insensitive)" in str(problem)
+
+
+def test_strings_yaml_would_coerce_stay_strings(record):
+    digits = "1234567890" * 4
+    entry = ModelEntry(
+        "org/m",
+        [SameWeightsRecord(digits, "2026-11-22", "1.0", ModelRef("org/base", SHA_A), {"m.safetensors": "1" * 64})],
+    )
+    text = render_entry(entry)
+
+    assert f"revision: '{digits}'" in text and "tool_version: '1.0'" in text and "date: '2026-11-22'" in text
+    back = entry_from_dict(yamlio.load(text, "x")).records[0]
+    assert (back.revision, back.tool_version, back.date) == (digits, "1.0", "2026-11-22")
+
+
+# -- writing ----------------------------------------------------------------------------------------
+
+
+def test_rewriting_unchanged_data_gives_an_empty_diff(tmp_path, record):
+    path = append_record("demo/tiny-llama", record, root=tmp_path)
+    before = path.read_bytes()
+
+    assert render_entry(store.read_entry(path, tmp_path)).encode() == before
+    assert append_record("demo/tiny-llama", record, root=tmp_path) is None  # the same audit again
+    assert path.read_bytes() == before
+
+
+def test_a_reaudit_appends_and_keeps_history(tmp_path, record):
+    later = MeasuredRecord(**{**vars(record), "revision": SHA_B, "date": just_after(record)})
+    earlier = MeasuredRecord(**{**vars(record), "revision": SHA_A, "date": "2020-01-01T00:00:00Z"})
+    append_record("demo/tiny-llama", record, root=tmp_path)
+    append_record("demo/tiny-llama", later, root=tmp_path)
+    append_record("demo/tiny-llama", earlier, root=tmp_path)  # finished first, written last
+
+    revisions = [r.revision for r in lookup("demo/tiny-llama", root=tmp_path)]
+    assert revisions == [SHA_A, record.revision, SHA_B]
+
+
+WRITER = textwrap.dedent(
+    """
+    import sys
+    from dataclasses import replace
+    from auditor.index import append_record, lookup
+    root, tag = sys.argv[1], sys.argv[2]
+    template = lookup("demo/tiny-llama", root=root)[0]
+    for i in range(8):
+        record = replace(template, revision=f"{tag}{i:039x}", date=f"2026-11-22T07:00:{i:02d}Z")
+        append_record("demo/tiny-llama", record, root=root)
+    """
+)
+
+
+def test_two_concurrent_writers_both_land(tmp_path, record):
+    append_record("demo/tiny-llama", record, root=tmp_path)
+    procs = [subprocess.Popen([sys.executable, "-c", WRITER, str(tmp_path), tag]) for tag in "cd"]
+    assert [p.wait(timeout=120) for p in procs] == [0, 0]
+
+    revisions = {r.revision for r in lookup("demo/tiny-llama", root=tmp_path)}
+    assert len(revisions) == 17
+    assert {r[0] for r in revisions} == {"c", "d", record.revision[0]}
+
+
+CRASHER = textwrap.dedent(
+    """
+    import os, sys
+    from dataclasses import replace
+    from auditor.index import append_record, lookup
+    root = sys.argv[1]
+    template = lookup("demo/tiny-llama", root=root)[0]
+    os.replace = lambda *a: os._exit(9)  # die after the temp file is written, before the rename
+    append_record("demo/tiny-llama", replace(template, revision="e" * 40), root=root)
+    """
+)
+
+
+def test_a_crash_before_the_rename_leaves_the_old_file(tmp_path, record):
+    path = append_record("demo/tiny-llama", record, root=tmp_path)
+    before = path.read_bytes()
+
+    assert subprocess.run([sys.executable, "-c", CRASHER, str(tmp_path)], timeout=120).returncode == 9
+
+    assert path.read_bytes() == before
+    assert list(path.parent.glob(".tiny-llama.yaml.*.tmp"))  # the orphan is there...
+    assert len(load_index(tmp_path, cache=False)) == 1  # ...and ignored
+
+
+def test_an_invalid_record_is_never_written(tmp_path, record):
+    bad = MeasuredRecord(**{**vars(record), "num_layers": 1})
+    with pytest.raises(IndexValidationError, match="layer 1 is not below num_layers 1"):
+        append_record("demo/tiny-llama", bad, root=tmp_path)
+    assert not (tmp_path / "demo").exists()
+
+
+# -- reading ----------------------------------------------------------------------------------------
+
+
+def test_the_repository_index_is_valid_and_holds_the_published_coordinates():
+    index = load_index(REPO / "index", cache=False)
+    for p in PUBLISHED:
+        [record] = [r for r in index.get(p.model).records if r.source == "reported"]
+        assert [(w.layer, w.row, w.col) for w in record.super_weights] == list(p.weights)
+        assert record.citation == p.citation
+    assert "layer 2" in index.get("allenai/OLMo-1B-0724-hf").records[0].note
+
+
+def test_lookup_is_case_insensitive_and_filters_by_revision(tmp_path, record):
+    other = MeasuredRecord(**{**vars(record), "revision": SHA_B, "date": just_after(record)})
+    append_record("demo/tiny-llama", record, root=tmp_path)
+    append_record("demo/tiny-llama", other, root=tmp_path)
+
+    assert len(lookup("DEMO/Tiny-LLAMA", root=tmp_path)) == 2
+    assert lookup("demo/tiny-llama", SHA_B, root=tmp_path) == [other]
+    assert lookup("demo/unknown", root=tmp_path) == []
+    index = load_index(tmp_path, cache=False)
+    assert index.get("Demo/TINY-llama").latest() == other
+    assert index.lookup("demo/tiny-llama", record.revision) == [record]
+
+
+def test_lookup_and_export_agree():
+    index = load_index(REPO / "index", cache=False)
+    dump = json.loads(export(index, "json", generated_at="2026-11-22T00:00:00Z"))
+    assert (dump["schema_version"], dump["generated_at"]) == (1, "2026-11-22T00:00:00Z")
+    for model in dump["models"]:
+        assert model["records"] == [record_to_dict(r) for r in lookup(model["model"], root=REPO / "index")]
+
+    lines = [json.loads(line) for line in export(index, "jsonl").splitlines()]
+    assert len(lines) == sum(len(e.records) for e in index)
+    assert all(line["schema_version"] == 1 and line["generated_at"] for line in lines)
+
+    rows = list(csv.DictReader(io.StringIO(export(index, "csv"))))
+    weights = sum(len(r.super_weights) for e in index for r in e.records)
+    assert len(rows) == weights
+    llama = [r for r in rows if r["model"] == "huggyllama/llama-7b"]
+    assert [(r["layer"], r["row"], r["col"], r["source"]) for r in llama] == [("2", "3968", "7003", "reported")]
+
+
+def test_the_cache_serves_unchanged_files_and_misses_changed_ones(tmp_path, record, monkeypatch):
+    monkeypatch.setenv("SUPERWEIGHT_CACHE", str(tmp_path / "cache"))
+    root = tmp_path / "index"
+    append_record("demo/tiny-llama", record, root=root)
+    first = load_index(root)
+
+    def no_parsing(*a, **kw):
+        raise AssertionError("parsed although cached")
+
+    monkeypatch.setattr(store, "check_text", no_parsing)
+    assert list(load_index(root)) == list(first)
+
+    path = root / "demo" / "tiny-llama.yaml"
+    path.write_text(path.read_text().replace("num_layers: 4", "num_layers: 1"))
+    with pytest.raises(AssertionError, match="parsed although cached"):
+        load_index(root)  # a changed file is parsed again, never served stale
+    monkeypatch.undo()
+    with pytest.raises(IndexValidationError, match="not below num_layers 1"):
+        load_index(root, cache=False)
+
+
+def test_importing_the_index_does_not_import_torch():
+    code = "import sys, auditor.index; print(sorted({'torch', 'transformers'} & set(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+# -- hostile YAML -----------------------------------------------------------------------------------
+
+BOMB = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+    f"{b}: &{b} [{', '.join([f'*{a}'] * 9)}]\n" for a, b in zip("abcdefgh", "bcdefghi", strict=True)
+)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            "!!python/object/apply:os.system ['touch {marker}']\n",
+            "!!python/object/apply:os.system values are not allowed",
+        ),
+        ("model: !!python/name:os.system\n", "values are not allowed"),
+        (BOMB, "aliases (*name) are not allowed"),
+        ("[" * 100_000 + "]" * 100_000, "nested deeper than 32 levels"),
+        ("a: " + "x" * (5 * 1024 * 1024), "over the 4,194,304-byte limit"),
+        ("model: a\nmodel: b\n", "duplicate key 'model'"),
+        ("data: !!binary aGk=\n", "!!binary values are not allowed"),
+        ("date: 2026-11-22\n", "!!timestamp values are not allowed: quote it"),
+    ],
+)
+def test_malicious_yaml_is_refused_without_harm(tmp_path, text, message):
+    marker = tmp_path / "pwned"
+    path = tmp_path / "evil" / "model.yaml"
+    path.parent.mkdir()
+    path.write_text(HEADER + text.replace("{marker}", str(marker)))
+
+    found = messages(path.read_text(), "evil/model.yaml")
+
+    assert any(message in m for m in found), found
+    assert not marker.exists()
+    with pytest.raises(IndexValidationError):
+        load_index(tmp_path, cache=False)
