@@ -24,22 +24,8 @@ import torch
 from torch import nn
 
 from .errors import UnsupportedModelError
+from .families import KNOWN_DOWN_PROJECTIONS
 from .records import WeightRef
-
-# Relative to a decoder layer, in the order tried. A layer may have several (routed + shared experts).
-KNOWN_DOWN_PROJECTIONS = (
-    "mlp.down_proj",  # llama, mistral, qwen2/3, gemma/2/3, olmo/2, phi3, stablelm, cohere, granite, deepseek
-    "mlp.c_proj",  # gpt2 (Conv1D), gpt_bigcode, starcoder2
-    "mlp.dense_4h_to_h",  # gpt_neox / pythia, falcon, bloom
-    "mlp.fc2",  # phi
-    "fc2",  # opt
-    "mlp.fc_out",  # gptj, codegen
-    "ffn.down_proj",  # mpt
-    "mlp.experts",  # mixtral, qwen2_moe, qwen3_moe, olmoe, deepseek (fused experts)
-    "block_sparse_moe.experts",
-    "mlp.shared_expert.down_proj",  # qwen2_moe
-    "mlp.shared_experts.down_proj",  # deepseek
-)
 
 Kind = Literal["linear", "conv1d", "experts"]
 

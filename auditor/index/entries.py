@@ -183,7 +183,7 @@ def record_to_dict(record: Record) -> dict[str, Any]:
         # One column per measure keeps a 64-layer profile to six lines.
         data["profile"] = {c: [getattr(p, c) for p in record.profile] for c in PROFILE_COLUMNS}
         order = [f.name for f in dataclasses.fields(MeasuredRecord)]
-        data = {"source": data["source"], **{k: data[k] for k in order}}
+        data = {"source": data["source"], **{k: data[k] for k in order if k in data}}
     return data
 
 

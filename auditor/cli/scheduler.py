@@ -1,0 +1,123 @@
+"""`superweight discover`, `request validate` and `run`: the scheduled auditor."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from ..records import to_dict
+from .common import emit_json, positive, quiet_libraries
+
+
+def config_of(args: argparse.Namespace):
+    from ..scheduler.config import load_config
+
+    return load_config(args.config)
+
+
+def cmd_discover(args: argparse.Namespace) -> int:
+    from ..scheduler.discover import discover, load_cursor, save_cursor
+    from ..scheduler.queue import load_queue, save_queue
+    from ..scheduler.runner import RepoPaths
+
+    quiet_libraries(progress=False)
+    config = config_of(args)
+    paths = RepoPaths.of(args.repo, config)
+    queue, cursor = load_queue(paths.queue), load_cursor(paths.cursor)
+    found = discover(config, queue=queue, cursor=cursor, index_root=paths.index, limit=args.limit, since=args.since)
+    save_queue(paths.queue, queue)
+    save_cursor(paths.cursor, cursor)
+    if args.json:
+        sys.stdout.write(
+            emit_json(
+                {
+                    "examined": found.examined,
+                    "queued": to_dict(found.queued, omit_none=True),
+                    "skipped": to_dict(found.skipped, omit_none=True),
+                    "already_audited": found.already_audited,
+                    "same_weights": [
+                        {"model": m, "revision": r, "same_weights_as": to_dict(ref)} for m, r, ref in found.same_weights
+                    ],
+                }
+            )
+        )
+        return 0
+    print(f"{found.examined} new model(s) examined")
+    for item in found.queued:
+        print(f"  queued   {item.model} @ {item.revision}")
+    for m, r, ref in found.same_weights:
+        print(f"  same     {m} @ {r}: identical weights to {ref.model} @ {ref.revision} (recorded)")
+    for item in found.skipped:
+        print(f"  skipped  {item.model} ({item.code}): {item.message}")
+    for model in found.already_audited:
+        print(f"  audited  {model} (already in the index at this commit)")
+    return 0
+
+
+def cmd_request_validate(args: argparse.Namespace) -> int:
+    from ..scheduler.eligibility import Ineligible
+    from ..scheduler.requestfiles import check_request, read_request, request_files
+
+    quiet_libraries(progress=False)
+    config = config_of(args)
+    files = args.files or request_files(args.repo / "requests")
+    results, bad = [], 0
+    for path in files:
+        try:
+            candidate = check_request(read_request(path), config, index_root=args.repo / "index")
+            results.append({"file": str(path), "ok": True, "model": candidate.model, "revision": candidate.revision})
+            print(f"{path}: ok: {candidate.model} pinned to {candidate.revision}")
+        except Ineligible as e:
+            bad += 1
+            results.append({"file": str(path), "ok": False, "code": e.code, "message": str(e)})
+            print(f"{path}: {e.code}: {e}")
+    if args.json:
+        sys.stdout.write(emit_json(results))
+    print(f"superweight: {len(files) - bad} of {len(files)} request(s) valid", file=sys.stderr)
+    return 1 if bad else 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from ..scheduler.runner import run
+    from ..scheduler.summary import render
+
+    quiet_libraries(progress=False)
+    report = run(
+        args.repo,
+        config_of(args),
+        max_models=args.max_models,
+        time_budget=args.time_budget,
+        discover_models=not args.no_discover,
+    )
+    sys.stdout.write(render(report))
+    if getattr(args, "publish", False):
+        from .publish import publish_report
+
+        return publish_report(args, report)
+    return 0
+
+
+def register(sub) -> None:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--repo", type=Path, default=Path("."), help="the index repository (default: .)")
+    common.add_argument("--config", type=Path, help="the configuration file (default: REPO/auditor.yaml)")
+
+    p = sub.add_parser("discover", parents=[common], help="find new open checkpoints on the Hub and queue them")
+    p.add_argument("--since", metavar="YYYY-MM-DD", help="do not look at models created before this date")
+    p.add_argument("--limit", type=positive(int), help="models to examine (default: the config's discover.limit)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_discover)
+
+    group = sub.add_parser("request", help="audit requests (requests/*.yaml)")
+    commands = group.add_subparsers(dest="request_command", required=True, metavar="COMMAND")
+    p = commands.add_parser("validate", parents=[common], help="check request files as the queue would")
+    p.add_argument("files", nargs="*", type=Path, metavar="FILE", help="default: REPO/requests/*.yaml")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_request_validate)
+
+    p = sub.add_parser("run", parents=[common], help="the scheduled job: requests, discovery, audits")
+    p.add_argument("--max-models", type=positive(int), help="audits to run (default: the config's run.max_models)")
+    p.add_argument("--time-budget", metavar="DURATION", help="no audit starts after this (e.g. 6h)")
+    p.add_argument("--no-discover", action="store_true", help="only requests and the existing queue")
+    p.set_defaults(func=cmd_run)

@@ -1,0 +1,173 @@
+"""The scheduler's configuration: one file, `auditor.yaml` at the repository root.
+
+    licenses: [apache-2.0, mit, llama3.1]   # the Hub license ids that may be audited
+    memory_gib: 80                          # the runner's accelerator memory
+    priority: [base_models, downloads]      # discovered models, after requests
+    audit: {min_output_ratio: 100, eval_text: null, device: auto}
+    discover: {limit: 200, since: '2026-01-01'}
+    run: {max_models: 5, time_budget: 6h, timeout: 2h}
+
+Every key is optional (defaults below); an unknown key, a wrong type or a bad value is one clear error.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .. import yamlio
+from ..errors import AuditorError
+from ..records import from_dict
+from ..settings import AuditSettings
+
+CONFIG_FILE = "auditor.yaml"
+# Open licenses by their Hub ids; community licenses (llama3.1, gemma, ...) can be added in auditor.yaml.
+OPEN_LICENSES = [
+    "apache-2.0",
+    "mit",
+    "bsd-2-clause",
+    "bsd-3-clause",
+    "cc0-1.0",
+    "cc-by-4.0",
+    "cc-by-sa-4.0",
+    "openrail",
+    "openrail++",
+    "bigscience-openrail-m",
+    "bigscience-bloom-rail-1.0",
+    "bsl-1.0",
+    "mpl-2.0",
+]
+PRIORITY_KEYS = ("base_models", "downloads", "likes", "newest")
+
+
+class ConfigError(AuditorError):
+    code = "config"
+
+
+def parse_duration(text: str | int | float) -> float:
+    """Seconds from `90`, `90s`, `45m`, `6h` or `1d`."""
+    if isinstance(text, (int, float)) and not isinstance(text, bool):
+        return float(text)
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*", str(text))
+    if not m:
+        raise ConfigError(f"{text!r} is not a duration (like 90s, 45m, 6h or 1d)")
+    return float(m.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2)]
+
+
+@dataclass(frozen=True)
+class DiscoverConfig:
+    pipeline_tag: str = "text-generation"
+    limit: int = 200
+    """Models examined per run; the next run carries on where this one stopped."""
+    since: str | None = None
+    """Do not look at models created before this date (YYYY-MM-DD)."""
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    max_models: int = 5
+    time_budget: str = "6h"
+    """No new audit starts after this much time."""
+    timeout: str = "2h"
+    """One audit is stopped after this long."""
+    max_attempts: int = 3
+    """A model that keeps failing for a passing reason (a download, a crash) is tried this often."""
+    work_dir: str = ".superweight"
+    """Downloads, the run lock and run summaries; not committed."""
+
+
+@dataclass(frozen=True)
+class Config:
+    licenses: list[str] = field(default_factory=lambda: list(OPEN_LICENSES))
+    memory_gib: float = 80.0
+    memory_factor: float = 1.3
+    """Peak memory of an audit over the checkpoint's size (benchmarks/: about 1.02 on CPU)."""
+    priority: list[str] = field(default_factory=lambda: ["base_models", "downloads", "likes"])
+    audit: AuditSettings = field(default_factory=AuditSettings)
+    discover: DiscoverConfig = field(default_factory=DiscoverConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+    @property
+    def memory_bytes(self) -> float:
+        return self.memory_gib * 2**30
+
+
+def _obj(**props: Any) -> dict[str, Any]:
+    return {"type": "object", "properties": props, "additionalProperties": False}
+
+
+NUMBER, INTEGER, TEXT = {"type": "number"}, {"type": "integer"}, {"type": "string"}
+DURATION = {"type": ["string", "number"]}
+SCHEMA = _obj(
+    licenses={"type": "array", "items": TEXT},
+    memory_gib=NUMBER,
+    memory_factor=NUMBER,
+    priority={"type": "array", "items": {"enum": list(PRIORITY_KEYS)}},
+    audit=_obj(
+        device=TEXT,
+        dtype={"enum": ["auto", "float32", "float16", "bfloat16"]},
+        prompt=TEXT,
+        min_output_ratio=NUMBER,
+        min_input_ratio=NUMBER,
+        min_share=NUMBER,
+        max_super_weights=INTEGER,
+        module_pattern={"type": ["string", "null"]},
+        eval_text={"type": ["string", "null"]},
+        seq_len=INTEGER,
+        max_tokens=INTEGER,
+        min_damage=NUMBER,
+        min_margin=NUMBER,
+    ),
+    discover=_obj(pipeline_tag=TEXT, limit=INTEGER, since={"type": ["string", "null"]}),
+    run=_obj(max_models=INTEGER, time_budget=DURATION, timeout=DURATION, max_attempts=INTEGER, work_dir=TEXT),
+)
+
+
+def load_config(path: str | Path | None = None) -> Config:
+    """Read `path` (default: ./auditor.yaml if there is one, else the defaults) and check every value.
+
+    Raises:
+        ConfigError: naming the file and the first problem found.
+    """
+    import jsonschema_rs
+
+    if path is None:
+        path = Path(CONFIG_FILE)
+        if not path.exists():
+            return Config()
+    path = Path(path)
+    try:
+        data = yamlio.load(path.read_text(encoding="utf-8"), str(path))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such file") from None
+    except yamlio.YamlError as e:
+        raise ConfigError(str(e)) from None
+    data = data or {}
+    errors = list(jsonschema_rs.validator_for(SCHEMA).iter_errors(data))
+    if errors:
+        e = errors[0]
+        where = ".".join(map(str, e.instance_path)) or "file"
+        raise ConfigError(f"{path}: {where}: {e.message}")
+    config = from_dict(Config, json.loads(json.dumps(data)))
+    check(config, str(path))
+    return config
+
+
+def check(config: Config, where: str) -> None:
+    problems = []
+    if config.memory_gib <= 0 or config.memory_factor < 1:
+        problems.append("memory_gib must be positive and memory_factor at least 1")
+    if config.run.max_models < 0 or config.run.max_attempts < 1 or config.discover.limit < 0:
+        problems.append("run.max_models and discover.limit must not be negative, run.max_attempts at least 1")
+    for name in ("time_budget", "timeout"):
+        try:
+            parse_duration(getattr(config.run, name))
+        except ConfigError as e:
+            problems.append(f"run.{name}: {e}")
+    if config.discover.since is not None and not re.fullmatch(r"\d{4}-\d{2}-\d{2}", config.discover.since):
+        problems.append(f"discover.since: {config.discover.since!r} is not a date (YYYY-MM-DD)")
+    if problems:
+        raise ConfigError(f"{where}: {problems[0]}")

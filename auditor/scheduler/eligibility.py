@@ -1,0 +1,150 @@
+"""May and can the auditor audit this Hub model? Decided from the Hub's metadata, before any download.
+
+Used by discovery and by request validation alike. A model is refused with a reason code and a message a
+person can act on:
+
+| code | meaning |
+|---|---|
+| `not_found` | no such public model (or revision) on the Hub |
+| `private`, `disabled`, `gated` | not freely downloadable |
+| `no_weights`, `pickle_only` | no safetensors weights (pickle files are never loaded) |
+| `not_a_checkpoint` | no config.json |
+| `remote_code` | the config needs code from the repository (`auto_map`, unknown `model_type`) |
+| `unsupported_architecture` | not a causal LM, or a layout the detector does not know |
+| `license` | no license, or one outside the configured allow-list |
+| `too_large` | the weights do not fit the runner's memory budget |
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from ..errors import AuditorError
+from ..families import SUPPORTED_MODEL_TYPES
+from ..source import PICKLE_SUFFIXES
+from .config import Config
+
+BYTES_PER_PARAMETER = {
+    "F64": 8,
+    "I64": 8,
+    "F32": 4,
+    "I32": 4,
+    "BF16": 2,
+    "F16": 2,
+    "I16": 2,
+    "F8_E4M3": 1,
+    "F8_E5M2": 1,
+    "I8": 1,
+    "U8": 1,
+    "BOOL": 1,
+}
+
+
+class Ineligible(AuditorError):
+    """The model cannot or may not be audited; `code` says why, `revision` is its commit if known."""
+
+    def __init__(self, code: str, message: str, revision: str | None = None):
+        super().__init__(message)
+        self.code = code
+        self.revision = revision
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """An eligible model, pinned to a commit."""
+
+    model: str
+    revision: str
+    created_at: str | None = None
+    downloads: int = 0
+    likes: int = 0
+    base_model: bool = True
+    """False for fine-tunes (their card names a `base_model`)."""
+    weight_bytes: int | None = None
+
+
+def licenses_of(card: Any) -> list[str]:
+    value = (card or {}).get("license") if isinstance(card, dict) else getattr(card, "license", None)
+    return [value] if isinstance(value, str) else [v for v in value or [] if isinstance(v, str)]
+
+
+def card_dict(info: Any) -> dict[str, Any]:
+    card = getattr(info, "card_data", None)
+    return card.to_dict() if hasattr(card, "to_dict") else dict(card or {})
+
+
+def weight_bytes(info: Any) -> int | None:
+    st = getattr(info, "safetensors", None)
+    if st is None or not getattr(st, "parameters", None):
+        return None
+    return sum(count * BYTES_PER_PARAMETER.get(dtype.upper(), 4) for dtype, count in st.parameters.items())
+
+
+def check_model(info: Any, config: Config) -> Candidate:
+    """Check a `huggingface_hub.ModelInfo` (from model_info or list_models with `expand`).
+
+    Raises:
+        Ineligible: with the reason code of the first rule broken, and the commit it was checked at.
+    """
+    try:
+        return _check_model(info, config)
+    except Ineligible as e:
+        e.revision = getattr(info, "sha", None)
+        raise
+
+
+def _check_model(info: Any, config: Config) -> Candidate:
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    name = info.id
+    if getattr(info, "private", False):
+        raise Ineligible("private", f"{name} is private")
+    if getattr(info, "disabled", False):
+        raise Ineligible("disabled", f"{name} is disabled on the Hub")
+    if getattr(info, "gated", False):
+        raise Ineligible("gated", f"{name} is gated ({info.gated}): the auditor only takes freely downloadable models")
+    files = [s.rfilename for s in info.siblings or [] if "/" not in s.rfilename]
+    if not any(f.endswith(".safetensors") for f in files):
+        if any(f.endswith(PICKLE_SUFFIXES) for f in files):
+            raise Ineligible("pickle_only", f"{name} has only pickle weights; the auditor needs safetensors")
+        raise Ineligible("no_weights", f"{name} has no safetensors weights")
+    if "config.json" not in files:
+        raise Ineligible("not_a_checkpoint", f"{name} has no config.json")
+    hub_config = getattr(info, "config", None) or {}
+    model_type = hub_config.get("model_type")
+    if hub_config.get("auto_map") or model_type not in CONFIG_MAPPING_NAMES:
+        raise Ineligible("remote_code", f"{name} needs code from its repository (model_type {model_type!r})")
+    architectures = hub_config.get("architectures") or []
+    causal = MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.get(model_type)
+    if model_type not in SUPPORTED_MODEL_TYPES or (architectures and causal not in architectures):
+        raise Ineligible(
+            "unsupported_architecture",
+            f"{name}: {model_type} ({', '.join(architectures)}) is not a layout the detector knows",
+        )
+    card = card_dict(info)
+    licenses = licenses_of(card)
+    allowed = {lic.lower() for lic in config.licenses}
+    if not any(lic.lower() in allowed for lic in licenses):
+        which = ", ".join(licenses) or "none given"
+        raise Ineligible("license", f"{name}: license {which} is not in the allow-list (auditor.yaml: licenses)")
+    size = weight_bytes(info)
+    if size is not None and size * config.memory_factor > config.memory_bytes:
+        raise Ineligible(
+            "too_large",
+            f"{name}: {size / 2**30:.1f} GiB of weights need about {size * config.memory_factor / 2**30:.0f} "
+            f"GiB, over the {config.memory_gib:g} GiB budget",
+        )
+    created = getattr(info, "created_at", None)
+    base = card.get("base_model")
+    return Candidate(
+        model=name,
+        revision=info.sha,
+        created_at=created.isoformat() if isinstance(created, datetime) else created,
+        downloads=getattr(info, "downloads", 0) or 0,
+        likes=getattr(info, "likes", 0) or 0,
+        base_model=not base or base == name or base == [name],
+        weight_bytes=size,
+    )

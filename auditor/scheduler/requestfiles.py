@@ -1,0 +1,99 @@
+"""Audit requests: small YAML files under `requests/`, added by pull request.
+
+    model: mistralai/Mistral-7B-v0.3     # required: the Hub id
+    revision: main                      # optional: a branch, tag or commit sha (default: main)
+    requested_by: your-github-name      # optional
+    reason: Checking the v0.3 tokenizer change did not move the super weight.   # optional
+
+`check_request` says, with a message the requester can act on, whether the model can be audited, and pins
+it to the commit sha the revision names at that moment.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from .. import yamlio
+from ..records import from_dict
+from ..source import hub_error, with_retries
+from .config import Config
+from .discover import audited_index
+from .eligibility import Candidate, Ineligible, check_model
+
+REQUEST_SCHEMA = {
+    "type": "object",
+    "required": ["model"],
+    "additionalProperties": False,
+    "properties": {
+        "model": {"type": "string", "pattern": "^[A-Za-z0-9][\\w.-]{0,95}/[A-Za-z0-9][\\w.-]{0,95}$"},
+        "revision": {"type": "string", "pattern": "^[\\w./-]{1,200}$"},
+        "requested_by": {"type": "string", "maxLength": 100},
+        "reason": {"type": "string", "maxLength": 2000},
+    },
+}
+MAX_REQUEST_BYTES = 16_384
+
+
+@dataclass(frozen=True)
+class AuditRequest:
+    model: str
+    revision: str | None = None
+    requested_by: str | None = None
+    reason: str | None = None
+
+
+def request_files(directory: Path) -> list[Path]:
+    return sorted(p for p in directory.glob("*.yaml") if not p.name.startswith("."))
+
+
+def read_request(path: Path) -> AuditRequest:
+    """Parse one request file strictly.
+
+    Raises:
+        Ineligible: code `invalid_request`, saying what to fix.
+    """
+    import jsonschema_rs
+
+    try:
+        raw = path.read_bytes()
+        if len(raw) > MAX_REQUEST_BYTES:
+            raise Ineligible("invalid_request", f"{path}: {len(raw):,} bytes; a request is a few lines")
+        data = yamlio.load(raw.decode("utf-8"), str(path))
+    except (yamlio.YamlError, UnicodeDecodeError, OSError) as e:
+        raise Ineligible("invalid_request", str(e)) from None
+    errors = list(jsonschema_rs.validator_for(REQUEST_SCHEMA).iter_errors(data))
+    if errors:
+        e = errors[0]
+        where = ".".join(map(str, e.instance_path)) or "request"
+        if type(e.kind).__name__ == "Pattern" and where == "model":
+            message = f"model {e.instance!r} is not a Hub model id (org/name)"
+        else:
+            message = f"{where}: {e.message}"
+        raise Ineligible(
+            "invalid_request", f"{path}: {message}. Expected: model, and optionally revision, requested_by, reason"
+        )
+    return from_dict(AuditRequest, data)
+
+
+def check_request(request: AuditRequest, config: Config, *, index_root: Path, api=None) -> Candidate:
+    """Can this request be audited? Returns the candidate pinned to a commit sha.
+
+    Raises:
+        Ineligible: `not_found`, `download_error` (the Hub could not be asked), one of `eligibility`'s
+        codes, or `already_audited`.
+    """
+    from huggingface_hub import HfApi
+
+    api = api or HfApi()
+    try:
+        info = with_retries(lambda: api.model_info(request.model, revision=request.revision), what=request.model)
+    except Exception as e:
+        error = hub_error(e, request.model, request.revision)
+        code = "not_found" if error.code == "not_found" else "download_error"
+        raise Ineligible(code, str(error)) from None
+    candidate = check_model(info, config)
+    if (candidate.model.lower(), candidate.revision) in audited_index(index_root)[0]:
+        message = f"{candidate.model} is already in the index at {candidate.revision} (this tool version)"
+        raise Ineligible("already_audited", message, candidate.revision)
+    return candidate

@@ -1,0 +1,269 @@
+"""`superweight run`: the scheduled job.
+
+One run at a time: a lock file that the operating system releases when the holder dies (even by
+`kill -9`), so a crashed run never blocks the next. A run:
+
+1. puts back to pending any item a dead run left `running`;
+2. takes the request files (`requests/*.yaml`): each is checked and pinned to a commit, queued (or queued
+   as skipped with its reason), and only then removed; a malformed file stays, and the summary says why;
+3. discovers new models on the Hub (`discover`);
+4. audits pending items, requests first, each in its own process with a timeout, until `max_models` or the
+   time budget; results go to the index through its safe writer, failures into the queue with a reason;
+5. writes a Markdown summary of the run.
+
+Every step writes its state atomically before the next begins, so a run killed at any point leaves work the
+next run finishes: nothing is lost, and nothing is audited or recorded twice (the index writer drops an
+identical record, and an item already in the index at that commit is not audited again).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .. import __version__
+from ..errors import AuditorError
+from ..fileio import atomic_write
+from ..index import MeasuredRecord, ModelRef, append_record
+from ..index.entries import record_from_dict
+from .config import Config, parse_duration
+from .discover import Discovery, audited_index, discover, load_cursor, record_same_weights, save_cursor
+from .eligibility import Candidate, Ineligible
+from .queue import TRANSIENT, Item, Queue, load_queue, now, save_queue
+from .requestfiles import check_request, read_request, request_files
+
+
+@dataclass(frozen=True)
+class RepoPaths:
+    root: Path
+    work: Path
+
+    @classmethod
+    def of(cls, root: Path, config: Config) -> RepoPaths:
+        return cls(root, root / config.run.work_dir)
+
+    index = property(lambda self: self.root / "index")
+    queue = property(lambda self: self.root / "queue" / "queue.yaml")
+    cursor = property(lambda self: self.root / "queue" / "cursor.yaml")
+    requests = property(lambda self: self.root / "requests")
+    hub_cache = property(lambda self: self.work / "hub")
+
+
+@dataclass
+class RunReport:
+    run_id: str
+    started: str
+    finished: str | None = None
+    recovered: list[Item] = field(default_factory=list)
+    requests: list[tuple[str, str]] = field(default_factory=list)
+    """(request file, what became of it)."""
+    discovery: Discovery | None = None
+    audited: list[tuple[Item, MeasuredRecord]] = field(default_factory=list)
+    same_weights: list[tuple[str, str, ModelRef]] = field(default_factory=list)
+    failed: list[Item] = field(default_factory=list)
+    retrying: list[Item] = field(default_factory=list)
+    pending: int = 0
+
+
+class RunInProgressError(AuditorError):
+    code = "run_in_progress"
+
+
+def run(
+    root: Path,
+    config: Config,
+    *,
+    max_models: int | None = None,
+    time_budget: str | None = None,
+    discover_models: bool = True,
+    api=None,
+    log=lambda message: print(message, file=sys.stderr),
+) -> RunReport:
+    """Run the scheduled job in the repository at `root` (see the module docstring)."""
+    from filelock import FileLock, Timeout
+
+    paths = RepoPaths.of(root, config)
+    paths.work.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(paths.work / "run.lock")
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        raise RunInProgressError(f"another run holds {paths.work / 'run.lock'}; one run at a time") from None
+    try:
+        report = RunReport(run_id=time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()), started=now())
+        queue = load_queue(paths.queue)
+        recover(queue, config, report)
+        save_queue(paths.queue, queue)
+        take_requests(paths, config, queue, report, api, log)
+        if discover_models and config.discover.limit > 0:
+            cursor = load_cursor(paths.cursor)
+            report.discovery = discover(config, queue=queue, cursor=cursor, index_root=paths.index, api=api)
+            save_queue(paths.queue, queue)  # queue before cursor: a crash in between re-examines, never skips
+            save_cursor(paths.cursor, cursor)
+            log(f"discovery: {report.discovery.examined} examined, {len(report.discovery.queued)} queued")
+        audit_pending(paths, config, queue, report, max_models, time_budget, log)
+        report.pending = len(queue.pending(config.priority))
+        report.finished = now()
+        from .summary import render
+
+        atomic_write(paths.work / "runs" / f"{report.run_id}.md", render(report))
+        return report
+    finally:
+        lock.release()
+
+
+def recover(queue: Queue, config: Config, report: RunReport) -> None:
+    """Items left `running` belong to a run that died: try them again, or give up after max_attempts."""
+    for item in [i for i in queue.items if i.state == "running"]:
+        message = f"the run auditing it (run {item.run}) stopped before it finished"
+        state = "pending" if item.attempts < config.run.max_attempts else "failed"
+        report.recovered.append(queue.set(item, state, code="crashed", message=message))
+
+
+def take_requests(paths: RepoPaths, config: Config, queue: Queue, report: RunReport, api, log) -> None:
+    for path in request_files(paths.requests) if paths.requests.is_dir() else []:
+        rel = path.relative_to(paths.root).as_posix()
+        try:
+            request = read_request(path)
+        except Ineligible as e:
+            report.requests.append((rel, f"left in place: {e}"))
+            continue
+        base = dict(
+            origin="request",
+            added=now(),
+            updated=now(),
+            requested_by=request.requested_by,
+            request_reason=request.reason,
+        )
+        try:
+            c: Candidate = check_request(request, config, index_root=paths.index, api=api)
+            item = Item(
+                c.model,
+                c.revision,
+                state="pending",
+                created_at=c.created_at,
+                downloads=c.downloads,
+                likes=c.likes,
+                base_model=c.base_model,
+                **base,
+            )
+            outcome = f"queued {c.model} at {c.revision}"
+        except Ineligible as e:
+            if e.code == "already_audited":
+                item, outcome = None, f"not queued: {e}"
+            else:
+                item = Item(request.model, e.revision, state="skipped", code=e.code, message=str(e), **base)
+                outcome = f"skipped ({e.code}): {e}"
+        if item is not None and not queue.add(item):
+            outcome = f"already queued: {item.model} at {item.revision}"
+        save_queue(paths.queue, queue)  # the request is safe in the queue before its file goes
+        path.unlink()
+        report.requests.append((rel, outcome))
+        log(f"request {rel}: {outcome}")
+
+
+def audit_pending(paths, config, queue, report, max_models, time_budget, log) -> None:
+    limit = config.run.max_models if max_models is None else max_models
+    deadline = time.monotonic() + parse_duration(time_budget or config.run.time_budget)
+    done, weights = audited_index(paths.index)
+    started = 0
+    for item in queue.pending(config.priority):
+        if started >= limit or time.monotonic() > deadline:
+            break
+        if (item.model.lower(), item.revision) in done:
+            queue.set(item, "done")
+            save_queue(paths.queue, queue)
+            continue
+        original = weights.get(frozenset((item.weights_sha256 or {}).values()))
+        if item.weights_sha256 and original is not None:
+            c = Candidate(item.model, item.revision)
+            record_same_weights(paths.index, c, item.weights_sha256, original)
+            report.same_weights.append((item.model, item.revision, original))
+            queue.set(item, "done")
+            save_queue(paths.queue, queue)
+            continue
+        started += 1
+        item = queue.set(item, "running", attempts=item.attempts + 1, run=report.run_id)
+        save_queue(paths.queue, queue)
+        log(f"auditing {item.model} at {item.revision} (attempt {item.attempts})")
+        outcome = audit_in_worker(item, config, paths, report.run_id)
+        if "record" in outcome:
+            record = record_from_dict(outcome["record"])
+            append_record(item.model, record, root=paths.index)
+            queue.set(item, "done")
+            done.add((item.model.lower(), item.revision))
+            if record.weights_sha256:
+                weights.setdefault(frozenset(record.weights_sha256.values()), ModelRef(item.model, item.revision))
+            report.audited.append((item, record))
+            log(f"  {record.verdict}: {len(record.super_weights)} super weight(s)")
+        else:
+            code, message = outcome["error"]["code"], outcome["error"]["message"]
+            again = code in TRANSIENT and item.attempts < config.run.max_attempts
+            new = queue.set(item, "pending" if again else "failed", code=code, message=message)
+            (report.retrying if again else report.failed).append(new)
+            log(f"  {'will retry' if again else 'failed'} ({code}): {message}")
+        save_queue(paths.queue, queue)
+        if "record" in outcome or not again:  # keep partial downloads of a model that will be retried
+            shutil.rmtree(paths.hub_cache / f"models--{item.model.replace('/', '--')}", ignore_errors=True)
+
+
+def die_with_parent() -> None:
+    """In the worker: be killed if the run dies, so no orphan keeps the GPU (Linux; elsewhere a no-op)."""
+    with contextlib.suppress(OSError, AttributeError):
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+def audit_in_worker(item: Item, config: Config, paths: RepoPaths, run_id: str) -> dict:
+    """Audit one model in a child process; the outcome as the worker wrote it, or an error."""
+    jobs = paths.work / "jobs"
+    name = f"{run_id}-{item.model.replace('/', '--')}"
+    job, result = jobs / f"{name}.json", jobs / f"{name}.result.json"
+    result.unlink(missing_ok=True)
+    settings = dataclasses.asdict(config.audit)
+    atomic_write(
+        job,
+        json.dumps(
+            {
+                "model": item.model,
+                "revision": item.revision,
+                "settings": settings,
+                "cache_dir": str(paths.hub_cache),
+                "tool_version": __version__,
+            }
+        ),
+    )
+    timeout = parse_duration(config.run.timeout)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "auditor.scheduler.worker", str(job), str(result)],
+        cwd=paths.root,
+        start_new_session=True,
+        preexec_fn=die_with_parent,
+    )
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        return {"error": {"code": "timeout", "message": f"stopped after {config.run.timeout}"}}
+    finally:
+        job.unlink(missing_ok=True)
+    if result.exists():
+        outcome = json.loads(result.read_text(encoding="utf-8"))
+        result.unlink()
+        return outcome
+    if proc.returncode == -signal.SIGKILL:
+        return {
+            "error": {"code": "out_of_memory", "message": "the audit was killed (SIGKILL): most likely out of memory"}
+        }
+    return {"error": {"code": "crashed", "message": f"the audit process exited with status {proc.returncode}"}}

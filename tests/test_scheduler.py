@@ -1,0 +1,397 @@
+"""The scheduled auditor against the local Hub stand-in: discovery, requests, the queue and runs."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import struct
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+from filelock import FileLock
+
+from auditor import source
+from auditor.index import MeasuredRecord, append_record, lookup
+from auditor.scheduler.config import Config, ConfigError, RunConfig, load_config
+from auditor.scheduler.discover import Cursor, discover, load_cursor
+from auditor.scheduler.eligibility import Ineligible
+from auditor.scheduler.queue import Queue, load_queue
+from auditor.scheduler.requestfiles import AuditRequest, check_request, read_request
+from auditor.scheduler.runner import RunInProgressError, run
+from auditor.settings import AuditSettings
+from auditor.synthetic import Plant
+
+T0 = datetime(2026, 11, 1, tzinfo=timezone.utc)
+
+
+@pytest.fixture(autouse=True)
+def fast_retries(monkeypatch):
+    monkeypatch.setattr(source, "RETRY_BACKOFF_S", 0.01)
+
+
+@pytest.fixture
+def config(eval_text) -> Config:
+    return Config(
+        licenses=["apache-2.0", "mit"],
+        memory_gib=1.0,
+        audit=AuditSettings(device="cpu", eval_text=str(eval_text), max_tokens=1024, seq_len=256),
+        run=RunConfig(max_models=5, timeout="5m", max_attempts=2),
+    )
+
+
+def files_of(checkpoint: Path, **changes) -> dict[str, bytes]:
+    files = {p.name: p.read_bytes() for p in checkpoint.iterdir()}
+    config = json.loads(files["config.json"])
+    config.update(changes.pop("config", {}))
+    files["config.json"] = json.dumps(config).encode()
+    for name in changes.pop("drop", ()):
+        del files[name]
+    return {**files, **changes.pop("extra", {})}
+
+
+def huge_safetensors() -> bytes:
+    """A header claiming 40 billion bf16 parameters: the Hub reports its size; nobody downloads it."""
+    header = json.dumps({"w": {"dtype": "BF16", "shape": [200_000, 200_000], "data_offsets": [0, 8 * 10**10]}})
+    return struct.pack("<Q", len(header)) + header.encode()
+
+
+@pytest.fixture
+def repo(tmp_path) -> Path:
+    for d in ("index", "queue", "requests"):
+        (tmp_path / d).mkdir()
+    return tmp_path
+
+
+@pytest.fixture
+def zoo(hub, build_checkpoint):
+    """Models on the Hub stand-in, one per discovery outcome, created a minute apart (newest first below)."""
+    good, other = build_checkpoint("llama"), build_checkpoint("llama", [Plant(2, 11, 50)])
+    apache, mit = {"license": "apache-2.0"}, {"license": "mit"}
+    models = [
+        ("org/good-base", files_of(good), dict(card_data=apache, downloads=10)),
+        ("org/good-finetune", files_of(other), dict(card_data={**mit, "base_model": "org/good-base"}, downloads=999)),
+        ("org/gated", files_of(good), dict(card_data=apache, gated="auto")),
+        (
+            "org/pickled",
+            files_of(good, drop=["model.safetensors"], extra={"pytorch_model.bin": b"\x80"}),
+            dict(card_data=apache),
+        ),
+        ("org/remote", files_of(good, config={"auto_map": {"AutoModelForCausalLM": "m.M"}}), dict(card_data=apache)),
+        (
+            "org/t5",
+            files_of(good, config={"model_type": "t5", "architectures": ["T5ForConditionalGeneration"]}),
+            dict(card_data=apache),
+        ),
+        ("org/no-license", files_of(good), dict(card_data={})),
+        ("org/proprietary", files_of(good), dict(card_data={"license": "other"})),
+        ("org/huge", files_of(good, extra={"model.safetensors": huge_safetensors()}), dict(card_data=apache)),
+    ]
+    shas = {}
+    for n, (name, files, kw) in enumerate(models):
+        shas[name] = hub.add_model(name, files, created_at=T0 - timedelta(minutes=n), **kw)
+    hub.page_size = 2
+    return shas
+
+
+EXPECTED_SKIPS = {
+    "org/gated": "gated",
+    "org/pickled": "pickle_only",
+    "org/remote": "remote_code",
+    "org/t5": "unsupported_architecture",
+    "org/no-license": "license",
+    "org/proprietary": "license",
+    "org/huge": "too_large",
+}
+
+
+def test_discovery_queues_the_eligible_and_skips_the_rest_with_reasons(zoo, repo, config, hub):
+    queue, cursor = Queue(), Cursor()
+
+    found = discover(config, queue=queue, cursor=cursor, index_root=repo / "index")
+
+    assert found.examined == 9
+    assert [(i.model, i.revision) for i in found.queued] == [
+        ("org/good-base", zoo["org/good-base"]),
+        ("org/good-finetune", zoo["org/good-finetune"]),
+    ]
+    assert {i.model: i.code for i in found.skipped} == EXPECTED_SKIPS
+    assert all(i.message and i.state == "skipped" for i in found.skipped)
+    assert "74.5 GiB of weights" in next(i.message for i in found.skipped if i.code == "too_large")
+    # Pagination: the listing came in pages of two.
+    listing = [r for r in hub.requests if r.path == "/api/models"]
+    assert len(listing) == 5
+    # Requests go first, then base models before fine-tunes even with fewer downloads.
+    assert [i.model for i in queue.pending(config.priority)] == ["org/good-base", "org/good-finetune"]
+    assert [i.model for i in queue.pending(["downloads"])] == ["org/good-finetune", "org/good-base"]
+
+
+def test_the_cursor_resumes_where_the_last_run_stopped(zoo, repo, config, hub, build_checkpoint):
+    queue, cursor = Queue(), Cursor()
+    seen = []
+    for _ in range(3):
+        found = discover(config, queue=queue, cursor=cursor, index_root=repo / "index", limit=4)
+        seen.append(found.examined)
+    assert seen == [4, 4, 1]  # nine models, four at a time, then nothing new
+    assert len(queue.items) == 9
+    assert discover(config, queue=queue, cursor=cursor, index_root=repo / "index").examined == 0
+
+    newer = files_of(build_checkpoint("llama"))
+    hub.add_model("org/newer", newer, card_data={"license": "mit"}, created_at=T0 + timedelta(hours=1))
+    found = discover(config, queue=queue, cursor=cursor, index_root=repo / "index")
+    assert found.examined == 1 and [i.model for i in found.queued] == ["org/newer"]
+    assert len(cursor.spans) == 1 and cursor.spans[0].after is None  # everything up to now, examined
+
+
+def test_cursor_survives_a_save_and_load(zoo, repo, config):
+    from auditor.scheduler.discover import save_cursor
+
+    cursor = Cursor()
+    discover(config, queue=Queue(), cursor=cursor, index_root=repo / "index", limit=3)
+    save_cursor(repo / "queue" / "cursor.yaml", cursor)
+    assert load_cursor(repo / "queue" / "cursor.yaml") == cursor
+
+
+def test_since_bounds_discovery(zoo, repo, config):
+    found = discover(
+        config,
+        queue=Queue(),
+        cursor=Cursor(),
+        index_root=repo / "index",
+        since=(T0 - timedelta(minutes=2, seconds=30)).date().isoformat(),
+    )
+    assert found.examined == 9  # the date is the same day: all nine are after its midnight
+    found = discover(config, queue=Queue(), cursor=Cursor(), index_root=repo / "index", since="2027-01-01")
+    assert found.examined == 0
+
+
+def indexed(repo: Path, model: str, revision: str, record: MeasuredRecord, hashes: dict[str, str]) -> None:
+    append_record(model, replace(record, revision=revision, weights_sha256=hashes or None), root=repo / "index")
+
+
+def test_already_audited_and_identical_weights_are_not_downloaded(hub, repo, config, audit_result, build_checkpoint):
+    good = files_of(build_checkpoint("llama"))
+    audited = hub.add_model("org/audited", good, card_data={"license": "mit"}, created_at=T0)
+    copy = hub.add_model("org/copy", good, card_data={"license": "mit"}, created_at=T0 + timedelta(minutes=1))
+    lfs = {
+        s.rfilename: s.lfs.sha256
+        for s in __import__("huggingface_hub").model_info("org/audited", files_metadata=True).siblings
+        if s.lfs
+    }
+    indexed(repo, "org/audited", audited, MeasuredRecord.from_audit(audit_result), lfs)
+    hub.clear_requests()
+
+    found = discover(config, queue=(queue := Queue()), cursor=Cursor(), index_root=repo / "index")
+
+    assert found.already_audited == ["org/audited"]
+    assert [(m, r, ref.model, ref.revision) for m, r, ref in found.same_weights] == [
+        ("org/copy", copy, "org/audited", audited)
+    ]
+    assert queue.items == []
+    [record] = lookup("org/copy", root=repo / "index")
+    assert (record.source, record.same_weights_as.model, record.weights_sha256) == ("same_weights", "org/audited", lfs)
+    assert not [r for r in hub.requests if r.path.endswith(".safetensors")]  # not one weight byte fetched
+
+
+# -- requests ---------------------------------------------------------------------------------------
+
+
+def write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("model: [org/x\n", "did not find expected"),
+        ("revision: main\n", 'request: "model" is a required property'),
+        ("model: org/x\ncolour: red\n", "Additional properties are not allowed ('colour' was unexpected)"),
+        ("model: not a model id\n", "model 'not a model id' is not a Hub model id (org/name)"),
+        ("model: org/x\nrevision: 5\n", 'revision: 5 is not of type "string"'),
+        ("!!python/object/apply:os.system ['true']\n", "values are not allowed"),
+    ],
+)
+def test_malformed_requests_say_what_to_fix(tmp_path, text, message):
+    with pytest.raises(Ineligible) as e:
+        read_request(write(tmp_path / "r.yaml", text))
+    assert e.value.code == "invalid_request" and message in str(e.value)
+
+
+def test_each_request_validation_failure(zoo, hub, repo, config, audit_result, build_checkpoint):
+    hub.add_model("org/private", files_of(build_checkpoint("llama")), private=True, card_data={"license": "mit"})
+    audited = zoo["org/good-base"]
+    indexed(repo, "org/good-base", audited, MeasuredRecord.from_audit(audit_result), {})
+    expected = {
+        **EXPECTED_SKIPS,
+        "org/missing": "not_found",
+        "org/private": "not_found",
+        "org/good-base": "already_audited",
+    }
+    for model, code in expected.items():
+        with pytest.raises(Ineligible) as e:
+            check_request(AuditRequest(model), config, index_root=repo / "index")
+        assert e.value.code == code, (model, str(e.value))
+    with pytest.raises(Ineligible) as e:
+        check_request(AuditRequest("org/good-finetune", revision="no-such-branch"), config, index_root=repo / "index")
+    assert e.value.code == "not_found"
+
+
+def test_a_valid_request_is_pinned_to_a_commit(zoo, repo, config, hub, build_checkpoint):
+    newer = hub.add_commit("org/good-finetune", files_of(build_checkpoint("llama", [])))
+    pinned = check_request(AuditRequest("org/good-finetune"), config, index_root=repo / "index")
+    assert pinned.revision == newer
+    old = check_request(
+        AuditRequest("org/good-finetune", revision=zoo["org/good-finetune"]), config, index_root=repo / "index"
+    )
+    assert old.revision == zoo["org/good-finetune"]
+
+
+# -- runs -------------------------------------------------------------------------------------------
+
+
+def test_a_run_takes_requests_first_then_discovered_models(zoo, hub, repo, config):
+    write(repo / "requests" / "finetune.yaml", "model: org/good-finetune\nrequested_by: alice\nreason: check it\n")
+    write(repo / "requests" / "gated.yaml", "model: org/gated\nrequested_by: bob\n")
+    write(repo / "requests" / "broken.yaml", "model: [\n")
+
+    report = run(repo, replace(config, run=replace(config.run, max_models=1)), log=lambda m: None)
+
+    [(item, record)] = report.audited  # the request, although discovery ranks base models first
+    assert (item.model, item.origin, item.requested_by) == ("org/good-finetune", "request", "alice")
+    assert record.verdict == "confirmed" and [(w.layer, w.row, w.col) for w in record.super_weights] == [(2, 11, 50)]
+    assert lookup("org/good-finetune", root=repo / "index") == [record]
+    # Requests were taken into the queue and their files removed, except the broken one.
+    assert sorted(p.name for p in (repo / "requests").iterdir()) == ["broken.yaml"]
+    queue = load_queue(repo / "queue" / "queue.yaml")
+    gated = queue.find("org/gated", zoo["org/gated"])
+    assert (gated.state, gated.code, gated.origin, gated.requested_by) == ("skipped", "gated", "request", "bob")
+    assert [i.model for i in queue.pending(config.priority)] == ["org/good-base"]
+    assert not (repo / ".superweight" / "hub" / "models--org--good-finetune").exists()  # downloads cleaned up
+    summary = (repo / ".superweight" / "runs" / f"{report.run_id}.md").read_text()
+    assert "| org/good-finetune |" in summary and "**confirmed**" in summary
+    assert "`requests/broken.yaml`: left in place" in summary and "`requests/gated.yaml`: skipped (gated)" in summary
+
+
+def test_failures_are_recorded_and_never_stop_the_run(zoo, hub, repo, config):
+    hub.fail_next("*/org/good-base/resolve/*/model.safetensors", status=500, method="GET", times=50)
+
+    report = run(repo, config, log=lambda m: None)
+
+    assert [i.model for i, _ in report.audited] == ["org/good-finetune"]  # the run went on
+    [retrying] = report.retrying  # a passing reason: the next run tries again (max_attempts 2)
+    assert (retrying.model, retrying.code, retrying.attempts, retrying.state) == (
+        "org/good-base",
+        "download_error",
+        1,
+        "pending",
+    )
+
+    report = run(repo, config, log=lambda m: None)
+
+    [failed] = report.failed
+    assert (failed.model, failed.code, failed.attempts) == ("org/good-base", "download_error", 2)
+    assert "500 Internal Server Error" in failed.message
+    assert load_queue(repo / "queue" / "queue.yaml").find("org/good-base", zoo["org/good-base"]).state == "failed"
+
+
+def test_a_download_hiccup_is_retried(zoo, hub, repo, config):
+    hub.fail_next("*/org/good-base/resolve/*/model.safetensors", status=503, method="GET", times=2)
+    hub.drop_next("*/org/good-base/resolve/*/tokenizer.json", after_bytes=50)
+
+    report = run(repo, replace(config, run=replace(config.run, max_models=1)), log=lambda m: None)
+
+    assert [i.model for i, _ in report.audited] == ["org/good-base"] and not report.failed
+
+
+def test_a_timeout_ends_the_audit_not_the_run(zoo, repo, config):
+    report = run(repo, replace(config, run=replace(config.run, timeout="0.5s")), log=lambda m: None)
+    assert {(i.model, i.code) for i in report.failed} == {
+        ("org/good-base", "timeout"),
+        ("org/good-finetune", "timeout"),
+    }
+
+
+def test_one_run_at_a_time(repo, config):
+    (repo / ".superweight").mkdir()
+    with FileLock(repo / ".superweight" / "run.lock"), pytest.raises(RunInProgressError, match="one run at a time"):
+        run(repo, config, log=lambda m: None)
+
+
+def test_a_run_killed_mid_audit_is_finished_by_the_next(zoo, hub, repo, config, tmp_path):
+    (repo / "auditor.yaml").write_text(
+        f"licenses: [apache-2.0, mit]\nmemory_gib: 1\naudit: {{device: cpu, eval_text: {config.audit.eval_text}, "
+        "max_tokens: 1024, seq_len: 256}\nrun: {max_models: 1}\n"
+    )
+    env = {**os.environ, "HF_HUB_DISABLE_TELEMETRY": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "auditor.cli", "run", "--repo", str(repo)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    queue_file = repo / "queue" / "queue.yaml"
+    deadline = time.monotonic() + 120
+    while not (queue_file.exists() and "state: running" in queue_file.read_text()):
+        assert time.monotonic() < deadline and proc.poll() is None, "the run never started an audit"
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)  # the run only: its worker must die with it
+    proc.wait()
+    running = [i for i in load_queue(queue_file).items if i.state == "running"]
+    assert [i.model for i in running] == ["org/good-base"]
+
+    report = run(repo, load_config(repo / "auditor.yaml"), log=lambda m: None)
+
+    assert [i.model for i in report.recovered] == ["org/good-base"]
+    assert [i.model for i, _ in report.audited] == ["org/good-base"]
+    assert len(lookup("org/good-base", root=repo / "index")) == 1
+    assert not [i for i in load_queue(queue_file).items if i.state == "running"]
+    report = run(repo, load_config(repo / "auditor.yaml"), log=lambda m: None)  # nothing is done twice
+    assert [i.model for i, _ in report.audited] == ["org/good-finetune"]
+    assert len(lookup("org/good-base", root=repo / "index")) == 1
+
+
+def test_config_errors_are_one_line(tmp_path, capsys):
+    from auditor.cli import main
+
+    (tmp_path / "auditor.yaml").write_text("run: {timeout: soon}\n")
+    assert main(["run", "--repo", str(tmp_path), "--config", str(tmp_path / "auditor.yaml")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    duration = "'soon' is not a duration (like 90s, 45m, 6h or 1d)"
+    assert err == [f"superweight: error: {tmp_path / 'auditor.yaml'}: run.timeout: {duration}"]
+    with pytest.raises(ConfigError, match="no such file"):
+        load_config(tmp_path / "missing.yaml")
+
+
+def test_request_validate_command(zoo, repo, capsys):
+    from auditor.cli import main
+
+    (repo / "auditor.yaml").write_text("licenses: [apache-2.0, mit]\nmemory_gib: 1\n")
+    good = write(repo / "requests" / "good.yaml", "model: org/good-base\n")
+    gated = write(repo / "requests" / "gated.yaml", "model: org/gated\n")
+
+    assert main(["request", "validate", "--repo", str(repo), str(good)]) == 0
+    assert capsys.readouterr().out == f"{good}: ok: org/good-base pinned to {zoo['org/good-base']}\n"
+    assert main(["request", "validate", "--repo", str(repo)]) == 1  # every file under requests/
+    out, err = capsys.readouterr()
+    assert out.splitlines()[0].startswith(f"{gated}: gated: org/gated is gated")
+    assert "1 of 2 request(s) valid" in err
+
+
+def test_discover_command_json(zoo, repo, capsys):
+    from auditor.cli import main
+
+    (repo / "auditor.yaml").write_text("licenses: [apache-2.0, mit]\nmemory_gib: 1\n")
+    assert main(["discover", "--repo", str(repo), "--limit", "3", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["examined"] == 3
+    assert [i["model"] for i in data["queued"]] == ["org/good-base", "org/good-finetune"]
+    assert [(i["model"], i["code"]) for i in data["skipped"]] == [("org/gated", "gated")]
+    assert load_cursor(repo / "queue" / "cursor.yaml").spans  # the next run carries on from here
+    assert len(load_queue(repo / "queue" / "queue.yaml").items) == 3
