@@ -101,8 +101,19 @@ def check_nodes(root: yaml.Node, where: str) -> None:
 
 
 SCALARS = {"tag:yaml.org,2002:str": str, "tag:yaml.org,2002:int": int, "tag:yaml.org,2002:float": float}
-CONSTANTS = {"null": None, "Null": None, "NULL": None, "~": None, "": None, "true": True, "True": True,
-             "TRUE": True, "false": False, "False": False, "FALSE": False}  # fmt: skip
+CONSTANTS = {
+    "null": None,
+    "Null": None,
+    "NULL": None,
+    "~": None,
+    "": None,
+    "true": True,
+    "True": True,
+    "TRUE": True,
+    "false": False,
+    "False": False,
+    "FALSE": False,
+}
 
 
 def construct(node: yaml.Node, loader: yaml.BaseLoader) -> Any:

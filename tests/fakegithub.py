@@ -1201,6 +1201,10 @@ class _Routes:
                 return _json_response(200, self.label_json(repo, label))
         if head == "statuses" and len(rest) == 2 and method == "POST":
             return self.create_status(repo, rest[1])
+        if head == "commits" and len(rest) == 1 and method == "GET":
+            return self.list_commits(repo)
+        if head == "commits" and len(rest) == 3 and rest[2] == "pulls" and method == "GET":
+            return self.commit_pulls(repo, rest[1])
         if head == "commits" and len(rest) >= 3 and method == "GET" and rest[-1] in ("status", "statuses"):
             ref = "/".join(rest[1:-1])
             sha = repo.resolve(ref)
@@ -1208,6 +1212,38 @@ class _Routes:
                 raise _ApiError(422, f"No commit found for SHA: {ref}")
             return self.combined_status(repo, sha) if rest[-1] == "status" else self.list_statuses(repo, sha)
         raise _not_found()
+
+    def list_commits(self, repo: _Repo) -> _Response:
+        """GET /commits?sha=&path=: commits reachable from `sha` (default branch), newest first; with `path`,
+        only those whose tree changes that path relative to their first parent."""
+        start = repo.resolve(self.request.param("sha") or repo.default_branch)
+        if start is None:
+            raise _ApiError(404, "No commit found for SHA")
+        path = (self.request.param("path") or "").strip("/")
+        found = []
+        for sha in repo.ancestors(start):
+            commit = repo.get(sha, Commit)
+            if path:
+                mine = repo.commit_flat(sha).get(path)
+                parent = repo.commit_flat(commit.parents[0]).get(path) if commit.parents else None
+                if mine == parent:
+                    continue
+            found.append(sha)
+        page, links = self.paginate(found)
+        return _json_response(200, [self.commit_json(repo, sha) for sha in page], links)
+
+    def commit_pulls(self, repo: _Repo, ref: str) -> _Response:
+        """GET /commits/{sha}/pulls: the pull requests that brought the commit (merged ones, or open ones
+        whose head contains it)."""
+        sha = repo.resolve(ref)
+        if sha is None:
+            raise _ApiError(422, f"No commit found for SHA: {ref}")
+        pulls = [
+            pr for pr in sorted(repo.pulls.values(), key=lambda p: p.number)
+            if sha in (pr.head_sha, pr.merge_commit_sha)
+            or (sha in repo.ancestors(pr.head_sha) and not repo.is_ancestor(sha, pr.base_sha))
+        ]  # fmt: skip
+        return _json_response(200, [self.pull_json(repo, pr, full=False) for pr in pulls])
 
     # -- request bodies ----------------------------------------------------------------------------
 

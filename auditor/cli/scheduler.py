@@ -8,6 +8,7 @@ from pathlib import Path
 
 from ..records import to_dict
 from .common import emit_json, positive, quiet_libraries
+from .publish import add_github_options
 
 
 def config_of(args: argparse.Namespace):
@@ -83,18 +84,19 @@ def cmd_run(args: argparse.Namespace) -> int:
     from ..scheduler.summary import render
 
     quiet_libraries(progress=False)
+    config = config_of(args)
     report = run(
         args.repo,
-        config_of(args),
+        config,
         max_models=args.max_models,
         time_budget=args.time_budget,
         discover_models=not args.no_discover,
     )
     sys.stdout.write(render(report))
-    if getattr(args, "publish", False):
-        from .publish import publish_report
+    if args.publish:
+        from .publish import publish_run
 
-        return publish_report(args, report)
+        return publish_run(args, config, report.run_id)
     return 0
 
 
@@ -120,4 +122,6 @@ def register(sub) -> None:
     p.add_argument("--max-models", type=positive(int), help="audits to run (default: the config's run.max_models)")
     p.add_argument("--time-budget", metavar="DURATION", help="no audit starts after this (e.g. 6h)")
     p.add_argument("--no-discover", action="store_true", help="only requests and the existing queue")
+    p.add_argument("--publish", action="store_true", help="then publish the results to GitHub (superweight publish)")
+    add_github_options(p)
     p.set_defaults(func=cmd_run)

@@ -80,6 +80,18 @@ class RunConfig:
 
 
 @dataclass(frozen=True)
+class GitHubConfig:
+    repo: str | None = None
+    """owner/name; else $GITHUB_REPOSITORY (set in GitHub Actions)."""
+    base: str = "main"
+    api_url: str = "https://api.github.com"
+    site_url: str | None = None
+    """The published site, for links in request comments."""
+    write_interval: float = 1.0
+    """Seconds between content-creating requests (GitHub's secondary limits)."""
+
+
+@dataclass(frozen=True)
 class Config:
     licenses: list[str] = field(default_factory=lambda: list(OPEN_LICENSES))
     memory_gib: float = 80.0
@@ -89,6 +101,7 @@ class Config:
     audit: AuditSettings = field(default_factory=AuditSettings)
     discover: DiscoverConfig = field(default_factory=DiscoverConfig)
     run: RunConfig = field(default_factory=RunConfig)
+    github: GitHubConfig = field(default_factory=GitHubConfig)
 
     @property
     def memory_bytes(self) -> float:
@@ -123,6 +136,13 @@ SCHEMA = _obj(
     ),
     discover=_obj(pipeline_tag=TEXT, limit=INTEGER, since={"type": ["string", "null"]}),
     run=_obj(max_models=INTEGER, time_budget=DURATION, timeout=DURATION, max_attempts=INTEGER, work_dir=TEXT),
+    github=_obj(
+        repo={"type": ["string", "null"], "pattern": "^[\\w.-]+/[\\w.-]+$"},
+        base=TEXT,
+        api_url=TEXT,
+        site_url={"type": ["string", "null"]},
+        write_interval=NUMBER,
+    ),
 )
 
 

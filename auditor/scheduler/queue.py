@@ -77,6 +77,8 @@ class Item:
     message: str | None = None
     requested_by: str | None = None
     request_reason: str | None = None
+    request_file: str | None = None
+    """The request file it came from (gone from requests/ once taken), for the status comment."""
     created_at: str | None = None
     downloads: int = 0
     likes: int = 0

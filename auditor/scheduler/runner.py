@@ -113,9 +113,11 @@ def run(
         audit_pending(paths, config, queue, report, max_models, time_budget, log)
         report.pending = len(queue.pending(config.priority))
         report.finished = now()
-        from .summary import render
+        from .summary import manifest, render
 
-        atomic_write(paths.work / "runs" / f"{report.run_id}.md", render(report))
+        summary = render(report)
+        atomic_write(paths.work / "runs" / f"{report.run_id}.md", summary)
+        atomic_write(paths.work / "runs" / f"{report.run_id}.json", json.dumps(manifest(report, queue, summary)))
         return report
     finally:
         lock.release()

@@ -71,3 +71,49 @@ def render(report: RunReport) -> str:
             f"skipped: {reasons}.",
         ]
     return "\n".join(lines) + "\n"
+
+
+def manifest(report: RunReport, queue, summary: str) -> dict:
+    """What `superweight publish` needs of a run: its summary, and what became of each request it touched."""
+
+    def state(item) -> dict:
+        return {
+            "model": item.model,
+            "revision": item.revision,
+            "state": item.state,
+            "code": item.code,
+            "message": item.message,
+        }
+
+    updates: dict[str, dict] = {}
+    queued = {i.request_file: i for i in queue.items if i.request_file}
+    taken = [path for path, outcome in report.requests if not outcome.startswith("left in place")]
+    for path, outcome in report.requests:
+        if path in queued:
+            updates[path] = state(queued[path])
+        elif path in taken:
+            updates[path] = {"state": "not_queued", "message": outcome}
+    for item in report.failed + report.retrying:
+        if item.request_file:
+            updates[item.request_file] = state(item)
+    for item, record in report.audited:
+        if item.request_file:
+            a = record.ablation
+            updates[item.request_file] = {
+                "model": item.model,
+                "revision": item.revision,
+                "state": "done",
+                "verdict": a.verdict,
+                "super_weights": [[w.layer, w.row, w.col, w.expert] for w in record.super_weights],
+                "perplexity": [a.perplexity_original, a.perplexity_ablated, a.perplexity_control],
+            }
+    return {
+        "run_id": report.run_id,
+        "started": report.started,
+        "finished": report.finished,
+        "summary": summary,
+        "audited": len(report.audited),
+        "failed": len(report.failed),
+        "requests_taken": taken,
+        "request_updates": updates,
+    }

@@ -1,0 +1,77 @@
+"""`superweight publish`, and `superweight run --publish`: results to GitHub through its REST API."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from ..errors import UsageError
+
+
+def client(args: argparse.Namespace, config):
+    """A GitHub client, or None when there is no token (then nothing remote may change)."""
+    from ..github import GitHub, token_from_env
+
+    token = token_from_env()
+    if token is None:
+        return None
+    repo = args.github_repo or config.github.repo or os.environ.get("GITHUB_REPOSITORY")
+    if not repo:
+        raise UsageError("which GitHub repository? pass --github-repo OWNER/NAME or set github.repo in auditor.yaml")
+    return GitHub(repo, token, api_url=config.github.api_url, write_interval=config.github.write_interval)
+
+
+def publish_run(args: argparse.Namespace, config, run_id: str | None) -> int:
+    from ..publish import plan_offline, publish
+
+    gh = client(args, config)
+    if gh is None:
+        sys.stdout.write(plan_offline(args.repo, run_id=run_id, work_dir=config.run.work_dir))
+        return 0
+    result = publish(
+        args.repo,
+        gh,
+        run_id=run_id,
+        base=config.github.base,
+        site_url=config.github.site_url,
+        work_dir=config.run.work_dir,
+    )
+    if result.url:
+        counts = f"{len(result.changed)} changed, {len(result.deleted)} deleted"
+        print(f"published run {result.run_id}: {result.url} ({counts})")
+    else:
+        print(f"run {result.run_id}: nothing new to commit")
+    for c in result.comments:
+        print(f"  request status on {c}")
+    for n in result.closed:
+        print(f"  closed #{n} (superseded)")
+    return 0
+
+
+def cmd_publish(args: argparse.Namespace) -> int:
+    from ..scheduler.config import load_config
+
+    return publish_run(args, load_config(args.config), args.run)
+
+
+def add_github_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--github-repo", metavar="OWNER/NAME", help="default: github.repo in auditor.yaml, or $GITHUB_REPOSITORY"
+    )
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "publish",
+        help="publish a run's results to GitHub (a pull request, request status comments)",
+        description="Commit a run's changes through GitHub's REST API, open or update its pull request and "
+        "comment on request pull requests. The token comes from SUPERWEIGHT_GITHUB_TOKEN or GITHUB_TOKEN; "
+        "without one, nothing remote changes and the plan is printed.",
+    )
+    p.add_argument("--repo", type=Path, default=Path("."), help="the index repository (default: .)")
+    p.add_argument("--config", type=Path, help="the configuration file (default: REPO/auditor.yaml)")
+    p.add_argument("--run", metavar="RUN_ID", help="the run to publish (default: the latest)")
+    add_github_options(p)
+    p.set_defaults(func=cmd_publish)

@@ -1,0 +1,270 @@
+"""Publishing runs to GitHub through its REST API, against the local GitHub stand-in."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import re
+import shutil
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import requests
+from fakegithub import FakeGitHub
+
+from auditor.cli import main
+from auditor.github import GitHub, GitHubError
+from auditor.index import MeasuredRecord, append_record, lookup
+from auditor.publish import MARKER, publish
+from auditor.scheduler.queue import Item, Queue, save_queue
+
+REPO = Path(__file__).resolve().parent.parent
+TOKEN = "ghp_" + "S3cr3tT0k3n" * 3
+REQUEST = "requests/demo--tiny-llama.yaml"
+
+
+@pytest.fixture
+def gh_server():
+    with FakeGitHub(token=TOKEN) as server:
+        files = {p.relative_to(REPO).as_posix(): p.read_bytes() for p in (REPO / "index").rglob("*") if p.is_file()}
+        server.add_repo("org/index", {**files, "README.md": b"# index\n"})
+        # A requester's pull request adds a request file, and a maintainer merges it.
+        server.add_commit("org/index", {REQUEST: b"model: demo/tiny-llama\n"}, branch="alice/request")
+        api = requests.Session()
+        api.headers["Authorization"] = f"Bearer {TOKEN}"
+        pr = api.post(
+            f"{server.url}/repos/org/index/pulls",
+            json={"title": "Audit demo/tiny-llama", "head": "alice/request", "base": "main"},
+        ).json()
+        server.merge_pull("org/index", pr["number"])
+        server.request_pull = pr["number"]
+        server.clear_requests()
+        yield server
+
+
+def client(server: FakeGitHub, **kw) -> GitHub:
+    return GitHub("org/index", TOKEN, api_url=server.url, **{"write_interval": 0.0, **kw})
+
+
+def write_run(root: Path, run_id: str, record: MeasuredRecord, *, audited: bool = True) -> None:
+    """What a run leaves on disk: its index record, the queue, the request file gone, its manifest."""
+    if audited:
+        append_record("demo/tiny-llama", record, root=root / "index")
+    save_queue(
+        root / "queue" / "queue.yaml",
+        Queue([Item("org/waiting", "c" * 40, "discovered", "pending", "2026-11-22T00:00:00Z", "2026-11-22T00:00:00Z")]),
+    )
+    (root / ".superweight" / "runs").mkdir(parents=True, exist_ok=True)
+    update = {
+        "model": "demo/tiny-llama",
+        "revision": record.revision,
+        "state": "done",
+        "verdict": "confirmed",
+        "super_weights": [[1, 7, 33, None]],
+        "perplexity": [73.6, 124692.4, 73.6],
+    }
+    manifest = {
+        "run_id": run_id,
+        "started": "",
+        "finished": "",
+        "summary": f"## Run {run_id}\n\n1 audited.\n",
+        "audited": int(audited),
+        "failed": 0,
+        "requests_taken": [REQUEST],
+        "request_updates": {REQUEST: update},
+    }
+    (root / ".superweight" / "runs" / f"{run_id}.json").write_text(json.dumps(manifest))
+
+
+@pytest.fixture
+def local(tmp_path, audit_result) -> Path:
+    root = tmp_path / "clone"
+    shutil.copytree(REPO / "index", root / "index")
+    (root / "requests").mkdir()
+    write_run(root, "20261122T070000Z", MeasuredRecord.from_audit(audit_result))
+    return root
+
+
+def shape(path: str) -> str:
+    """A request path with shas, run ids and numbers blanked, to compare call sequences."""
+    path = re.sub(r"[0-9a-f]{40}", "SHA", path)
+    return re.sub(r"^(pulls|issues)/\d+", r"\1/N", path.removeprefix("/repos/org/index/"))
+
+
+def test_the_call_sequence_of_a_publish(gh_server, local, audit_result):
+    result = publish(local, client(gh_server))
+
+    calls = [(r.method, shape(r.path)) for r in gh_server.requests]
+    changed = len(result.changed)
+    assert calls == [
+        ("GET", "git/ref/heads/main"),
+        ("GET", "git/commits/SHA"),
+        ("GET", "git/trees/SHA"),
+        *[("POST", "git/blobs")] * changed,
+        ("POST", "git/trees"),
+        ("GET", "git/ref/heads/superweight/run-20261122T070000Z"),
+        ("POST", "git/commits"),
+        ("GET", "git/ref/heads/superweight/run-20261122T070000Z"),
+        ("POST", "git/refs"),
+        ("GET", "pulls"),
+        ("POST", "pulls"),
+        ("POST", "issues/N/labels"),
+        ("GET", "pulls"),
+        ("GET", "git/matching-refs/heads/superweight/run-"),
+        ("GET", "commits"),
+        ("GET", "commits/SHA/pulls"),
+        ("GET", "issues/N/comments"),
+        ("POST", "issues/N/comments"),
+    ]
+    assert all(
+        r.headers["accept"] == "application/vnd.github+json" and r.api_version == "2022-11-28"
+        for r in gh_server.requests
+    )
+    assert result.changed == ["index/demo/tiny-llama.yaml", "queue/queue.yaml"]
+    assert result.deleted == [REQUEST]
+
+    files = gh_server.files_at("org/index", "superweight/run-20261122T070000Z")
+    assert files["index/demo/tiny-llama.yaml"] == (local / "index/demo/tiny-llama.yaml").read_bytes()
+    assert REQUEST not in files and "index/huggyllama/llama-7b.yaml" in files
+    [pull] = gh_server.pulls("org/index")[1:]
+    assert pull.body.startswith("## Run 20261122T070000Z") and pull.base == "main"
+    assert gh_server.labels("org/index", pull.number) == ["audit-results", "superweight-bot"]
+    [comment] = gh_server.comments("org/index", gh_server.request_pull)
+    assert comment.body.startswith(MARKER.format(file=REQUEST))
+    assert "audited: **confirmed**. Super weights: layer 1 [7, 33]." in comment.body
+    assert "https://github.com/org/index/blob/main/index/demo/tiny-llama.yaml" in comment.body
+
+
+def test_publishing_the_same_run_twice_updates_and_never_duplicates(gh_server, local):
+    first = publish(local, client(gh_server))
+    gh_server.clear_requests()
+
+    second = publish(local, client(gh_server))
+
+    assert (second.pull, second.commit) == (first.pull, first.commit)  # the same commit, reused
+    assert len([p for p in gh_server.pulls("org/index") if p.head.startswith("superweight/")]) == 1
+    assert len(gh_server.comments("org/index", gh_server.request_pull)) == 1
+    writes = [(r.method, shape(r.path)) for r in gh_server.requests if r.method != "GET"]
+    assert ("POST", "pulls") not in writes and ("POST", "git/commits") not in writes
+    assert ("POST", "issues/N/comments") not in writes  # unchanged text: not even an edit
+
+    manifest = json.loads((local / ".superweight/runs/20261122T070000Z.json").read_text())
+    manifest["request_updates"][REQUEST]["verdict"] = "not_confirmed"
+    (local / ".superweight/runs/20261122T070000Z.json").write_text(json.dumps(manifest))
+    publish(local, client(gh_server))
+    [comment] = gh_server.comments("org/index", gh_server.request_pull)
+    assert "**not_confirmed**" in comment.body  # edited in place
+
+
+def test_a_publish_that_fails_halfway_is_repaired_by_the_next(gh_server, local, audit_result):
+    gh_server.fail_from("/repos/org/index/pulls", status=502, method="POST")
+    with pytest.raises(GitHubError, match="502"):
+        publish(local, client(gh_server, max_retries=1))
+    assert "superweight/run-20261122T070000Z" in str(gh_server.refs("org/index"))  # a branch, no pull request
+    gh_server.reset_faults()
+
+    # The next run is published instead: it carries the failed run's changes, and tidies its branch away.
+    later = replace(MeasuredRecord.from_audit(audit_result), revision="d" * 40)
+    write_run(local, "20261122T080000Z", later)
+    result = publish(local, client(gh_server))
+
+    refs = gh_server.refs("org/index")
+    assert "refs/heads/superweight/run-20261122T080000Z" in refs
+    assert "refs/heads/superweight/run-20261122T070000Z" not in refs
+    files = gh_server.files_at("org/index", "superweight/run-20261122T080000Z")
+    revisions = {r.revision for r in lookup("demo/tiny-llama", root=local / "index")}
+    assert all(rev in files["index/demo/tiny-llama.yaml"].decode() for rev in revisions)
+    assert [p.number for p in gh_server.pulls("org/index") if p.state == "open"] == [result.pull]
+
+
+def test_a_newer_run_supersedes_older_bot_pull_requests(gh_server, local, audit_result):
+    first = publish(local, client(gh_server))
+    write_run(local, "20261122T080000Z", replace(MeasuredRecord.from_audit(audit_result), revision="d" * 40))
+
+    second = publish(local, client(gh_server))
+
+    states = {p.number: p.state for p in gh_server.pulls("org/index")}
+    assert (states[first.pull], states[second.pull]) == ("closed", "open") and second.closed == [first.pull]
+    assert "Superseded by" in gh_server.comments("org/index", first.pull)[-1].body
+    assert "refs/heads/superweight/run-20261122T070000Z" not in gh_server.refs("org/index")
+
+
+def test_records_added_on_github_meanwhile_are_merged_not_lost(gh_server, local, audit_result):
+    elsewhere = replace(MeasuredRecord.from_audit(audit_result), revision="e" * 40, date="2026-11-01T00:00:00Z")
+    other = local.parent / "other"
+    append_record("demo/tiny-llama", elsewhere, root=other / "index")
+    gh_server.add_commit(
+        "org/index", {"index/demo/tiny-llama.yaml": (other / "index/demo/tiny-llama.yaml").read_bytes()}
+    )
+
+    publish(local, client(gh_server))
+
+    merged = gh_server.files_at("org/index", "superweight/run-20261122T070000Z")["index/demo/tiny-llama.yaml"].decode()
+    assert "e" * 40 in merged and audit_result.info.revision in merged
+    assert len(lookup("demo/tiny-llama", root=local / "index")) == 2  # the local copy caught up too
+
+
+def test_rate_limits_are_respected(gh_server, local):
+    slept = []
+    gh_server.secondary_rate_limit(pattern="/repos/org/index/git/blobs", retry_after=1)
+    publish(local, client(gh_server, sleep=lambda s: (slept.append(s), time.sleep(s))))
+
+    blobs = [r for r in gh_server.requests if r.path.endswith("/git/blobs")]
+    assert blobs[0].status == 403 and blobs[1].status == 201
+    assert blobs[1].time - blobs[0].time >= 1.0 and 1.0 in slept
+
+
+def test_an_exhausted_primary_limit_is_waited_out(gh_server, local):
+    gh_server.rate_limit, gh_server.rate_limit_window = 12, 2.0
+    other = requests.Session()  # someone else used up the limit
+    for _ in range(12):
+        other.get(f"{gh_server.url}/repos/org/index", headers={"Authorization": f"Bearer {TOKEN}"})
+    gh_server.clear_requests()
+    slept = []
+
+    publish(local, client(gh_server, sleep=lambda s: (slept.append(s), time.sleep(s))))
+
+    statuses = [r.status for r in gh_server.requests]
+    assert statuses[0] == 403  # refused, then waited out until the reset...
+    assert statuses.count(403) == 1  # ...and afterwards the client waited before running out again
+    assert len(slept) >= 2 and max(slept) <= 4.5  # the window is 2 s, plus a second of margin
+
+
+def test_writes_are_spaced(gh_server, local):
+    publish(local, client(gh_server, write_interval=0.2))
+    writes = [r.time for r in gh_server.requests if r.method != "GET"]
+    assert min(b - a for a, b in itertools.pairwise(writes)) >= 0.19
+
+
+def test_the_token_never_appears(gh_server, local, capsys, caplog, monkeypatch):
+    caplog.set_level(logging.DEBUG)
+    monkeypatch.setenv("SUPERWEIGHT_GITHUB_TOKEN", TOKEN)
+    (local / "auditor.yaml").write_text(f"github: {{repo: org/index, api_url: '{gh_server.url}', write_interval: 0}}\n")
+    argv = ["publish", "--repo", str(local), "--config", str(local / "auditor.yaml")]
+    assert main(argv) == 0
+    gh_server.fail_from("*", status=401)  # refused credentials: where a careless client would echo them
+    assert main(argv) == 1  # and again, failing: the error message must not carry it either
+    out, err = capsys.readouterr()
+    assert "published run 20261122T070000Z" in out and "superweight: error:" in err
+    assert TOKEN not in out + err + caplog.text
+    assert TOKEN not in repr(client(gh_server))
+
+
+def test_without_a_token_nothing_remote_changes(gh_server, local, capsys, monkeypatch):
+    for name in ("SUPERWEIGHT_GITHUB_TOKEN", "GITHUB_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    assert main(["publish", "--repo", str(local)]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("No GitHub token") and "superweight/run-20261122T070000Z" in out
+    assert f"Would comment on the pull request of {REQUEST}: done" in out
+    assert gh_server.requests == []
+
+
+def test_no_run_to_publish(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("SUPERWEIGHT_GITHUB_TOKEN", raising=False)
+    monkeypatch.delenv("GITHUB_TOKEN", raising=False)
+    assert main(["publish", "--repo", str(tmp_path)]) == 1
+    assert "no run to publish" in capsys.readouterr().err
