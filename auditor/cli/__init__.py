@@ -13,7 +13,7 @@ import sys
 
 from .. import __version__
 from ..errors import AuditorError
-from . import index, models, publish, scheduler
+from . import index, models, publish, scheduler, site
 
 EXIT_ERROR = 1
 EXIT_INTERRUPTED = 130
@@ -26,7 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"superweight {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for group in (models, index, scheduler, publish):
+    for group in (models, index, scheduler, publish, site):
         group.register(sub)
     return parser
 

@@ -22,6 +22,7 @@ import multiprocessing
 import os
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -155,8 +156,11 @@ def parse_all(files: list[tuple[str, bytes]]):
     if len(files) < PARALLEL_FROM or workers < 2:
         return [parse_file(rel, raw) for rel, raw in files]
     context = multiprocessing.get_context("spawn")  # no fork of a threaded parent
-    with ProcessPoolExecutor(workers, mp_context=context) as pool:
-        return list(pool.map(parse_file, *zip(*files, strict=True), chunksize=64))
+    try:
+        with ProcessPoolExecutor(workers, mp_context=context) as pool:
+            return list(pool.map(parse_file, *zip(*files, strict=True), chunksize=64))
+    except (BrokenProcessPool, OSError):  # workers cannot start here (a main module read from stdin...)
+        return [parse_file(rel, raw) for rel, raw in files]
 
 
 def load_index(root: str | Path | None = None, *, cache: bool = True) -> Index:

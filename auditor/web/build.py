@@ -1,0 +1,216 @@
+"""Build the static site: `superweight site build [--out DIR] [--base-url URL]`.
+
+Pages (jinja2 templates from the repository's `site/templates`, escaping on):
+  index.html                  every model in one table (JavaScript adds sorting and filtering; without it
+                              the table and the per-verdict views under verdict/<name>/ still work)
+  models/<org>/<name>/        one page per model: coordinates, a profile chart (SVG, drawn here), the
+                              ablation, provenance, history, the command that reproduces it
+  about/, request/, queue/    how it works; how to ask for an audit; what is waiting or was refused
+Machine-readable (the versioned API; every payload has `schema_version` and `generated_at`):
+  api/v1/index.json|jsonl|csv, api/v1/SHA256SUMS, api/v1/schema.json,
+  api/v1/models/<org>/<name>.json and .yaml, feed.xml (Atom, newest audits first), sitemap.xml
+
+Every link is prefixed with the base path of `--base-url` (a GitHub Pages project site lives under
+`/<repo>/`). Assets carry a content hash in their names, so browsers never keep a stale copy. Nothing is
+loaded from another origin, and a Content-Security-Policy says so. The site is built in a temporary
+directory and moved into place when complete.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from .. import __version__
+from ..errors import UsageError
+from ..index import MeasuredRecord, export, load_index
+from ..index.entries import SCHEMA_VERSION
+from ..settings import AuditSettings
+from .chart import profile_svg
+from .views import VERDICT_LABELS, record_view, row
+
+MARKER = ".superweight-site"
+DEFAULT_SITE_DIR = Path(__file__).resolve().parents[2] / "site"
+FEED_ENTRIES = 200
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    out: Path
+    models: int
+    files: int
+    seconds: float
+
+
+def split_base(base_url: str) -> tuple[str, str]:
+    """(absolute URL of the site root, its path), both ending in '/'. A bare path gives itself twice."""
+    url = base_url if base_url.endswith("/") else base_url + "/"
+    parts = urlsplit(url)
+    if parts.scheme not in ("", "http", "https") or (parts.scheme and not parts.netloc):
+        raise UsageError(f"--base-url {base_url!r} must be an http(s) URL or a path like /repo/")
+    path = parts.path if parts.path.startswith("/") else "/" + parts.path
+    return url, path
+
+
+def build_site(
+    out: str | Path = "_site",
+    *,
+    base_url: str = "/",
+    index_root: str | Path = "index",
+    queue_file: str | Path | None = "queue/queue.yaml",
+    site_dir: str | Path | None = None,
+    repo_url: str | None = None,
+    generated_at: str | None = None,
+) -> BuildResult:
+    """Render the whole site into `out` (replacing a previous build there, never anything else)."""
+    import jinja2
+
+    started = time.monotonic()
+    out, site_dir = Path(out), Path(site_dir or DEFAULT_SITE_DIR)
+    if out.exists() and any(out.iterdir()) and not (out / MARKER).exists():
+        raise UsageError(f"{out} is not empty and not a previous site build: choose another --out")
+    if not (site_dir / "templates").is_dir():
+        raise UsageError(f"no templates in {site_dir / 'templates'} (pass --site-dir)")
+    site_url, base = split_base(base_url)
+    generated_at = generated_at or datetime.now(timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+    index = load_index(index_root)
+    entries = sorted(index, key=lambda e: e.model.lower())
+    queue = load_queue_items(queue_file)
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        assets = copy_assets(site_dir / "assets", tmp / "assets")
+        env = jinja2.Environment(
+            loader=jinja2.FileSystemLoader(site_dir / "templates"),
+            autoescape=jinja2.select_autoescape(["html", "xml"]),
+            undefined=jinja2.StrictUndefined,
+            trim_blocks=True,
+            lstrip_blocks=True,
+        )
+        env.globals.update(
+            base=base,
+            site_url=site_url,
+            asset=lambda name: base + assets[name],
+            generated_at=generated_at,
+            version=__version__,
+            repo_url=repo_url,
+            labels=VERDICT_LABELS,
+            defaults=AuditSettings(),
+            schema_version=SCHEMA_VERSION,
+        )
+        writer = Writer(tmp)
+        rows = sorted((row(e, index.lookup) for e in entries), key=lambda r: r.date, reverse=True)
+        home = env.get_template("home.html")
+        counts = {v: sum(r.verdict == v for r in rows) for v in VERDICT_LABELS}
+        writer.text("index.html", home.render(rows=rows, counts=counts, view=None))
+        for verdict, n in counts.items():
+            if n:
+                subset = [r for r in rows if r.verdict == verdict]
+                writer.text(f"verdict/{verdict}/index.html", home.render(rows=subset, counts=counts, view=verdict))
+        page = env.get_template("model.html")
+        for entry in entries:
+            views = [record_view(entry.model, r) for r in reversed(entry.records)]
+            current = entry.latest()
+            chart = ""
+            if isinstance(current, MeasuredRecord):
+                chart = profile_svg(
+                    current.profile,
+                    {w.layer for w in current.super_weights},
+                    f"Down-projection profile of {entry.model}",
+                )
+            writer.text(
+                f"models/{entry.model}/index.html",
+                page.render(
+                    entry=entry,
+                    current=current and record_view(entry.model, current),
+                    records=views,
+                    chart=chart,
+                    row=row(entry, index.lookup),
+                ),
+            )
+            # The index already holds the file's validated data as JSON; add generated_at, compactly.
+            data = json.loads(index.payloads[entry.model.lower()][1])
+            api = {"schema_version": SCHEMA_VERSION, "generated_at": generated_at, **data}
+            writer.text(f"api/v1/models/{entry.model}.json", json.dumps(api, separators=(",", ":")) + "\n")
+            source = Path(index_root) / f"{entry.model}.yaml"
+            writer.bytes(f"api/v1/models/{entry.model}.yaml", source.read_bytes())
+        for name in ("about", "request", "queue"):
+            writer.text(f"{name}/index.html", env.get_template(f"{name}.html").render(queue=queue))
+        writer.text("404.html", env.get_template("404.html").render())
+        dumps = {f"index.{fmt}": export(index, fmt, generated_at=generated_at) for fmt in ("json", "jsonl", "csv")}
+        for name, text in dumps.items():
+            writer.text(f"api/v1/{name}", text)
+        writer.text(
+            "api/v1/SHA256SUMS",
+            "".join(f"{hashlib.sha256(text.encode()).hexdigest()}  {name}\n" for name, text in sorted(dumps.items())),
+        )
+        writer.bytes("api/v1/schema.json", (Path(__file__).parents[1] / "index" / "schema.json").read_bytes())
+        writer.text("feed.xml", env.get_template("feed.xml").render(entries=feed_entries(entries)))
+        writer.text(
+            "sitemap.xml",
+            env.get_template("sitemap.xml").render(pages=["", "about/", "request/", "queue/", *(r.path for r in rows)]),
+        )
+        writer.text(".nojekyll", "")  # GitHub Pages: serve the files as they are
+        writer.text(
+            MARKER,
+            json.dumps(
+                {"tool_version": __version__, "generated_at": generated_at, "base_url": site_url, "base_path": base}
+            ),
+        )
+        if out.exists():
+            shutil.rmtree(out)
+        tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return BuildResult(out, len(entries), writer.count, time.monotonic() - started)
+
+
+class Writer:
+    def __init__(self, root: Path):
+        self.root, self.count = root, 0
+
+    def bytes(self, rel: str, data: bytes) -> None:
+        path = self.root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+        self.count += 1
+
+    def text(self, rel: str, text: str) -> None:
+        self.bytes(rel, text.encode("utf-8"))
+
+
+def copy_assets(source: Path, target: Path) -> dict[str, str]:
+    """Copy each asset under a name carrying a hash of its content; return name -> path from the base."""
+    target.mkdir(parents=True)
+    names = {}
+    for path in sorted(p for p in source.iterdir() if p.is_file()):
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()[:10]
+        hashed = f"{path.stem}.{digest}{path.suffix}"
+        shutil.copyfile(path, target / hashed)
+        names[path.name] = f"assets/{hashed}"
+    return names
+
+
+def load_queue_items(path: str | Path | None) -> dict[str, list]:
+    from ..scheduler.queue import load_queue
+
+    items = load_queue(Path(path)).items if path and Path(path).exists() else []
+    grouped: dict[str, list] = {"pending": [], "running": [], "failed": [], "skipped": []}
+    for item in sorted(items, key=lambda i: i.updated, reverse=True):
+        grouped.setdefault(item.state, []).append(item)
+    return grouped
+
+
+def feed_entries(entries) -> list[tuple[str, object]]:
+    """(model, record) for the newest records, newest first: what the Atom feed announces."""
+    records = [(e.model, r) for e in entries for r in e.records]
+    return sorted(records, key=lambda mr: mr[1].date, reverse=True)[:FEED_ENTRIES]

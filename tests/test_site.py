@@ -1,0 +1,333 @@
+"""The static site: built from a fixture index, checked link by link, validated, and used in a real browser."""
+
+from __future__ import annotations
+
+import csv
+import functools
+import hashlib
+import http.server
+import io
+import json
+import os
+import re
+import shutil
+import subprocess
+import threading
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import expect
+
+from auditor.errors import UsageError
+from auditor.index import MeasuredRecord, ModelRef, ReportedRecord, SameWeightsRecord, append_record, export, load_index
+from auditor.records import SuperWeight
+from auditor.scheduler.queue import Item, Queue, save_queue
+from auditor.web.build import build_site
+from auditor.web.check import check_site
+
+REPO = Path(__file__).resolve().parent.parent
+ARTIFACTS = REPO / "test-artifacts"
+HOSTILE = '<img src=x onerror="alert(1)"> & <script>alert(2)</script>'
+BASE_URL = "https://example.org/sub/"
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory, audit_result) -> Path:
+    """A site built from the repository's index plus an audited model, a copy of it, a hostile record and a queue."""
+    work = tmp_path_factory.mktemp("site")
+    index = work / "index"
+    shutil.copytree(REPO / "index", index)
+    record = MeasuredRecord.from_audit(audit_result)
+    append_record("demo/tiny-llama", record, root=index)
+    copy = SameWeightsRecord(
+        "f" * 40, "2026-11-22", "0.1.0", ModelRef("demo/tiny-llama", record.revision), {"model.safetensors": "0" * 64}
+    )
+    append_record("other/copy", copy, root=index)
+    hostile = ReportedRecord(
+        revision=None,
+        date="2026-11-20",
+        citation=f"A paper {HOSTILE}",
+        note=HOSTILE,
+        architecture="LlamaForCausalLM",
+        num_layers=4,
+        super_weights=[SuperWeight(1, 2, 3, shape=(64, 128), module="model.layers.1.mlp.down_proj")],
+    )
+    append_record("evil/model", hostile, root=index)
+    queue = Queue(
+        [
+            Item(
+                "org/waiting",
+                "c" * 40,
+                "request",
+                "pending",
+                "2026-11-22T00:00:00Z",
+                "2026-11-22T01:00:00Z",
+                requested_by="alice",
+            ),
+            Item(
+                "org/gated",
+                "d" * 40,
+                "discovered",
+                "skipped",
+                "2026-11-22T00:00:00Z",
+                "2026-11-22T01:00:00Z",
+                code="gated",
+                message=f"gated {HOSTILE}",
+            ),
+        ]
+    )
+    save_queue(work / "queue.yaml", queue)
+    out = build_site(
+        work / "_site",
+        base_url=BASE_URL,
+        index_root=index,
+        queue_file=work / "queue.yaml",
+        generated_at="2026-11-22T12:00:00Z",
+    ).out
+    (out / ".index").symlink_to(index)  # for the tests below; dotfiles are not part of the site
+    return out
+
+
+def read(site: Path, rel: str) -> str:
+    return (site / rel).read_text(encoding="utf-8")
+
+
+def test_every_internal_link_and_asset_resolves(site):
+    assert check_site(site) == []
+    expected = {
+        "index.html",
+        "about/index.html",
+        "request/index.html",
+        "queue/index.html",
+        "404.html",
+        "models/demo/tiny-llama/index.html",
+        "models/huggyllama/llama-7b/index.html",
+        "feed.xml",
+        "sitemap.xml",
+        "api/v1/index.json",
+        "api/v1/index.csv",
+        "api/v1/index.jsonl",
+        "api/v1/SHA256SUMS",
+        "api/v1/models/demo/tiny-llama.json",
+        "api/v1/models/demo/tiny-llama.yaml",
+        "verdict/confirmed/index.html",
+    }
+    assert expected <= {p.relative_to(site).as_posix() for p in site.rglob("*") if p.is_file()}
+    assert 'href="/sub/models/demo/tiny-llama/"' in read(site, "index.html")  # every link under the base path
+
+
+def test_the_checker_finds_broken_links_and_foreign_resources(site, tmp_path):
+    broken = shutil.copytree(site, tmp_path / "broken", symlinks=True)
+    page = broken / "about" / "index.html"
+    page.write_text(
+        page.read_text().replace(
+            "</main>",
+            '<a href="/sub/nowhere/">x</a><a href="/elsewhere/">y</a>'
+            '<script src="https://cdn.example.com/x.js"></script></main>',
+        )
+    )
+    assert check_site(broken) == [
+        "about/index.html: /sub/nowhere/ does not resolve (no nowhere/index.html)",
+        "about/index.html: /elsewhere/ is outside the base path /sub/",
+        "about/index.html: loads https://cdn.example.com/x.js from another origin",
+    ]
+
+
+def test_the_html_is_valid(site):
+    jar = os.environ.get("VNU_JAR") or str(REPO / ".ci/vendor/node_modules/vnu-jar/build/dist/vnu.jar")
+    if not Path(jar).exists() or not shutil.which("java"):
+        if os.environ.get("CI"):
+            pytest.fail("the Nu Html Checker (vnu.jar) and java must be installed: see .ci/run")
+        pytest.skip("vnu.jar not installed (.ci/run installs it)")
+    proc = subprocess.run(
+        ["java", "-jar", jar, "--errors-only", "--skip-non-html", str(site)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+def test_strings_from_the_hub_and_requests_are_escaped(site):
+    for rel in ("models/evil/model/index.html", "queue/index.html", "index.html"):
+        html = read(site, rel)
+        assert "<script>alert" not in html and "<img src=x" not in html
+    assert "&lt;script&gt;alert(2)&lt;/script&gt;" in read(site, "models/evil/model/index.html")
+    assert "&lt;img src=x onerror=" in read(site, "queue/index.html")
+    assert "Content-Security-Policy" in read(site, "index.html")
+
+
+def test_the_model_page(site, audit_result):
+    html = read(site, "models/demo/tiny-llama/index.html")
+    sha = audit_result.info.revision
+    assert "<code>model.model.layers[1].mlp.down_proj.weight[7, 33]</code>" in html
+    assert f'from_pretrained("demo/tiny-llama", revision="{sha}")' in html
+    assert f'href="https://huggingface.co/demo/tiny-llama/commit/{sha}"' in html
+    assert '<svg class="profile"' in html and '<rect class="marked"' in html and html.count("<polyline") == 2
+    assert "super weights zeroed" in html and "control: 1 largest other weight zeroed" in html
+    assert f"superweight audit demo/tiny-llama --revision {sha}" in html
+    alternate = 'type="application/json" title="demo/tiny-llama (JSON)" href="/sub/api/v1/models/demo/tiny-llama.json"'
+    assert f'<link rel="alternate" {alternate}>' in html
+    reported = read(site, "models/huggyllama/llama-7b/index.html")
+    assert "Reported, not measured here" in reported and "arXiv:2411.07191" in reported
+    assert (
+        "70.1 to 35.1" in reported and "<code>model.model.layers[2].mlp.down_proj.weight[3968, 7003]</code>" in reported
+    )
+    copy = read(site, "models/other/copy/index.html")
+    assert "byte-identical" in copy and 'href="/sub/models/demo/tiny-llama/"' in copy
+
+
+def test_the_home_table_and_its_views(site):
+    html = read(site, "index.html")
+    rows = re.findall(r'<tr data-verdict="([a-z_]+)">', html)
+    assert len(rows) == 13 and rows.count("reported") == 11
+    assert rows.count("confirmed") == 2  # the audited model, and its byte-identical copy, which inherits it
+    copy = html[html.index('href="/sub/models/other/copy/"') :].split("</tr>")[0]
+    assert "same weights" in copy and "L1 [7, 33]" in copy
+    demo = html[html.index('href="/sub/models/demo/tiny-llama/"') :].split("</tr>")[0]
+    assert "L1 [7, 33]" in demo
+    assert int(re.search(r"×([\d,]+)<", demo).group(1).replace(",", "")) > 100  # the ablation's damage
+    confirmed = read(site, "verdict/confirmed/index.html")
+    assert re.findall(r'<tr data-verdict="([a-z_]+)">', confirmed) == ["confirmed", "confirmed"]
+    assert '<form class="filters" id="filters" hidden>' in html  # shown by the script only
+
+
+def test_the_machine_readable_files(site):
+    index = load_index(site / ".index", cache=False)
+    dump = json.loads(read(site, "api/v1/index.json"))
+    assert (dump["schema_version"], dump["generated_at"]) == (1, "2026-11-22T12:00:00Z")
+    assert dump == json.loads(export(index, "json", generated_at="2026-11-22T12:00:00Z"))
+    model = json.loads(read(site, "api/v1/models/demo/tiny-llama.json"))
+    assert (model["schema_version"], model["generated_at"], model["model"]) == (
+        1,
+        "2026-11-22T12:00:00Z",
+        "demo/tiny-llama",
+    )
+    assert read(site, "api/v1/models/demo/tiny-llama.yaml") == read(site, ".index/demo/tiny-llama.yaml")
+    rows = list(csv.DictReader(io.StringIO(read(site, "api/v1/index.csv"))))
+    assert {r["generated_at"] for r in rows} == {"2026-11-22T12:00:00Z"}
+    for line in read(site, "api/v1/SHA256SUMS").splitlines():
+        digest, name = line.split("  ")
+        assert hashlib.sha256((site / "api/v1" / name).read_bytes()).hexdigest() == digest
+    atom = "{http://www.w3.org/2005/Atom}"
+    feed = ET.parse(site / "feed.xml").getroot()
+    updated = [e.findtext(f"{atom}updated") for e in feed.iter(f"{atom}entry")]
+    assert updated == sorted(updated, reverse=True) and updated[0].startswith("2026-11-22T")
+    assert feed.find(f"{atom}entry/{atom}link").get("href").startswith(BASE_URL + "models/")
+    urls = [
+        u.text
+        for u in ET.parse(site / "sitemap.xml").getroot().iter("{http://www.sitemaps.org/schemas/sitemap/0.9}loc")
+    ]
+    assert BASE_URL in urls and BASE_URL + "models/demo/tiny-llama/" in urls
+
+
+def test_a_build_never_overwrites_something_else(tmp_path):
+    (tmp_path / "precious").mkdir()
+    (tmp_path / "precious" / "thesis.tex").write_text("years of work")
+    with pytest.raises(UsageError, match="not empty and not a previous site build"):
+        build_site(tmp_path / "precious", index_root=REPO / "index", queue_file=None)
+    assert (tmp_path / "precious" / "thesis.tex").exists()
+    with pytest.raises(UsageError, match="must be an http"):
+        build_site(tmp_path / "out", base_url="ftp://example.org/", index_root=REPO / "index", queue_file=None)
+
+
+# -- in a real browser --------------------------------------------------------------------------------
+
+
+def browser_path() -> str | None:
+    return os.environ.get("CHROMIUM") or shutil.which("chromium") or shutil.which("google-chrome")
+
+
+@pytest.fixture(scope="module")
+def served(site, tmp_path_factory):
+    """The site served over HTTP from 127.0.0.1 under /sub/, as GitHub Pages serves a project site."""
+    root = tmp_path_factory.mktemp("www")
+    (root / "sub").symlink_to(site)
+    handler = functools.partial(Quiet, directory=str(root))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/sub/"
+    server.shutdown()
+
+
+class Quiet(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def page(served):
+    executable = browser_path()
+    if executable is None:
+        if os.environ.get("CI"):
+            pytest.fail("chromium must be installed: see .ci/run")
+        pytest.skip("no chromium (.ci/run installs it)")
+    from playwright.sync_api import sync_playwright
+
+    args = [
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+    ]
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=executable, args=args)
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page.errors = []
+        page.on("console", lambda m: page.errors.append(m.text) if m.type in ("error", "warning") else None)
+        page.on("pageerror", lambda e: page.errors.append(str(e)))
+        yield page
+        browser.close()
+
+
+def test_home_loads_without_console_errors_and_filters(page, served):
+    page.goto(served)
+    page.screenshot(path=str(ARTIFACTS / "home.png"), full_page=True)
+    assert page.errors == []
+    visible = "#models tbody tr:not([hidden])"
+    assert page.locator(visible).count() == 13
+    page.fill("#filter-text", "llama-7b")
+    expect(page.locator(visible)).to_have_count(1)  # (no wait_for_function: the CSP forbids eval, rightly)
+    assert page.locator(visible).first.locator("td").first.inner_text() == "huggyllama/llama-7b"
+    page.fill("#filter-text", "")
+    page.select_option("#filter-verdict", "reported")
+    expect(page.locator(visible)).to_have_count(11)
+    expect(page.locator("#filter-count")).to_have_text("11 models")
+    page.screenshot(path=str(ARTIFACTS / "home-filtered.png"), full_page=True)
+    page.select_option("#filter-verdict", "")
+    page.click("#models thead th:nth-child(1) button")
+    firsts = page.locator("#models tbody tr td:first-child").all_inner_texts()
+    assert firsts == sorted(firsts, key=str.lower)
+    page.click("#models thead th:nth-child(1) button")
+    assert page.locator("#models tbody tr td:first-child").all_inner_texts() == sorted(
+        firsts, key=str.lower, reverse=True
+    )
+    assert page.errors == []
+
+
+def test_a_model_page_shows_its_chart(page, served):
+    page.goto(served)
+    page.click("text=demo/tiny-llama")
+    page.wait_for_url("**/sub/models/demo/tiny-llama/")
+    chart = page.locator("svg.profile")
+    assert chart.is_visible() and chart.bounding_box()["width"] > 300
+    assert page.locator("svg.profile polyline.output").count() == 1
+    page.screenshot(path=str(ARTIFACTS / "model.png"), full_page=True)
+    assert page.errors == []
+    page.click("text=JSON")  # (Chromium then asks the origin's root for a favicon: not part of the site)
+    assert json.loads(page.inner_text("body"))["model"] == "demo/tiny-llama"
+
+
+def test_the_page_works_without_javascript(served, page):
+    context = page.context.browser.new_context(java_script_enabled=False)
+    plain = context.new_page()
+    plain.goto(served)
+    assert plain.locator("#models tbody tr").count() == 13
+    assert not plain.locator("#filters").is_visible()  # the controls need the script; the table does not
+    plain.click("text=Confirmed (2)")
+    assert plain.locator("#models tbody tr").count() == 2
+    context.close()
