@@ -96,16 +96,25 @@ def ablate(
     ablated = measure("perplexity (super weights zeroed)", refs)
     control = control_weights(projections, refs)
     controlled = measure("perplexity (control)", control)
+    diverged = [name for name, value in (("ablated", ablated), ("control", controlled)) if not math.isfinite(value)]
     per_weight = []
     if len(refs) > 1:
         for r in refs:
             ppl = measure(f"perplexity (layer {r.layer} [{r.row}, {r.col}] zeroed)", [r])
-            per_weight.append(WeightPerplexity(r.layer, r.row, r.col, ppl, r.expert))
+            if not math.isfinite(ppl):
+                diverged.append(f"layer {r.layer} [{r.row}, {r.col}]")
+            per_weight.append(WeightPerplexity(r.layer, r.row, r.col, finite(ppl), r.expert))
     return Ablation(
         **common,
-        perplexity_ablated=ablated,
-        perplexity_control=controlled,
+        perplexity_ablated=finite(ablated),
+        perplexity_control=finite(controlled),
         verdict=judge(original, ablated, controlled, min_damage=min_damage, min_margin=min_margin),
         control_weights=control,
         per_weight=per_weight,
+        diverged=diverged,
     )
+
+
+def finite(value: float) -> float | None:
+    """A perplexity to store: None when the loss was not finite (the record names it in `diverged`)."""
+    return value if math.isfinite(value) else None

@@ -1,7 +1,8 @@
-"""Writing files so that a crash never leaves a half-written one behind."""
+"""Files: writing them so that a crash never leaves a half-written one behind, and naming their content."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 from pathlib import Path
@@ -37,3 +38,8 @@ def current_umask() -> int:
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
+
+
+def git_blob_sha(data: bytes) -> str:
+    """The sha git (and GitHub's API) gives a file with this content."""
+    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()

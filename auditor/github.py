@@ -96,8 +96,10 @@ class GitHub:
             url, query = response.links.get("next", {}).get("url"), None
         return items
 
-    def post(self, endpoint: str, body: Any) -> Any:
-        return self.request("POST", endpoint, json=body)
+    def post(self, endpoint: str, body: Any, *, idempotent: bool = False) -> Any:
+        """A POST is retried after a server error only if repeating it is harmless (`idempotent`: git
+        objects, labels); a comment or a pull request could otherwise be created twice."""
+        return self.request("POST", endpoint, json=body, idempotent=idempotent)
 
     def patch(self, endpoint: str, body: Any) -> Any:
         return self.request("PATCH", endpoint, json=body)
@@ -105,14 +107,16 @@ class GitHub:
     def delete(self, endpoint: str) -> Any:
         return self.request("DELETE", endpoint)
 
-    def request(self, method: str, endpoint: str, *, json: Any = None, params: dict | None = None) -> Any:
+    def request(
+        self, method: str, endpoint: str, *, json: Any = None, params: dict | None = None, idempotent: bool = True
+    ) -> Any:
         """`endpoint` is relative to the repository (`pulls`), or absolute from the API root (`/rate_limit`)."""
-        response = self._send(method, self.url(endpoint), json=json, params=params)
+        response = self._send(method, self.url(endpoint), retry_errors=idempotent, json=json, params=params)
         if response.status_code == 204 or not response.content:
             return None
         return response.json()
 
-    def _send(self, method: str, url: str, **kwargs: Any) -> requests.Response:
+    def _send(self, method: str, url: str, *, retry_errors: bool = True, **kwargs: Any) -> requests.Response:
         cache_key = url + repr(sorted((kwargs.get("params") or {}).items()))
         headers = {}
         if method == "GET" and cache_key in self._etags:
@@ -125,7 +129,7 @@ class GitHub:
             try:
                 response = self._session.request(method, url, headers=headers, timeout=60, **kwargs)
             except requests.RequestException as e:
-                if attempt == self.max_retries:
+                if attempt == self.max_retries or not retry_errors:
                     raise GitHubError(f"{method} {url}: cannot reach GitHub ({type(e).__name__})") from None
                 self.sleep(min(2**attempt, 60))
                 continue
@@ -137,7 +141,7 @@ class GitHub:
                 response._content = cached  # the cached body, as if GitHub had sent it again
                 response.status_code = 200
                 return response
-            delay = self._retry_delay(response, attempt)
+            delay = self._retry_delay(response, attempt, retry_errors)
             if delay is None:
                 break
             log.warning("GitHub %s on %s %s, retrying in %.0f s", response.status_code, method, url, delay)
@@ -149,8 +153,9 @@ class GitHub:
         self._throttle(response)
         return response
 
-    def _retry_delay(self, response: requests.Response, attempt: int) -> float | None:
-        """Seconds to wait before trying again, or None to stop (success, or an error not worth retrying)."""
+    def _retry_delay(self, response: requests.Response, attempt: int, retry_errors: bool) -> float | None:
+        """Seconds to wait before trying again, or None to stop (success, or an error not worth retrying).
+        A rate-limited request was not carried out, so it is always waited out and sent again."""
         status = response.status_code
         if attempt == self.max_retries or status < 400:
             return None
@@ -160,7 +165,7 @@ class GitHub:
             if response.headers.get("x-ratelimit-remaining") == "0":
                 return self._bounded(float(response.headers.get("x-ratelimit-reset", 0)) - time.time() + 1)
             return None
-        return min(2**attempt, 60) if status >= 500 else None
+        return min(2**attempt, 60) if status >= 500 and retry_errors else None
 
     def _bounded(self, seconds: float) -> float:
         if seconds > self.max_wait:

@@ -117,8 +117,22 @@ def find_down_projections(model: nn.Module, module_pattern: str | None = None) -
         UnsupportedModelError: a layer has no known down projection (the message lists what it has).
     """
     prefix, layers = decoder_layers(model)
-    if module_pattern is not None:
-        return _by_pattern(model, prefix, module_pattern)
+    found = (
+        _by_pattern(model, prefix, module_pattern) if module_pattern is not None else _by_table(model, prefix, layers)
+    )
+    # A weight is addressed by (layer, expert, row, col): one dense projection and one experts module per layer.
+    for layer in sorted({d.layer for d in found}):
+        for kind in ("dense", "experts"):
+            here = [d.name for d in found if d.layer == layer and (d.kind == "experts") == (kind == "experts")]
+            if len(here) > 1:
+                raise UnsupportedModelError(
+                    f"layer {layer} has {len(here)} {kind} down projections ({', '.join(here)}); "
+                    "a --module-pattern must name one per layer"
+                )
+    return found
+
+
+def _by_table(model: nn.Module, prefix: str, layers: nn.ModuleList) -> list[DownProjection]:
     found: list[DownProjection] = []
     for i, layer in enumerate(layers):
         modules = dict(layer.named_modules())

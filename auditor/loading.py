@@ -10,11 +10,12 @@ import logging
 import os
 import platform
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import torch
 
-from .errors import CorruptCheckpointError, OutOfMemoryError, UsageError
+from .errors import CorruptCheckpointError, OutOfMemoryError, UnsupportedModelError, UsageError
 from .records import ModelInfo
 from .source import Checkpoint
 
@@ -62,7 +63,7 @@ def load(checkpoint: Checkpoint, *, device: str = "auto", dtype: str = "auto") -
     Raises:
         CorruptCheckpointError: the files do not load; OutOfMemoryError: the model does not fit.
     """
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     dev = pick_device(device)
     torch_dtype = pick_dtype(dtype, dev, checkpoint)
@@ -71,15 +72,30 @@ def load(checkpoint: Checkpoint, *, device: str = "auto", dtype: str = "auto") -
         kwargs["gguf_file"] = checkpoint.gguf_file
     try:
         tokenizer = AutoTokenizer.from_pretrained(checkpoint.path, **kwargs)
-        model = AutoModelForCausalLM.from_pretrained(
+        config = AutoConfig.from_pretrained(checkpoint.path, **kwargs)
+        config._attn_implementation = None  # see below: the checkpoint does not get to choose
+        load = partial(
+            AutoModelForCausalLM.from_pretrained,
             checkpoint.path,
+            config=config,
             dtype=torch_dtype,
             device_map=str(dev) if dev.type == "cuda" else None,
             **({} if checkpoint.gguf_file else {"use_safetensors": True}),
             **kwargs,
         )
+        # The attention kernel is ours to choose, not the checkpoint's config (which may name a kernel to
+        # download, or one that is not installed): SDPA, or eager for models that do not support it.
+        try:
+            model = load(attn_implementation="sdpa")
+        except ValueError as e:
+            if "attn" not in str(e).lower() and "attention" not in str(e).lower():
+                raise
+            model = load(attn_implementation="eager")
     except torch.OutOfMemoryError:
         raise OutOfMemoryError(f"{checkpoint.model} does not fit in {dev} memory at {torch_dtype}") from None
+    except ImportError as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise UnsupportedModelError(f"{checkpoint.model} needs a package that is not installed: {first}") from None
     except (OSError, ValueError, KeyError, RuntimeError, TypeError) as e:
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
         raise CorruptCheckpointError(f"could not load {checkpoint.model}: {first}") from None

@@ -2,34 +2,36 @@
 
 `publish(root, gh)` makes the repository on GitHub catch up with what the runner holds locally:
 
-1. It reads main's tree. It then compares the bot's files with it: `index/` and `queue/` are added or
-   updated (never deleted), and request files the runs took are deleted. An index file that changed on
-   main as well is merged first: its records are append-only, so the union is kept locally and remotely.
+1. It reads main's tree and merges in the index records added there (records are append-only, so the
+   union is kept), and those of older bot pull requests it is about to supersede. It then compares the
+   bot's files with main: `index/` and `queue/` are added or updated (never deleted), and request files
+   are deleted when their content is exactly what a run took.
 2. It commits every change at once through the Git Data API (blobs, tree, commit), on a branch named after
    the run, `superweight/run-<id>`, created or moved to that commit.
 3. It opens the run's pull request, or updates it when the same run is published again, with the run
    summary as its body and the bot's labels.
-4. It closes older bot pull requests (this one contains their changes) and deletes bot branches that have
-   no open pull request: the leftovers of a publish that failed halfway.
+4. It closes older bot pull requests (this one now contains their changes) and deletes bot branches that
+   have no open pull request: the leftovers of a publish that failed halfway.
 5. It posts, or updates in place (a hidden marker finds it), one status comment on each request's pull
    request: queued, audited (with the result and a link to the index entry), or not audited and why.
 
 Every step can be repeated: publishing the same run twice changes nothing the second time but the
 comment and pull-request text, and a failure at any step is repaired by the next publish.
-Without a token, nothing remote is touched: `plan_offline` says what would be done.
+Without a token, nothing remote is touched: `plan_offline` says what would be done. `sync` is the other
+direction: the runner's clone catches up with GitHub through the API, never through `git pull`.
 """
 
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
 import logging
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .fileio import atomic_write
+from .errors import AuditorError
+from .fileio import atomic_write, git_blob_sha
 from .github import GitHub, GitHubError
 
 log = logging.getLogger(__name__)
@@ -38,10 +40,6 @@ BRANCH_PREFIX = "superweight/run-"
 LABELS = ["superweight-bot", "audit-results"]
 SYNCED = ("index/", "queue/")
 MARKER = "<!-- superweight:request-status {file} -->"
-
-
-def git_blob_sha(data: bytes) -> str:
-    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
 
 
 @dataclass
@@ -71,10 +69,14 @@ def load_manifest(root: Path, run_id: str | None = None, work_dir: str = ".super
     return json.loads(paths[-1].read_text(encoding="utf-8"))
 
 
-def taken_requests(root: Path, work_dir: str = ".superweight") -> set[str]:
-    """Every request file any local run took: those may be deleted on GitHub."""
-    runs = runs_dir(root, work_dir)
-    return {p for m in runs.glob("*.json") for p in json.loads(m.read_text()).get("requests_taken", [])}
+def taken_requests(root: Path, work_dir: str = ".superweight") -> dict[str, set[str]]:
+    """Request file -> the git blob shas local runs took from it. A file on GitHub is deleted only if its
+    content is one of these: a new request that reuses the name of an old one is not touched."""
+    taken: dict[str, set[str]] = {}
+    for manifest in runs_dir(root, work_dir).glob("*.json"):
+        for path, sha in json.loads(manifest.read_text()).get("requests_taken", {}).items():
+            taken.setdefault(path, set()).add(sha)
+    return taken
 
 
 def local_files(root: Path) -> dict[str, bytes]:
@@ -126,6 +128,67 @@ def request_comment(file: str, update: dict, repo: str, base: str, site_url: str
     return f"{MARKER.format(file=file)}\n**Super Weight Index** · request `{file}` for `{model}`{at}: {result}\n"
 
 
+def remote_tree(gh: GitHub, ref: str) -> tuple[str, str, dict[str, str]]:
+    """(commit sha, tree sha, {path: blob sha}) of a branch name or a commit sha on GitHub."""
+    sha = (
+        ref
+        if len(ref) == 40 and all(c in "0123456789abcdef" for c in ref)
+        else gh.get(f"git/ref/heads/{ref}")["object"]["sha"]
+    )
+    tree = gh.get(f"git/commits/{sha}")["tree"]["sha"]
+    files = {e["path"]: e["sha"] for e in gh.get(f"git/trees/{tree}", recursive=1)["tree"] if e["type"] == "blob"}
+    return sha, tree, files
+
+
+def blob_text(gh: GitHub, sha: str) -> str:
+    return base64.b64decode(gh.get(f"git/blobs/{sha}")["content"]).decode("utf-8")
+
+
+def absorb_index(root: Path, gh: GitHub, remote: dict[str, str]) -> list[str]:
+    """Union every index file of a GitHub tree that differs from the local one into the local index."""
+    local = local_files(root)
+    merged = []
+    for path, sha in sorted(remote.items()):
+        if path.startswith("index/") and path.endswith(".yaml") and git_blob_sha(local.get(path, b"")) != sha:
+            try:
+                merge_remote_records(root, path, blob_text(gh, sha))
+                merged.append(path)
+            except (AuditorError, ValueError) as e:  # an invalid file on GitHub: the CI there reports it
+                log.warning("%s on GitHub was not merged: %s", path, e)
+    return merged
+
+
+@dataclass
+class Synced:
+    merged: list[str] = field(default_factory=list)
+    requests: list[str] = field(default_factory=list)
+    config: bool = False
+    """Whether auditor.yaml changed (maintainers edit it on GitHub; the runner takes theirs)."""
+
+
+def sync(root: Path, gh: GitHub, *, base: str = "main", work_dir: str = ".superweight") -> Synced:
+    """Catch the runner's repository up with GitHub without git: index records added on `base` are merged
+    in (the runner's own state stays), request files merged there since are fetched (except those a run
+    already took), and the maintainers' auditor.yaml replaces the local one. The runner's clone is never
+    `git pull`ed, so its state cannot be overwritten."""
+    _, _, remote = remote_tree(gh, base)
+    done = Synced(merged=absorb_index(root, gh, remote))
+    config = root / "auditor.yaml"
+    if "auditor.yaml" in remote and (
+        not config.exists() or git_blob_sha(config.read_bytes()) != remote["auditor.yaml"]
+    ):
+        atomic_write(config, blob_text(gh, remote["auditor.yaml"]))
+        done.config = True
+    taken = taken_requests(root, work_dir)
+    for path, sha in sorted(remote.items()):
+        name = path.removeprefix("requests/")
+        is_request = name != path and "/" not in name and name.endswith(".yaml")
+        if is_request and sha not in taken.get(path, set()) and not (root / path).exists():
+            atomic_write(root / path, blob_text(gh, sha))
+            done.requests.append(path)
+    return done
+
+
 def publish(
     root: Path,
     gh: GitHub,
@@ -139,42 +202,41 @@ def publish(
     manifest = load_manifest(root, run_id, work_dir)
     run_id = manifest["run_id"]
     result = Published(run_id, BRANCH_PREFIX + run_id)
-    base_sha = gh.get(f"git/ref/heads/{base}")["object"]["sha"]
-    base_tree = gh.get(f"git/commits/{base_sha}")["tree"]["sha"]
-    remote = {e["path"]: e["sha"] for e in gh.get(f"git/trees/{base_tree}", recursive=1)["tree"] if e["type"] == "blob"}
+    base_sha, base_tree, remote = remote_tree(gh, base)
+    absorb_index(root, gh, remote)
+    bot_pulls = [p for p in gh.paginate("pulls", state="open") if p["head"]["ref"].startswith(BRANCH_PREFIX)]
+    mine = next((p for p in bot_pulls if p["head"]["ref"] == result.branch), None)
+    older = [p for p in bot_pulls if p is not mine]
+    for p in older:  # about to be superseded: make sure this commit really holds their records
+        absorb_index(root, gh, remote_tree(gh, p["head"]["sha"])[2])
 
     local = local_files(root)
-    for path, data in local.items():
-        if (
-            path.startswith("index/")
-            and path.endswith(".yaml")
-            and path in remote
-            and remote[path] != git_blob_sha(data)
-        ):
-            remote_blob = gh.get(f"git/blobs/{remote[path]}")
-            merge_remote_records(root, path, base64.b64decode(remote_blob["content"]).decode("utf-8"))
-    local = local_files(root)
     changed = {p: d for p, d in local.items() if remote.get(p) != git_blob_sha(d)}
-    deleted = sorted(p for p in taken_requests(root, work_dir) if p in remote)
+    deleted = sorted(p for p, shas in taken_requests(root, work_dir).items() if remote.get(p) in shas)
     result.changed, result.deleted = sorted(changed), deleted
 
     if changed or deleted:
         tree = []
         for path, data in sorted(changed.items()):
-            blob = gh.post("git/blobs", {"content": base64.b64encode(data).decode(), "encoding": "base64"})
+            blob = gh.post(
+                "git/blobs", {"content": base64.b64encode(data).decode(), "encoding": "base64"}, idempotent=True
+            )
             tree.append({"path": path, "mode": "100644", "type": "blob", "sha": blob["sha"]})
         tree += [{"path": p, "mode": "100644", "type": "blob", "sha": None} for p in deleted]
-        new_tree = gh.post("git/trees", {"base_tree": base_tree, "tree": tree})["sha"]
+        new_tree = gh.post("git/trees", {"base_tree": base_tree, "tree": tree}, idempotent=True)["sha"]
         result.commit = branch_commit(gh, result.branch, tree=new_tree, parent=base_sha)
         if result.commit is None:  # not published yet, or the run's branch holds something else
             message = f"superweight run {run_id}: {manifest['audited']} audited, {manifest['failed']} failed"
             commit = {"message": message, "tree": new_tree, "parents": [base_sha]}
-            result.commit = gh.post("git/commits", commit)["sha"]
+            result.commit = gh.post("git/commits", commit, idempotent=True)["sha"]
             set_branch(gh, result.branch, result.commit)
-        pull = open_or_update_pull(gh, result.branch, base, manifest)
+        pull = open_or_update_pull(gh, mine, result.branch, base, manifest)
         result.pull, result.url = pull["number"], pull["html_url"]
-        gh.post(f"issues/{result.pull}/labels", {"labels": LABELS})
-    result.closed = tidy(gh, keep=result.branch if result.commit else None, pull=result.pull)
+        gh.post(f"issues/{result.pull}/labels", {"labels": LABELS}, idempotent=True)
+        result.closed = close_superseded(gh, older, result.pull)
+    delete_orphan_branches(
+        gh, keep=result.branch if result.commit else None, open_pulls=bot_pulls, closed=result.closed
+    )
     for file, update in manifest.get("request_updates", {}).items():
         number = request_pull(gh, file, base)
         if number is not None:
@@ -209,41 +271,38 @@ def set_branch(gh: GitHub, branch: str, sha: str) -> None:
     gh.patch(f"git/refs/heads/{branch}", {"sha": sha, "force": True})
 
 
-def open_or_update_pull(gh: GitHub, branch: str, base: str, manifest: dict) -> dict:
-    owner = gh.repo.split("/")[0]
+def open_or_update_pull(gh: GitHub, mine: dict | None, branch: str, base: str, manifest: dict) -> dict:
     title = f"Super Weight Index: run {manifest['run_id']} ({manifest['audited']} audited)"
     body = manifest["summary"] + "\n---\nOpened by superweight's publisher; merging it updates the index.\n"
-    existing = gh.paginate("pulls", state="open", head=f"{owner}:{branch}")
-    if existing:
-        return gh.patch(f"pulls/{existing[0]['number']}", {"title": title, "body": body})
+    if mine is not None:
+        return gh.patch(f"pulls/{mine['number']}", {"title": title, "body": body})
     return gh.post("pulls", {"title": title, "head": branch, "base": base, "body": body})
 
 
-def tidy(gh: GitHub, *, keep: str | None, pull: int | None) -> list[int]:
-    """Close older bot pull requests (the newest contains their changes); delete bot branches without one."""
-    closed = []
-    open_pulls = [p for p in gh.paginate("pulls", state="open") if p["head"]["ref"].startswith(BRANCH_PREFIX)]
-    for p in open_pulls:
-        if p["head"]["ref"] == keep or pull is None:
-            continue
+def close_superseded(gh: GitHub, older: list[dict], pull: int) -> list[int]:
+    """Close older bot pull requests: this one now holds their changes."""
+    for p in older:
         gh.post(f"issues/{p['number']}/comments", {"body": f"Superseded by #{pull}, which contains these changes."})
         gh.patch(f"pulls/{p['number']}", {"state": "closed"})
-        closed.append(p["number"])
+    return [p["number"] for p in older]
+
+
+def delete_orphan_branches(gh: GitHub, *, keep: str | None, open_pulls: list[dict], closed: list[int]) -> None:
+    """Delete bot branches with no open pull request: superseded ones, and leftovers of a failed publish."""
     still_open = {p["head"]["ref"] for p in open_pulls if p["number"] not in closed}
     for ref in gh.get(f"git/matching-refs/heads/{BRANCH_PREFIX}"):
         branch = ref["ref"].removeprefix("refs/heads/")
         if branch != keep and branch not in still_open:
             gh.delete(f"git/refs/heads/{branch}")
-    return closed
 
 
 def request_pull(gh: GitHub, file: str, base: str) -> int | None:
-    """The pull request that added a request file: the oldest commit touching it, and its pull request."""
-    commits = gh.paginate("commits", path=file, sha=base)
-    for commit in reversed(commits):
-        pulls = gh.get(f"commits/{commit['sha']}/pulls")
-        if pulls:
-            return pulls[0]["number"]
+    """The pull request that added a request file: the newest commit on `base` touching the path that came
+    from a pull request other than the bot's own."""
+    for commit in gh.paginate("commits", path=file, sha=base):
+        for pull in gh.get(f"commits/{commit['sha']}/pulls"):
+            if not pull["head"]["ref"].startswith(BRANCH_PREFIX):
+                return pull["number"]
     return None
 
 

@@ -196,7 +196,8 @@ class WeightPerplexity:
     layer: int
     row: int
     col: int
-    perplexity: float
+    perplexity: float | None
+    """None when the loss was not finite (see Ablation.diverged)."""
     expert: int | None = None
 
 
@@ -219,10 +220,14 @@ class Ablation:
     control_weights: list[WeightRef] = field(default_factory=list)
     per_weight: list[WeightPerplexity] = field(default_factory=list)
     """Each super weight zeroed alone, when there are several."""
+    diverged: list[str] = field(default_factory=list)
+    """Measurements whose loss was not finite (inf or NaN: the model broke outright), stored as None:
+    `ablated`, `control`, or `layer L [row, col]` for a weight zeroed alone."""
 
     @property
     def damage(self) -> float | None:
-        """How many times perplexity grows when the super weights are zeroed."""
+        """How many times perplexity grows when the super weights are zeroed (None: not measured, or
+        unbounded, when `ablated` diverged)."""
         if self.perplexity_ablated is None:
             return None
         return self.perplexity_ablated / self.perplexity_original

@@ -79,20 +79,24 @@ def render_ablation(a: Ablation) -> list[str]:
     windows = a.tokens // a.seq_len
     lines = [f"Ablation on {a.eval_text} ({a.tokens:,} tokens, {windows} window(s) of {a.seq_len}):"]
     rows = [["original", number(a.perplexity_original), ""]]
-    if a.perplexity_ablated is not None:
-        rows.append(["super weights zeroed", number(a.perplexity_ablated), f"x{number(a.damage)}"])
-        rows.append(
-            [
-                f"control ({len(a.control_weights)} largest others zeroed)",
-                number(a.perplexity_control),
-                f"x{number(a.control_damage)}",
-            ]
-        )
+
+    def figure(name: str, value: float | None, ratio: float | None) -> list[str]:
+        if value is None and name in a.diverged:
+            return ["diverged", "unbounded"]
+        return [number(value), f"x{number(ratio)}"]
+
+    if a.verdict != "none_found":
+        rows.append(["super weights zeroed", *figure("ablated", a.perplexity_ablated, a.damage)])
+        control = f"control ({len(a.control_weights)} largest others zeroed)"
+        rows.append([control, *figure("control", a.perplexity_control, a.control_damage)])
     for w in a.per_weight:
         label = f"only layer {w.layer} [{w.row}, {w.col}]" + (f" expert {w.expert}" if w.expert is not None else "")
-        rows.append([label, number(w.perplexity), f"x{number(w.perplexity / a.perplexity_original)}"])
+        ratio = None if w.perplexity is None else w.perplexity / a.perplexity_original
+        rows.append([label, number(w.perplexity), f"x{number(ratio)}"])
     lines += table(rows, ["perplexity", "", "vs original"])[1:]
     lines += ["", f"Verdict: {VERDICT_TEXT[a.verdict]}"]
+    if a.diverged:
+        lines.append(f"  diverged (the loss was not finite, the model broke outright): {', '.join(a.diverged)}")
     if a.verdict != "none_found":
         lines.append(f"  (confirmed needs ablated >= {a.min_damage:g} x original and >= {a.min_margin:g} x control)")
     return lines

@@ -36,14 +36,14 @@ class YamlError(AuditorError):
     code = "bad_yaml"
 
 
-def load(text: str, where: str) -> Any:
+def load(text: str, where: str, *, max_bytes: int = MAX_BYTES) -> Any:
     """Parse one YAML document of plain data (str, int, float, bool, null, lists, mappings).
 
     Raises:
         YamlError: naming `where`, the line when known, and what is wrong.
     """
-    if len(text) > MAX_BYTES:
-        raise YamlError(f"{where}: {len(text):,} bytes, over the {MAX_BYTES:,}-byte limit")
+    if len(text) > max_bytes:
+        raise YamlError(f"{where}: {len(text):,} bytes, over the {max_bytes:,}-byte limit")
     precheck(text, where)
     loader = Loader(text)
     try:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -12,7 +14,7 @@ from auditor.ablation import ablate, control_weights, perplexity
 from auditor.detect import detect
 from auditor.errors import EvalTextError
 from auditor.layout import find_down_projections
-from auditor.records import WeightRef
+from auditor.records import AuditResult, Environment, WeightRef
 from auditor.synthetic import Plant
 from auditor.verdict import judge
 
@@ -147,3 +149,32 @@ class TestEvalText:
         tokenizer = load_checkpoint(build_checkpoint("llama")).tokenizer
         with pytest.raises(EvalTextError, match="at least 2"):
             evaltext.windows(tokenizer, evaltext.EvalText("x", ""), seq_len=16, max_tokens=0)  # BOS only
+
+
+def test_a_diverged_loss_is_stored_named_and_judged(build_checkpoint, load_checkpoint, eval_text, monkeypatch):
+    """fp16 overflow or a broken model can make the loss inf or NaN: unbounded damage, stored as null."""
+    import auditor.ablation as ablation_module
+    from auditor.index import MeasuredRecord, check_text
+    from auditor.index.entries import ModelEntry, render_entry
+
+    real = ablation_module.perplexity
+    monkeypatch.setattr(
+        ablation_module,
+        "perplexity",
+        lambda model, windows, desc="", progress=True: (
+            math.nan if "super weights zeroed" in desc else real(model, windows, progress=False)
+        ),
+    )
+    lm = load_checkpoint(build_checkpoint("llama"))
+
+    _, result = run_ablation(lm, eval_text)
+
+    assert (result.verdict, result.perplexity_ablated, result.diverged) == ("confirmed", None, ["ablated"])
+    assert result.damage is None and result.perplexity_control is not None
+
+    info = replace(lm.info, revision="a" * 40)  # as if from the Hub, so that the index takes it
+    environment = Environment("0.1.0", "2", "5", "cpu", "2026-11-22T00:00:00Z", 1.0)
+    audit = AuditResult(info, detect(lm.model, lm.tokenizer, progress=False), result, environment)
+    assert json.loads(json.dumps(audit.to_json(), allow_nan=False))["ablation"]["damage"] is None
+    text = render_entry(ModelEntry("demo/tiny-llama", [MeasuredRecord.from_audit(audit)]))
+    assert check_text(text, "demo/tiny-llama.yaml")[1] == []  # the index takes it, and re-checks the verdict

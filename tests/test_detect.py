@@ -172,3 +172,29 @@ def test_unknown_layout_names_the_modules_seen(build_checkpoint, load_checkpoint
 
     with pytest.raises(UnsupportedModelError, match=r"layer 0 of LlamaForCausalLM.*mlp\.w_out.*--module-pattern"):
         find_down_projections(lm.model)
+
+
+def test_a_pattern_naming_two_dense_projections_per_layer_is_refused(build_checkpoint, load_checkpoint):
+    # A weight is addressed by layer, row and column: two dense matrices per layer would be ambiguous, and the
+    # ablation could zero the wrong one.
+    lm = load_checkpoint(build_checkpoint("llama"))
+    pattern = r"model\.layers\.\d+\.(self_attn\.o_proj|mlp\.down_proj)"
+    with pytest.raises(UnsupportedModelError, match="layer 0 has 2 dense down projections"):
+        detect(lm.model, lm.tokenizer, module_pattern=pattern, progress=False)
+
+
+def test_the_checkpoint_does_not_choose_the_attention_kernel(build_checkpoint, load_checkpoint, tmp_path):
+    import json
+    import shutil
+
+    copy = shutil.copytree(build_checkpoint("llama"), tmp_path / "model")
+    config = json.loads((copy / "config.json").read_text())
+    config.update(attn_implementation="flash_attention_2", _attn_implementation="kernels-community/flash-attn")
+    (copy / "config.json").write_text(json.dumps(config))
+
+    lm = load_checkpoint(copy)
+
+    assert lm.model.config._attn_implementation == "sdpa"
+    assert [(w.layer, w.row, w.col) for w in detect(lm.model, lm.tokenizer, progress=False).super_weights] == [
+        (1, 7, 33)
+    ]

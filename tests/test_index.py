@@ -371,3 +371,39 @@ def test_malicious_yaml_is_refused_without_harm(tmp_path, text, message):
     assert not marker.exists()
     with pytest.raises(IndexValidationError):
         load_index(tmp_path, cache=False)
+
+
+def test_profile_columns_of_different_lengths_are_a_problem_not_a_crash(good):
+    data = copy.deepcopy(good)
+    data["records"][0]["profile"]["layer"] = data["records"][0]["profile"]["layer"][:2]
+    assert messages(text_of(data)) == ["demo/tiny-llama.yaml: records[0]: profile: its columns have different lengths"]
+
+
+@pytest.mark.parametrize("model", ["gpt2", "../../etc/passwd", "org/name/extra", ""])
+def test_lookup_refuses_what_is_not_a_hub_id(model):
+    from auditor.errors import UsageError
+
+    with pytest.raises(UsageError, match="is not a Hub model id"):
+        lookup(model, root=REPO / "index")
+
+
+def test_a_symbolic_link_is_not_an_index_file(tmp_path, record):
+    path = append_record("demo/tiny-llama", record, root=tmp_path)
+    (tmp_path / "evil").mkdir()
+    (tmp_path / "evil" / "model.yaml").symlink_to(path)
+    with pytest.raises(IndexValidationError, match=r"evil/model\.yaml: is a symbolic link"):
+        load_index(tmp_path, cache=False)
+
+
+def test_the_queue_keeps_requests_and_failures_and_the_newest_skipped():
+    from auditor.scheduler.queue import Item, Queue
+
+    def item(n: int, origin: str, state: str) -> Item:
+        return Item(f"org/m{n}", f"{n:040x}", origin, state, "2026-11-01T00:00:00Z", f"2026-11-{n + 1:02d}T00:00:00Z")
+
+    queue = Queue([item(n, "discovered", "skipped") for n in range(10)])
+    queue.items += [item(20, "request", "skipped"), item(21, "discovered", "failed"), item(22, "discovered", "pending")]
+
+    queue.prune(keep_skipped=3)
+
+    assert sorted(i.model for i in queue.items) == ["org/m20", "org/m21", "org/m22", "org/m7", "org/m8", "org/m9"]

@@ -16,14 +16,17 @@ import requests
 from fakegithub import FakeGitHub
 
 from auditor.cli import main
+from auditor.fileio import git_blob_sha
 from auditor.github import GitHub, GitHubError
 from auditor.index import MeasuredRecord, append_record, lookup
-from auditor.publish import MARKER, publish
+from auditor.publish import MARKER, publish, sync
 from auditor.scheduler.queue import Item, Queue, save_queue
 
 REPO = Path(__file__).resolve().parent.parent
 TOKEN = "ghp_" + "S3cr3tT0k3n" * 3
 REQUEST = "requests/demo--tiny-llama.yaml"
+REQUEST_TEXT = b"model: demo/tiny-llama\n"
+REQUEST_SHA = git_blob_sha(REQUEST_TEXT)
 
 
 @pytest.fixture
@@ -32,7 +35,7 @@ def gh_server():
         files = {p.relative_to(REPO).as_posix(): p.read_bytes() for p in (REPO / "index").rglob("*") if p.is_file()}
         server.add_repo("org/index", {**files, "README.md": b"# index\n"})
         # A requester's pull request adds a request file, and a maintainer merges it.
-        server.add_commit("org/index", {REQUEST: b"model: demo/tiny-llama\n"}, branch="alice/request")
+        server.add_commit("org/index", {REQUEST: REQUEST_TEXT}, branch="alice/request")
         api = requests.Session()
         api.headers["Authorization"] = f"Bearer {TOKEN}"
         pr = api.post(
@@ -73,7 +76,7 @@ def write_run(root: Path, run_id: str, record: MeasuredRecord, *, audited: bool 
         "summary": f"## Run {run_id}\n\n1 audited.\n",
         "audited": int(audited),
         "failed": 0,
-        "requests_taken": [REQUEST],
+        "requests_taken": {REQUEST: REQUEST_SHA},
         "request_updates": {REQUEST: update},
     }
     (root / ".superweight" / "runs" / f"{run_id}.json").write_text(json.dumps(manifest))
@@ -103,16 +106,15 @@ def test_the_call_sequence_of_a_publish(gh_server, local, audit_result):
         ("GET", "git/ref/heads/main"),
         ("GET", "git/commits/SHA"),
         ("GET", "git/trees/SHA"),
+        ("GET", "pulls"),  # open bot pull requests: none yet
         *[("POST", "git/blobs")] * changed,
         ("POST", "git/trees"),
         ("GET", "git/ref/heads/superweight/run-20261122T070000Z"),
         ("POST", "git/commits"),
         ("GET", "git/ref/heads/superweight/run-20261122T070000Z"),
         ("POST", "git/refs"),
-        ("GET", "pulls"),
         ("POST", "pulls"),
         ("POST", "issues/N/labels"),
-        ("GET", "pulls"),
         ("GET", "git/matching-refs/heads/superweight/run-"),
         ("GET", "commits"),
         ("GET", "commits/SHA/pulls"),
@@ -268,3 +270,64 @@ def test_no_run_to_publish(tmp_path, capsys, monkeypatch):
     monkeypatch.delenv("GITHUB_TOKEN", raising=False)
     assert main(["publish", "--repo", str(tmp_path)]) == 1
     assert "no run to publish" in capsys.readouterr().err
+
+
+def test_a_new_request_that_reuses_an_old_name_is_not_deleted(gh_server, local):
+    publish(local, client(gh_server))
+    again = b"model: demo/tiny-llama\nreason: audit it again, please\n"
+    gh_server.add_commit("org/index", {REQUEST: again})  # merged meanwhile, not taken by any run yet
+    manifest = json.loads((local / ".superweight/runs/20261122T070000Z.json").read_text())
+    manifest["run_id"] = "20261122T080000Z"
+    (local / ".superweight/runs/20261122T080000Z.json").write_text(json.dumps(manifest))
+
+    result = publish(local, client(gh_server))
+
+    assert REQUEST not in result.deleted
+    assert gh_server.files_at("org/index", "superweight/run-20261122T080000Z")[REQUEST] == again
+
+
+def test_sync_brings_the_runner_up_to_date_without_git(gh_server, local, audit_result):
+    elsewhere = replace(MeasuredRecord.from_audit(audit_result), revision="e" * 40, date="2026-11-01T00:00:00Z")
+    other = local.parent / "other"
+    append_record("demo/tiny-llama", elsewhere, root=other / "index")
+    gh_server.add_commit(
+        "org/index",
+        {
+            "index/demo/tiny-llama.yaml": (other / "index/demo/tiny-llama.yaml").read_bytes(),
+            "requests/new--model.yaml": b"model: new/model\n",
+            "auditor.yaml": b"memory_gib: 40\n",
+        },
+    )
+
+    done = sync(local, client(gh_server))
+
+    assert done.merged == ["index/demo/tiny-llama.yaml"] and done.config
+    assert {r.revision for r in lookup("demo/tiny-llama", root=local / "index")} == {
+        "e" * 40,
+        audit_result.info.revision,
+    }
+    assert done.requests == ["requests/new--model.yaml"]  # the one taken before (REQUEST) is not fetched again
+    assert not (local / REQUEST).exists() and (local / "auditor.yaml").read_text() == "memory_gib: 40\n"
+    assert sync(local, client(gh_server)).requests == []  # nothing twice
+
+
+def test_superseding_keeps_the_records_of_the_older_pull_request(gh_server, local, audit_result):
+    first = publish(local, client(gh_server))
+    # The runner's clone lost its state (a new machine): only main's index, and a new run.
+    shutil.rmtree(local / "index")
+    shutil.copytree(REPO / "index", local / "index")
+    write_run(local, "20261122T080000Z", replace(MeasuredRecord.from_audit(audit_result), revision="d" * 40))
+
+    second = publish(local, client(gh_server))
+
+    assert second.closed == [first.pull]
+    merged = gh_server.files_at("org/index", "superweight/run-20261122T080000Z")["index/demo/tiny-llama.yaml"].decode()
+    assert audit_result.info.revision in merged and "d" * 40 in merged  # "contains these changes" holds
+
+
+def test_a_comment_is_not_posted_twice_after_a_server_error(gh_server, local):
+    gh_server.fail_next("/repos/org/index/issues/*/comments", status=502, method="POST", applied=True)
+    with pytest.raises(GitHubError, match="502"):
+        publish(local, client(gh_server))
+    publish(local, client(gh_server))  # the next publish finds the comment GitHub did make, by its marker
+    assert len(gh_server.comments("org/index", gh_server.request_pull)) == 1

@@ -17,7 +17,8 @@ import pytest
 from filelock import FileLock
 
 from auditor import source
-from auditor.index import MeasuredRecord, append_record, lookup
+from auditor.fileio import git_blob_sha
+from auditor.index import IndexValidationError, MeasuredRecord, Problem, append_record, lookup
 from auditor.scheduler.config import Config, ConfigError, RunConfig, load_config
 from auditor.scheduler.discover import Cursor, discover, load_cursor
 from auditor.scheduler.eligibility import Ineligible
@@ -273,6 +274,17 @@ def test_a_run_takes_requests_first_then_discovered_models(zoo, hub, repo, confi
     assert (gated.state, gated.code, gated.origin, gated.requested_by) == ("skipped", "gated", "request", "bob")
     assert [i.model for i in queue.pending(config.priority)] == ["org/good-base"]
     assert not (repo / ".superweight" / "hub" / "models--org--good-finetune").exists()  # downloads cleaned up
+    manifest = json.loads((repo / ".superweight" / "runs" / f"{report.run_id}.json").read_text())
+    assert manifest["requests_taken"] == {
+        "requests/finetune.yaml": git_blob_sha(b"model: org/good-finetune\nrequested_by: alice\nreason: check it\n"),
+        "requests/gated.yaml": git_blob_sha(b"model: org/gated\nrequested_by: bob\n"),
+    }
+    updates = manifest["request_updates"]
+    assert (updates["requests/finetune.yaml"]["state"], updates["requests/finetune.yaml"]["verdict"]) == (
+        "done",
+        "confirmed",
+    )
+    assert (updates["requests/gated.yaml"]["state"], updates["requests/gated.yaml"]["code"]) == ("skipped", "gated")
     summary = (repo / ".superweight" / "runs" / f"{report.run_id}.md").read_text()
     assert "| org/good-finetune |" in summary and "**confirmed**" in summary
     assert "`requests/broken.yaml`: left in place" in summary and "`requests/gated.yaml`: skipped (gated)" in summary
@@ -395,3 +407,90 @@ def test_discover_command_json(zoo, repo, capsys):
     assert [(i["model"], i["code"]) for i in data["skipped"]] == [("org/gated", "gated")]
     assert load_cursor(repo / "queue" / "cursor.yaml").spans  # the next run carries on from here
     assert len(load_queue(repo / "queue" / "queue.yaml").items) == 3
+
+
+def test_a_request_the_hub_cannot_answer_for_stays_for_the_next_run(zoo, hub, repo, config):
+    request = write(repo / "requests" / "finetune.yaml", "model: org/good-finetune\n")
+    hub.fail_next("/api/models/org/good-finetune*", status=503, times=20)
+
+    report = run(
+        repo, replace(config, run=replace(config.run, max_models=0)), discover_models=False, log=lambda m: None
+    )
+
+    assert request.exists()  # a passing outage never drops a request
+    assert report.requests[0][1].startswith("left in place, the Hub could not be asked")
+    assert load_queue(repo / "queue" / "queue.yaml").items == []
+
+
+def test_a_request_that_is_a_link_is_refused_unread(tmp_path):
+    secret = write(tmp_path / "token", "hf_S3CR3T\n")
+    (tmp_path / "evil.yaml").symlink_to(secret)
+    (tmp_path / "zero.yaml").symlink_to("/dev/zero")
+    for name in ("evil.yaml", "zero.yaml"):
+        with pytest.raises(Ineligible, match="is a symbolic link; a request must be a plain file") as e:
+            read_request(tmp_path / name)
+        assert "S3CR3T" not in str(e.value)
+
+
+def test_since_lets_discovery_stop_at_what_it_has_seen(zoo, repo, config, hub):
+    queue, cursor = Queue(), Cursor()
+    discover(config, queue=queue, cursor=cursor, index_root=repo / "index", since="2026-10-01")
+    hub.clear_requests()
+
+    again = discover(config, queue=queue, cursor=cursor, index_root=repo / "index", since="2026-10-01")
+
+    assert again.examined == 0
+    assert len([r for r in hub.requests if r.path == "/api/models"]) == 1  # one page, not the whole listing
+
+
+def test_a_model_whose_hashes_cannot_be_read_is_queued_anyway(zoo, repo, config, hub):
+    hub.fail_next("/api/models/org/good-base/revision/*", status=404)
+    found = discover(config, queue=Queue(), cursor=Cursor(), index_root=repo / "index")
+    base = next(i for i in found.queued if i.model == "org/good-base")
+    assert base.weights_sha256 is None and len(found.queued) == 2
+
+
+def test_the_config_comes_from_the_repository_not_the_working_directory(zoo, repo, capsys, tmp_path, monkeypatch):
+    from auditor.cli import main
+
+    (repo / "auditor.yaml").write_text("licenses: [mit]\nmemory_gib: 1\n")
+    monkeypatch.chdir(tmp_path)
+    assert main(["discover", "--repo", str(repo), "--json"]) == 0
+    assert [i["model"] for i in json.loads(capsys.readouterr().out)["queued"]] == ["org/good-finetune"]
+
+
+@pytest.mark.parametrize(
+    ("audit", "message"),
+    [
+        ("{seq_len: 0}", "seq_len must be at least 2"),
+        ("{min_share: -1}", "must not be negative"),
+        ("{device: tpu}", "audit.device: 'tpu' is not auto, cpu or cuda"),
+    ],
+)
+def test_the_audit_section_is_checked(tmp_path, audit, message):
+    (tmp_path / "auditor.yaml").write_text(f"audit: {audit}\n")
+    with pytest.raises(ConfigError, match=message):
+        load_config(tmp_path / "auditor.yaml")
+
+
+def test_a_result_the_index_refuses_fails_that_model_only(zoo, repo, config, audit_result, monkeypatch):
+    from auditor.index.entries import record_to_dict
+    from auditor.scheduler import runner
+
+    def fake_worker(item, config, paths, run_id):  # a real record, without the minute of real audits
+        return {"record": record_to_dict(replace(MeasuredRecord.from_audit(audit_result), revision=item.revision))}
+
+    real_append = runner.append_record
+
+    def refuse_base(model, record, *, root):
+        if model == "org/good-base":
+            raise IndexValidationError([Problem("org/good-base.yaml", "refused for the test")])
+        return real_append(model, record, root=root)
+
+    monkeypatch.setattr(runner, "audit_in_worker", fake_worker)
+    monkeypatch.setattr(runner, "append_record", refuse_base)
+
+    report = run(repo, config, log=lambda m: None)
+
+    assert [i.model for i, _ in report.audited] == ["org/good-finetune"]
+    assert [(i.model, i.code) for i in report.failed] == [("org/good-base", "invalid_result")]

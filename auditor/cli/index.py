@@ -13,8 +13,8 @@ from .common import emit_json
 
 def cmd_validate(args: argparse.Namespace) -> int:
     """Check every file (or the files given), then the rules across files; list every problem."""
-    from ..index import Problem, check_index, check_text, resolve_root
-    from ..index.store import index_files
+    from ..index import check_index, resolve_root
+    from ..index.store import check_file, index_files
 
     problems, records, files = [], 0, 0
     for target in args.paths or [resolve_root(None)]:
@@ -26,15 +26,11 @@ def cmd_validate(args: argparse.Namespace) -> int:
             raise UsageError(f"{target}: no such file or directory")
         entries = {}
         for path in paths:
-            rel = path.relative_to(root).as_posix()
             files += 1
-            try:
-                entry, found = check_text(path.read_text(encoding="utf-8"), rel)
-            except UnicodeDecodeError:
-                entry, found = None, [Problem(rel, "is not UTF-8 text")]
+            entry, found = check_file(path, root)
             problems += found
             if entry is not None:
-                entries[rel] = entry
+                entries[path.relative_to(root).as_posix()] = entry
                 records += len(entry.records)
         if target.is_dir():
             problems += check_index(entries)

@@ -50,10 +50,33 @@ def publish_run(args: argparse.Namespace, config, run_id: str | None) -> int:
     return 0
 
 
+def sync_repo(args: argparse.Namespace, config) -> None:
+    """Catch the runner's clone up with GitHub (no-op without a token)."""
+    from ..publish import sync
+
+    gh = client(args, config)
+    if gh is None:
+        print("superweight: no GitHub token: not syncing with GitHub", file=sys.stderr)
+        return
+    done = sync(args.repo, gh, base=config.github.base, work_dir=config.run.work_dir)
+    print(
+        f"superweight: synced with {gh.repo}: {len(done.merged)} index file(s) merged, "
+        f"{len(done.requests)} new request(s)",
+        file=sys.stderr,
+    )
+
+
+def cmd_sync(args: argparse.Namespace) -> int:
+    from ..scheduler.config import load_config
+
+    sync_repo(args, load_config(args.config, repo=args.repo))
+    return 0
+
+
 def cmd_publish(args: argparse.Namespace) -> int:
     from ..scheduler.config import load_config
 
-    return publish_run(args, load_config(args.config), args.run)
+    return publish_run(args, load_config(args.config, repo=args.repo), args.run)
 
 
 def add_github_options(p: argparse.ArgumentParser) -> None:
@@ -75,3 +98,14 @@ def register(sub) -> None:
     p.add_argument("--run", metavar="RUN_ID", help="the run to publish (default: the latest)")
     add_github_options(p)
     p.set_defaults(func=cmd_publish)
+
+    p = sub.add_parser(
+        "sync",
+        help="catch the runner's clone up with GitHub: new index records and requests (no git pull)",
+        description="Merge index records added on GitHub into the local index (records are append-only) and "
+        "fetch request files merged there since, through the REST API. `run --publish` does this first.",
+    )
+    p.add_argument("--repo", type=Path, default=Path("."), help="the index repository (default: .)")
+    p.add_argument("--config", type=Path, help="the configuration file (default: REPO/auditor.yaml)")
+    add_github_options(p)
+    p.set_defaults(func=cmd_sync)

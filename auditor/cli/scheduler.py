@@ -14,7 +14,7 @@ from .publish import add_github_options
 def config_of(args: argparse.Namespace):
     from ..scheduler.config import load_config
 
-    return load_config(args.config)
+    return load_config(args.config, repo=args.repo)
 
 
 def cmd_discover(args: argparse.Namespace) -> int:
@@ -27,6 +27,7 @@ def cmd_discover(args: argparse.Namespace) -> int:
     paths = RepoPaths.of(args.repo, config)
     queue, cursor = load_queue(paths.queue), load_cursor(paths.cursor)
     found = discover(config, queue=queue, cursor=cursor, index_root=paths.index, limit=args.limit, since=args.since)
+    queue.prune(config.run.keep_skipped)
     save_queue(paths.queue, queue)
     save_cursor(paths.cursor, cursor)
     if args.json:
@@ -85,6 +86,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     quiet_libraries(progress=False)
     config = config_of(args)
+    if args.publish:
+        from .publish import sync_repo
+
+        sync_repo(args, config)  # requests merged on GitHub since, and records added there
     report = run(
         args.repo,
         config,

@@ -163,23 +163,22 @@ def record_problems(record: Record, num_layers: int | None) -> list[str]:
 def measured_problems(record: MeasuredRecord, refs: set) -> list[str]:
     out = []
     a = record.ablation
-    figures = [a.perplexity_original, a.perplexity_ablated, a.perplexity_control]
-    figures += [w.perplexity for w in a.per_weight]
+
+    def value(name: str, figure: float | None) -> float | None:
+        """A figure as the verdict saw it: inf where the record says the loss diverged."""
+        return math.inf if figure is None and name in a.diverged else figure
+
+    figures = [a.perplexity_original, a.perplexity_ablated, a.perplexity_control, *(w.perplexity for w in a.per_weight)]
+    ablated, control = value("ablated", a.perplexity_ablated), value("control", a.perplexity_control)
     if any(f is not None and not math.isfinite(f) for f in figures):
-        out.append("ablation: perplexities must be finite")
+        out.append("ablation: perplexities must be finite (a diverged one is null and named in diverged)")
     elif not refs:
         if a.verdict != "none_found" or a.perplexity_ablated is not None or a.perplexity_control is not None:
             out.append("ablation: with no super weights the verdict is none_found and nothing is zeroed")
-    elif a.perplexity_ablated is None or a.perplexity_control is None:
+    elif ablated is None or control is None:
         out.append("ablation: perplexity_ablated and perplexity_control are required with super weights")
     else:
-        verdict = judge(
-            a.perplexity_original,
-            a.perplexity_ablated,
-            a.perplexity_control,
-            min_damage=a.min_damage,
-            min_margin=a.min_margin,
-        )
+        verdict = judge(a.perplexity_original, ablated, control, min_damage=a.min_damage, min_margin=a.min_margin)
         if verdict != a.verdict:
             out.append(f"ablation: verdict {a.verdict} disagrees with its figures and thresholds ({verdict})")
     control = set(a.control_weights)
@@ -226,6 +225,12 @@ def check_text(text: str, path: str, *, canonical: bool = True) -> tuple[ModelEn
     except yamlio.YamlError as e:
         return None, [Problem(path, str(e).removeprefix(f"{path}: "))]
     problems = schema_problems(data, path)
+    if problems:
+        return None, problems
+    for i, record in enumerate(data["records"]):
+        columns = record.get("profile") or {}
+        if len({len(v) for v in columns.values()}) > 1:
+            problems.append(Problem(path, "profile: its columns have different lengths", i))
     if problems:
         return None, problems
     entry = _entry_from_dict(data)

@@ -77,10 +77,27 @@ def find_file(root: Path, model_id: str) -> Path | None:
     return None
 
 
+def read_file(path: Path, root: Path) -> tuple[str, bytes | None, list[Problem]]:
+    """(path relative to the root, bytes, problems): index files are plain files, never links."""
+    rel = path.relative_to(root).as_posix()
+    if path.is_symlink():
+        return rel, None, [Problem(rel, "is a symbolic link; index files are plain files")]
+    return rel, path.read_bytes(), []
+
+
+def check_file(path: Path, root: Path, *, canonical: bool = True) -> tuple[ModelEntry | None, list[Problem]]:
+    rel, raw, problems = read_file(path, root)
+    if raw is None:
+        return None, problems
+    try:
+        return check_text(raw.decode("utf-8"), rel, canonical=canonical)
+    except UnicodeDecodeError:
+        return None, [Problem(rel, "is not UTF-8 text")]
+
+
 def read_entry(path: Path, root: Path) -> ModelEntry:
     """One file, parsed and fully validated (canonical format included)."""
-    rel = path.relative_to(root).as_posix()
-    entry, problems = check_text(path.read_text(encoding="utf-8"), rel)
+    entry, problems = check_file(path, root)
     if problems:
         raise IndexValidationError(problems)
     return entry
@@ -174,15 +191,17 @@ def load_index(root: str | Path | None = None, *, cache: bool = True) -> Index:
     cached = read_cache(cache_path(root)) if cache else {}
     fresh: dict[str, tuple[str, str]] = {}
     misses: list[tuple[str, str, bytes]] = []
+    problems: list[Problem] = []
     for path in index_files(root):
-        raw = path.read_bytes()
-        rel = path.relative_to(root).as_posix()
+        rel, raw, found = read_file(path, root)
+        if raw is None:
+            problems += found
+            continue
         key = hashlib.blake2b(rel.encode() + b"\0" + raw, digest_size=16).hexdigest()
         if key in cached:
             fresh[key] = cached[key]
         else:
             misses.append((key, rel, raw))
-    problems: list[Problem] = []
     for (key, _, _), (model, data, found) in zip(misses, parse_all([(r, b) for _, r, b in misses]), strict=True):
         if found:
             problems += [Problem(*p) for p in found]
@@ -203,7 +222,7 @@ def lookup(model_id: str, revision: str | None = None, *, root: str | Path | Non
     Reads only that model's file. Hub ids are matched case-insensitively.
     """
     root = resolve_root(root)
-    path = find_file(root, model_id)
+    path = find_file(root, check_model_id(model_id))
     return [] if path is None else read_entry(path, root).for_revision(revision)
 
 

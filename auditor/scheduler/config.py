@@ -77,6 +77,8 @@ class RunConfig:
     """A model that keeps failing for a passing reason (a download, a crash) is tried this often."""
     work_dir: str = ".superweight"
     """Downloads, the run lock and run summaries; not committed."""
+    keep_skipped: int = 1000
+    """Skipped discovered models kept in the queue (the newest); requests and failures are all kept."""
 
 
 @dataclass(frozen=True)
@@ -135,7 +137,14 @@ SCHEMA = _obj(
         min_margin=NUMBER,
     ),
     discover=_obj(pipeline_tag=TEXT, limit=INTEGER, since={"type": ["string", "null"]}),
-    run=_obj(max_models=INTEGER, time_budget=DURATION, timeout=DURATION, max_attempts=INTEGER, work_dir=TEXT),
+    run=_obj(
+        max_models=INTEGER,
+        time_budget=DURATION,
+        timeout=DURATION,
+        max_attempts=INTEGER,
+        work_dir=TEXT,
+        keep_skipped=INTEGER,
+    ),
     github=_obj(
         repo={"type": ["string", "null"], "pattern": "^[\\w.-]+/[\\w.-]+$"},
         base=TEXT,
@@ -146,8 +155,8 @@ SCHEMA = _obj(
 )
 
 
-def load_config(path: str | Path | None = None) -> Config:
-    """Read `path` (default: ./auditor.yaml if there is one, else the defaults) and check every value.
+def load_config(path: str | Path | None = None, *, repo: str | Path = ".") -> Config:
+    """Read `path` (default: REPO/auditor.yaml if there is one, else the defaults) and check every value.
 
     Raises:
         ConfigError: naming the file and the first problem found.
@@ -155,7 +164,7 @@ def load_config(path: str | Path | None = None) -> Config:
     import jsonschema_rs
 
     if path is None:
-        path = Path(CONFIG_FILE)
+        path = Path(repo) / CONFIG_FILE
         if not path.exists():
             return Config()
     path = Path(path)
@@ -187,6 +196,16 @@ def check(config: Config, where: str) -> None:
             parse_duration(getattr(config.run, name))
         except ConfigError as e:
             problems.append(f"run.{name}: {e}")
+    a = config.audit
+    if a.seq_len < 2 or a.max_tokens < 0 or a.max_super_weights < 1:
+        problems.append("audit: seq_len must be at least 2, max_tokens not negative, max_super_weights at least 1")
+    if min(a.min_output_ratio, a.min_input_ratio, a.min_share, a.min_damage, a.min_margin) < 0:
+        problems.append(
+            "audit: the thresholds (min_output_ratio, min_input_ratio, min_share, min_damage, "
+            "min_margin) must not be negative"
+        )
+    if a.device not in ("auto", "cpu") and not re.fullmatch(r"cuda(:\d+)?", a.device):
+        problems.append(f"audit.device: {a.device!r} is not auto, cpu or cuda")
     if config.discover.since is not None and not re.fullmatch(r"\d{4}-\d{2}-\d{2}", config.discover.since):
         problems.append(f"discover.since: {config.discover.since!r} is not a date (YYYY-MM-DD)")
     if problems:

@@ -13,6 +13,7 @@ without any download; the rest are queued, pinned to their commit.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -25,6 +26,8 @@ from ..source import with_retries
 from .config import Config
 from .eligibility import Candidate, Ineligible, check_model
 from .queue import Item, Queue, now
+
+log = logging.getLogger(__name__)
 
 EXPAND = [
     "createdAt",
@@ -59,9 +62,12 @@ class Cursor:
     def covers(self, t: datetime) -> bool:
         return any((s.after is None or t > parse(s.after)) and t <= parse(s.until) for s in self.spans)
 
-    def floor(self) -> datetime | None:
-        """Everything created at or before this time has been examined."""
-        return next((parse(s.until) for s in self.spans if s.after is None), None)
+    def floor(self, since: datetime | None = None) -> datetime | None:
+        """Everything created at or before this time (and after `since`, if given) has been examined."""
+        return next(
+            (parse(s.until) for s in self.spans if s.after is None or (since is not None and parse(s.after) <= since)),
+            None,
+        )
 
     def add(self, after: datetime | None, until: datetime) -> None:
         spans = sorted(
@@ -156,7 +162,7 @@ def discover(
     done, weights = audited_index(index_root)
     found = Discovery()
     newest = stopped_at = None
-    floor = cursor.floor()
+    floor = cursor.floor(since_bound)
     listing = api.list_models(pipeline_tag=config.discover.pipeline_tag, sort="created_at", expand=EXPAND)
     for info in listing:
         t = info.created_at
@@ -181,7 +187,11 @@ def discover(
             continue
         if queue.find(c.model, c.revision):
             continue
-        hashes = weight_hashes(c.model, c.revision, api)
+        try:
+            hashes = weight_hashes(c.model, c.revision, api)
+        except Exception as e:  # queue it anyway: only the identical-weights shortcut is lost
+            log.warning("%s: cannot read its weight hashes (%s); queued without them", c.model, e)
+            hashes = {}
         original = weights.get(frozenset(hashes.values()))
         if original is not None and hashes:
             record_same_weights(index_root, c, hashes, original)

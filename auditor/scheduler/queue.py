@@ -28,6 +28,7 @@ from ..records import from_dict, to_dict
 
 State = Literal["pending", "running", "done", "failed", "skipped"]
 TRANSIENT = {"download_error", "crashed"}
+MAX_QUEUE_BYTES = 64 * 1024 * 1024
 HEADER = (
     "# Written by superweight's scheduler: do not edit by hand. Models waiting for an audit, and those\n"
     "# that could not be audited, with the reason. To ask for an audit, add a file under requests/.\n"
@@ -113,6 +114,17 @@ class Queue:
             self.items.append(new)
         return new
 
+    def prune(self, keep_skipped: int) -> None:
+        """Keep every request and every pending, running or failed item, but only the newest `keep_skipped`
+        skipped discovered models: the cursor never examines those again, so the rest only fill the file."""
+        skipped = sorted(
+            (i for i in self.items if i.state == "skipped" and i.origin == "discovered"),
+            key=lambda i: i.updated,
+            reverse=True,
+        )
+        dropped = {i.key for i in skipped[keep_skipped:]}
+        self.items = [i for i in self.items if i.key not in dropped]
+
     def pending(self, priority: list[str]) -> list[Item]:
         """Pending items, best first: requests, then discovered models by `priority`, then oldest added."""
 
@@ -130,7 +142,7 @@ def load_queue(path: Path) -> Queue:
     if not path.exists():
         return Queue()
     try:
-        data = yamlio.load(path.read_text(encoding="utf-8"), str(path))
+        data = yamlio.load(path.read_text(encoding="utf-8"), str(path), max_bytes=MAX_QUEUE_BYTES)
         errors = list(jsonschema_rs.validator_for(QUEUE_SCHEMA).iter_errors(data))
         if errors:
             where = ".".join(map(str, errors[0].instance_path)) or "file"

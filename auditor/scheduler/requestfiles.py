@@ -11,6 +11,8 @@ it to the commit sha the revision names at that moment.
 
 from __future__ import annotations
 
+import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,6 +49,21 @@ def request_files(directory: Path) -> list[Path]:
     return sorted(p for p in directory.glob("*.yaml") if not p.name.startswith("."))
 
 
+def read_regular_file(path: Path, limit: int) -> bytes:
+    """At most `limit` bytes of a regular file, never following a symbolic link: a request that links to a
+    secret (or to /dev/zero) is refused, not read."""
+    if path.is_symlink():
+        raise ValueError("is a symbolic link; a request must be a plain file")
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+            raise ValueError("not a regular file")
+        raw = f.read(limit + 1)
+    if len(raw) > limit:
+        raise ValueError(f"over {limit:,} bytes; a request is a few lines")
+    return raw
+
+
 def read_request(path: Path) -> AuditRequest:
     """Parse one request file strictly.
 
@@ -56,12 +73,11 @@ def read_request(path: Path) -> AuditRequest:
     import jsonschema_rs
 
     try:
-        raw = path.read_bytes()
-        if len(raw) > MAX_REQUEST_BYTES:
-            raise Ineligible("invalid_request", f"{path}: {len(raw):,} bytes; a request is a few lines")
+        raw = read_regular_file(path, MAX_REQUEST_BYTES)
         data = yamlio.load(raw.decode("utf-8"), str(path))
-    except (yamlio.YamlError, UnicodeDecodeError, OSError) as e:
-        raise Ineligible("invalid_request", str(e)) from None
+    except (yamlio.YamlError, UnicodeDecodeError, OSError, ValueError) as e:
+        message = str(e) if str(e).startswith(str(path)) else f"{path}: {e}"
+        raise Ineligible("invalid_request", message) from None
     errors = list(jsonschema_rs.validator_for(REQUEST_SCHEMA).iter_errors(data))
     if errors:
         e = errors[0]
@@ -69,7 +85,7 @@ def read_request(path: Path) -> AuditRequest:
         if type(e.kind).__name__ == "Pattern" and where == "model":
             message = f"model {e.instance!r} is not a Hub model id (org/name)"
         else:
-            message = f"{where}: {e.message}"
+            message = f"{where}: {e.message[:200]}"
         raise Ineligible(
             "invalid_request", f"{path}: {message}. Expected: model, and optionally revision, requested_by, reason"
         )

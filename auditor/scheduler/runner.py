@@ -32,7 +32,7 @@ from pathlib import Path
 
 from .. import __version__
 from ..errors import AuditorError
-from ..fileio import atomic_write
+from ..fileio import atomic_write, git_blob_sha
 from ..index import MeasuredRecord, ModelRef, append_record
 from ..index.entries import record_from_dict
 from .config import Config, parse_duration
@@ -66,6 +66,8 @@ class RunReport:
     recovered: list[Item] = field(default_factory=list)
     requests: list[tuple[str, str]] = field(default_factory=list)
     """(request file, what became of it)."""
+    taken: list[tuple[str, str]] = field(default_factory=list)
+    """(request file, git blob sha of the content taken): publishing deletes exactly these."""
     discovery: Discovery | None = None
     audited: list[tuple[Item, MeasuredRecord]] = field(default_factory=list)
     same_weights: list[tuple[str, str, ModelRef]] = field(default_factory=list)
@@ -107,6 +109,7 @@ def run(
         if discover_models and config.discover.limit > 0:
             cursor = load_cursor(paths.cursor)
             report.discovery = discover(config, queue=queue, cursor=cursor, index_root=paths.index, api=api)
+            queue.prune(config.run.keep_skipped)
             save_queue(paths.queue, queue)  # queue before cursor: a crash in between re-examines, never skips
             save_cursor(paths.cursor, cursor)
             log(f"discovery: {report.discovery.examined} examined, {len(report.discovery.queued)} queued")
@@ -132,6 +135,8 @@ def recover(queue: Queue, config: Config, report: RunReport) -> None:
 
 
 def take_requests(paths: RepoPaths, config: Config, queue: Queue, report: RunReport, api, log) -> None:
+    """Queue each request file, then remove it. A file that cannot be read, or a model the Hub could not be
+    asked about (a passing outage), stays for the next run: a request is never dropped."""
     for path in request_files(paths.requests) if paths.requests.is_dir() else []:
         rel = path.relative_to(paths.root).as_posix()
         try:
@@ -145,6 +150,7 @@ def take_requests(paths: RepoPaths, config: Config, queue: Queue, report: RunRep
             updated=now(),
             requested_by=request.requested_by,
             request_reason=request.reason,
+            request_file=rel,
         )
         try:
             c: Candidate = check_request(request, config, index_root=paths.index, api=api)
@@ -160,14 +166,27 @@ def take_requests(paths: RepoPaths, config: Config, queue: Queue, report: RunRep
             )
             outcome = f"queued {c.model} at {c.revision}"
         except Ineligible as e:
+            if e.code == "download_error":
+                report.requests.append((rel, f"left in place, the Hub could not be asked: {e}"))
+                continue
             if e.code == "already_audited":
                 item, outcome = None, f"not queued: {e}"
             else:
                 item = Item(request.model, e.revision, state="skipped", code=e.code, message=str(e), **base)
                 outcome = f"skipped ({e.code}): {e}"
         if item is not None and not queue.add(item):
+            existing = queue.find(item.model, item.revision)
+            queue.set(
+                existing,
+                existing.state,
+                code=existing.code,
+                message=existing.message,
+                request_file=rel,
+                requested_by=existing.requested_by or request.requested_by,
+            )
             outcome = f"already queued: {item.model} at {item.revision}"
         save_queue(paths.queue, queue)  # the request is safe in the queue before its file goes
+        report.taken.append((rel, git_blob_sha(path.read_bytes())))
         path.unlink()
         report.requests.append((rel, outcome))
         log(f"request {rel}: {outcome}")
@@ -199,8 +218,12 @@ def audit_pending(paths, config, queue, report, max_models, time_budget, log) ->
         log(f"auditing {item.model} at {item.revision} (attempt {item.attempts})")
         outcome = audit_in_worker(item, config, paths, report.run_id)
         if "record" in outcome:
-            record = record_from_dict(outcome["record"])
-            append_record(item.model, record, root=paths.index)
+            try:
+                record = record_from_dict(outcome["record"])
+                append_record(item.model, record, root=paths.index)
+            except (AuditorError, ValueError, TypeError, KeyError) as e:  # never let one result stop the run
+                outcome = {"error": {"code": "invalid_result", "message": f"the index refused the result: {e}"}}
+        if "record" in outcome:
             queue.set(item, "done")
             done.add((item.model.lower(), item.revision))
             if record.weights_sha256:

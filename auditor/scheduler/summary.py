@@ -87,7 +87,7 @@ def manifest(report: RunReport, queue, summary: str) -> dict:
 
     updates: dict[str, dict] = {}
     queued = {i.request_file: i for i in queue.items if i.request_file}
-    taken = [path for path, outcome in report.requests if not outcome.startswith("left in place")]
+    taken = dict(report.taken)
     for path, outcome in report.requests:
         if path in queued:
             updates[path] = state(queued[path])
@@ -114,6 +114,6 @@ def manifest(report: RunReport, queue, summary: str) -> dict:
         "summary": summary,
         "audited": len(report.audited),
         "failed": len(report.failed),
-        "requests_taken": taken,
+        "requests_taken": taken,  # path -> git blob sha of the content this run took
         "request_updates": updates,
     }
