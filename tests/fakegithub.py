@@ -103,7 +103,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import contextlib
 import copy
 import difflib
 import fnmatch
@@ -112,17 +111,16 @@ import itertools
 import json
 import math
 import re
-import socket
 import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
 from typing import Any, ClassVar, Literal, TypeVar
 from urllib.parse import parse_qs, quote, unquote, urlencode, urlsplit
+
+from loopback import LoopbackHandler, LoopbackServer, Served
 
 __all__ = [
     "API_VERSION",
@@ -587,7 +585,7 @@ class _Fault:
 # --------------------------------------------------------------------------------------------------
 
 
-class FakeGitHub:
+class FakeGitHub(Served):
     """In-memory GitHub served over HTTP on 127.0.0.1. See the module docstring for the routes.
 
     Settable attributes: `token`, `user` (login of the token's owner), `user_id`, `rate_limit` (primary
@@ -616,43 +614,11 @@ class FakeGitHub:
         self._clock = _EPOCH
         self._window_start = time.time()
         self._used = 0
-        self._server: _Server | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
-    def start(self) -> FakeGitHub:
-        if self._server is None:
-            self._server = _Server(self)
-            threading.Thread(
-                target=self._server.serve_forever,
-                kwargs={"poll_interval": 0.05},
-                daemon=True,
-                name="FakeGitHub",
-            ).start()
-        return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.close_connections()
-            self._server.server_close()
-            self._server = None
-
-    def __enter__(self) -> FakeGitHub:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
-
-    @property
-    def url(self) -> str:
-        """API base URL, e.g. `http://127.0.0.1:41234` (what `https://api.github.com` is replaced by)."""
-        if self._server is None:
-            raise RuntimeError("FakeGitHub is not started")
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
+    def make_server(self) -> _Server:
+        return _Server(self)
 
     # -- content -----------------------------------------------------------------------------------
 
@@ -2233,39 +2199,14 @@ def _valid_ref(ref: str) -> bool:
 # --------------------------------------------------------------------------------------------------
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    request_queue_size = 64
-
+class _Server(LoopbackServer):
     def __init__(self, gh: FakeGitHub) -> None:
         self.gh = gh
-        self._connections: set[socket.socket] = set()
-        self._connections_lock = threading.Lock()
         self.connection_ids = itertools.count(1)
-        super().__init__(("127.0.0.1", 0), _Handler)
-
-    def process_request(self, request: Any, client_address: Any) -> None:
-        with self._connections_lock:
-            self._connections.add(request)
-        super().process_request(request, client_address)
-
-    def shutdown_request(self, request: Any) -> None:
-        with self._connections_lock:
-            self._connections.discard(request)
-        super().shutdown_request(request)
-
-    def close_connections(self) -> None:
-        """Close kept-alive connections, so that their handler threads end with the server."""
-        with self._connections_lock:
-            connections = list(self._connections)
-        for connection in connections:
-            with contextlib.suppress(OSError):
-                connection.shutdown(socket.SHUT_RDWR)
+        super().__init__(_Handler)
 
 
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    disable_nagle_algorithm = True  # headers and body go out in two writes: no 40 ms delayed-ACK stall
+class _Handler(LoopbackHandler):
     server: _Server
     connection_id = 0
 
@@ -2278,21 +2219,6 @@ class _Handler(BaseHTTPRequestHandler):
 
     do_HEAD = do_POST = do_PATCH = do_PUT = do_DELETE = do_GET
 
-    def _read_body(self) -> bytes:
-        """The whole request body (Content-Length or chunked), so that the connection stays in step."""
-        if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
-            chunks = []
-            while True:
-                size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
-                if size == 0:
-                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
-                        pass
-                    return b"".join(chunks)
-                chunks.append(self.rfile.read(size))
-                self.rfile.readline()
-        length = int(self.headers.get("Content-Length") or 0)
-        return self.rfile.read(length) if length else b""
-
     def _serve(self) -> None:
         arrived = time.monotonic()
         split = urlsplit(self.path)
@@ -2304,7 +2230,7 @@ class _Handler(BaseHTTPRequestHandler):
             segments=[unquote(s) for s in split.path.split("/")[1:]],
             query=parse_qs(split.query, keep_blank_values=True),
             headers={name.lower(): value for name, value in self.headers.items()},
-            body=self._read_body(),
+            body=self.read_body(),
             base_url=f"http://{host}:{port}",
             arrived=arrived,
             connection=self.connection_id,
@@ -2322,6 +2248,3 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if self.command != "HEAD" and not no_body:
             self.wfile.write(response.body)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        """Silence the per-request log on stderr."""

@@ -52,27 +52,24 @@ What the client does on failures (huggingface_hub 2.4, read from its source, che
 
 from __future__ import annotations
 
-import contextlib
 import fnmatch
 import hashlib
 import itertools
 import json
 import math
-import socket
 import struct
 import sys
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, get_args
 from urllib.parse import parse_qs, unquote, urlencode, urlsplit
 
 from huggingface_hub import RepoCard, constants, hf_api
 from huggingface_hub.hf_api import ExpandDatasetProperty_T, ExpandModelProperty_T
+from loopback import LoopbackHandler, LoopbackServer, Served
 
 if TYPE_CHECKING:
     import pytest
@@ -260,7 +257,7 @@ def _iso(value: datetime) -> str:
 # --------------------------------------------------------------------------------------------------
 
 
-class FakeHub:
+class FakeHub(Served):
     """In-memory Hub served over HTTP on 127.0.0.1. See the module docstring for the routes.
 
     `page_size` caps every paginated answer (model/dataset lists and tree listings); the real Hub
@@ -274,40 +271,11 @@ class FakeHub:
         self._faults: list[_Fault] = []
         self._requests: list[RecordedRequest] = []
         self._clock = _EPOCH
-        self._server: _Server | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
-    def start(self) -> FakeHub:
-        if self._server is None:
-            self._server = _Server(self)
-            threading.Thread(
-                target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True, name="FakeHub"
-            ).start()
-        return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.close_connections()
-            self._server.server_close()
-            self._server = None
-
-    def __enter__(self) -> FakeHub:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
-
-    @property
-    def url(self) -> str:
-        """Base URL, e.g. `http://127.0.0.1:41234` (what HF_ENDPOINT should be set to)."""
-        if self._server is None:
-            raise RuntimeError("FakeHub is not started")
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
+    def make_server(self) -> _Server:
+        return _Server(self)
 
     # -- content -----------------------------------------------------------------------------------
 
@@ -954,37 +922,13 @@ def _parse_range(header: str | None, size: int) -> tuple[int, int] | Literal["un
 # --------------------------------------------------------------------------------------------------
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    request_queue_size = 64
-
+class _Server(LoopbackServer):
     def __init__(self, hub: FakeHub) -> None:
         self.hub = hub
-        self._connections: set[socket.socket] = set()
-        self._connections_lock = threading.Lock()
-        super().__init__(("127.0.0.1", 0), _Handler)
-
-    def process_request(self, request: Any, client_address: Any) -> None:
-        with self._connections_lock:
-            self._connections.add(request)
-        super().process_request(request, client_address)
-
-    def shutdown_request(self, request: Any) -> None:
-        with self._connections_lock:
-            self._connections.discard(request)
-        super().shutdown_request(request)
-
-    def close_connections(self) -> None:
-        """Close kept-alive connections, so that their handler threads end with the hub."""
-        with self._connections_lock:
-            connections = list(self._connections)
-        for connection in connections:
-            with contextlib.suppress(OSError):
-                connection.shutdown(socket.SHUT_RDWR)
+        super().__init__(_Handler)
 
 
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
+class _Handler(LoopbackHandler):
     server: _Server
 
     def do_GET(self) -> None:
@@ -998,7 +942,6 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _serve(self) -> None:
         split = urlsplit(self.path)
-        length = int(self.headers.get("Content-Length") or 0)
         host, port = self.server.server_address[:2]
         request = _Request(
             method=self.command,
@@ -1007,7 +950,7 @@ class _Handler(BaseHTTPRequestHandler):
             segments=[unquote(s) for s in split.path.split("/")[1:]],
             query=parse_qs(split.query, keep_blank_values=True),
             headers={name.lower(): value for name, value in self.headers.items()},
-            body=self.rfile.read(length) if length else b"",
+            body=self.read_body(),
             base_url=f"http://{host}:{port}",
         )
         response, drop_after = self.server.hub._handle(request)
@@ -1024,9 +967,6 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(response.body[:drop_after])
             self.wfile.flush()
             self.close_connection = True
-
-    def log_message(self, format: str, *args: Any) -> None:
-        """Silence the per-request log on stderr."""
 
 
 # --------------------------------------------------------------------------------------------------
