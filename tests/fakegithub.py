@@ -118,7 +118,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from http import HTTPStatus
 from typing import Any, ClassVar, Literal, TypeVar
-from urllib.parse import parse_qs, quote, unquote, urlencode, urlsplit
+from urllib.parse import quote, urlencode
 
 from loopback import LoopbackHandler, LoopbackServer, Served
 
@@ -2221,20 +2221,7 @@ class _Handler(LoopbackHandler):
 
     def _serve(self) -> None:
         arrived = time.monotonic()
-        split = urlsplit(self.path)
-        host, port = self.server.server_address[:2]
-        request = _Request(
-            method=self.command,
-            path=unquote(split.path),
-            raw_path=split.path,
-            segments=[unquote(s) for s in split.path.split("/")[1:]],
-            query=parse_qs(split.query, keep_blank_values=True),
-            headers={name.lower(): value for name, value in self.headers.items()},
-            body=self.read_body(),
-            base_url=f"http://{host}:{port}",
-            arrived=arrived,
-            connection=self.connection_id,
-        )
+        request = _Request(**self.request_fields(), arrived=arrived, connection=self.connection_id)
         response, drop = self.server.gh._handle(request)
         if drop:
             self.close_connection = True

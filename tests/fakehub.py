@@ -65,7 +65,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, get_args
-from urllib.parse import parse_qs, unquote, urlencode, urlsplit
+from urllib.parse import parse_qs, urlencode
 
 from huggingface_hub import RepoCard, constants, hf_api
 from huggingface_hub.hf_api import ExpandDatasetProperty_T, ExpandModelProperty_T
@@ -941,18 +941,7 @@ class _Handler(LoopbackHandler):
         self._serve()
 
     def _serve(self) -> None:
-        split = urlsplit(self.path)
-        host, port = self.server.server_address[:2]
-        request = _Request(
-            method=self.command,
-            path=unquote(split.path),
-            raw_path=split.path,
-            segments=[unquote(s) for s in split.path.split("/")[1:]],
-            query=parse_qs(split.query, keep_blank_values=True),
-            headers={name.lower(): value for name, value in self.headers.items()},
-            body=self.read_body(),
-            base_url=f"http://{host}:{port}",
-        )
+        request = _Request(**self.request_fields())
         response, drop_after = self.server.hub._handle(request)
         self.send_response(response.status)
         for name, value in response.headers.items():

@@ -13,6 +13,7 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any, TypeVar
+from urllib.parse import parse_qs, unquote, urlsplit
 
 S = TypeVar("S", bound="Served")
 
@@ -63,6 +64,21 @@ class LoopbackHandler(BaseHTTPRequestHandler):
                 self.rfile.readline()
         length = int(self.headers.get("Content-Length") or 0)
         return self.rfile.read(length) if length else b""
+
+    def request_fields(self) -> dict[str, Any]:
+        """What both stand-ins record of a request: the path decoded and split, query, headers, body."""
+        split = urlsplit(self.path)
+        host, port = self.server.server_address[:2]
+        return {
+            "method": self.command,
+            "path": unquote(split.path),
+            "raw_path": split.path,
+            "segments": [unquote(s) for s in split.path.split("/")[1:]],
+            "query": parse_qs(split.query, keep_blank_values=True),
+            "headers": {name.lower(): value for name, value in self.headers.items()},
+            "body": self.read_body(),
+            "base_url": f"http://{host}:{port}",
+        }
 
     def log_message(self, format: str, *args: Any) -> None:
         """Silence the per-request log on stderr."""
