@@ -13,15 +13,26 @@
   form.hidden = false;
   form.addEventListener("submit", (event) => event.preventDefault());
 
+  const verdicts = rows.map((row) => row.dataset.verdict);
+
+  // Change the rows while the body is out of the document: one layout afterwards, not one per row.
+  function detached(change) {
+    const parent = body.parentNode;
+    const next = body.nextSibling;
+    parent.removeChild(body);
+    change();
+    parent.insertBefore(body, next);
+  }
+
   function filter() {
     const needle = text.value.trim().toLowerCase();
     const wanted = verdict.value;
     let shown = 0;
-    rows.forEach((row, i) => {
-      const visible = (!needle || texts[i].includes(needle)) && (!wanted || row.dataset.verdict === wanted);
-      row.hidden = !visible;
+    detached(() => rows.forEach((row, i) => {
+      const visible = (!needle || texts[i].includes(needle)) && (!wanted || verdicts[i] === wanted);
+      if (row.hidden === visible) row.hidden = !visible; // touch only the rows that change
       if (visible) shown++;
-    });
+    }));
     count.value = shown + (shown === 1 ? " model" : " models");
   }
   let pending = 0;
@@ -50,8 +61,6 @@
     th.setAttribute("aria-sort", ascending ? "ascending" : "descending");
     const keyed = rows.map((row, i) => [key(row, column, numeric), i]);
     keyed.sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : a[1] - b[1]) * (ascending ? 1 : -1));
-    const fragment = document.createDocumentFragment();
-    keyed.forEach(([, i]) => fragment.appendChild(rows[i]));
-    body.appendChild(fragment);
+    detached(() => keyed.forEach(([, i]) => body.appendChild(rows[i])));
   }
 })();
