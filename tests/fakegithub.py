@@ -120,7 +120,7 @@ from http import HTTPStatus
 from typing import Any, ClassVar, Literal, TypeVar
 from urllib.parse import quote, urlencode
 
-from loopback import LoopbackHandler, LoopbackServer, Served
+from loopback import LoopbackHandler, LoopbackServer, Request, Response, Served, json_response
 
 __all__ = [
     "API_VERSION",
@@ -482,43 +482,8 @@ class RecordedRequest:
         return self.headers.get("x-github-api-version")
 
 
-@dataclass(frozen=True)
-class _Request:
-    method: str
-    path: str
-    raw_path: str
-    segments: list[str]
-    query: dict[str, list[str]]
-    headers: dict[str, str]
-    body: bytes
-    base_url: str
-    arrived: float
-    connection: int = 0
-
-    def param(self, name: str) -> str | None:
-        values = self.query.get(name)
-        return values[-1] if values else None
-
-    def parsed_json(self) -> Any:
-        try:
-            return json.loads(self.body) if self.body else None
-        except ValueError:
-            return None
-
-
-@dataclass(frozen=True)
-class _Response:
-    status: int
-    body: bytes = b""
-    headers: dict[str, str] = field(default_factory=dict)
-
-
-def _json_response(status: int, payload: Any, headers: Mapping[str, str] | None = None) -> _Response:
-    return _Response(
-        status,
-        json.dumps(payload, indent=2).encode(),
-        {"Content-Type": "application/json; charset=utf-8", **(headers or {})},
-    )
+def _json_response(status: int, payload: Any, headers: Mapping[str, str] | None = None) -> Response:
+    return json_response(status, payload, headers, indent=2)  # GitHub pretty-prints its JSON
 
 
 def _error_body(status: int, message: str, documentation_url: str = DOCS_URL) -> dict[str, Any]:
@@ -542,7 +507,7 @@ class _ApiError(Exception):
         self.documentation_url = documentation_url
         self.headers = dict(headers or {})
 
-    def response(self) -> _Response:
+    def response(self) -> Response:
         body = _error_body(self.status, self.message, self.documentation_url)
         if self.errors is not None:
             body = {"message": self.message, "errors": self.errors, **body}
@@ -987,15 +952,15 @@ class FakeGitHub(Served):
 
     # -- request handling (called from the server threads) -----------------------------------------
 
-    def _handle(self, request: _Request) -> tuple[_Response, bool]:
+    def _handle(self, request: Request) -> tuple[Response, bool]:
         """Answer one request; the second value says to close the connection without answering."""
         fault = self._take_fault(request.method, request.path)
         request_id = f"FAKE:{next(self._request_ids):08X}"
-        response = _Response(0)
+        response = Response(0)
         if fault is None or fault.applied:
             response = self._process(request, request_id)
         if fault is not None:
-            response = _Response(0) if fault.drop else self._fault_response(fault, request_id)
+            response = Response(0) if fault.drop else self._fault_response(fault, request_id)
         with self._lock:
             self._requests.append(
                 RecordedRequest(
@@ -1012,7 +977,7 @@ class FakeGitHub(Served):
             )
         return response, fault is not None and fault.drop
 
-    def _fault_response(self, fault: _Fault, request_id: str) -> _Response:
+    def _fault_response(self, fault: _Fault, request_id: str) -> Response:
         with self._lock:
             headers = {"X-GitHub-Request-Id": request_id}
             if fault.status < 500:
@@ -1025,14 +990,14 @@ class FakeGitHub(Served):
                 body = {**body, "message": str(body["message"]).format(request_id=request_id)}
             if isinstance(body, str | bytes):
                 raw = body.encode() if isinstance(body, str) else body
-                response = _Response(fault.status, raw, {"Content-Type": "text/html; charset=utf-8"})
+                response = Response(fault.status, raw, {"Content-Type": "text/html; charset=utf-8"})
             else:
                 response = _json_response(fault.status, body)
             response.headers.update(headers)
             response.headers.update(fault.headers)
             return response
 
-    def _process(self, request: _Request, request_id: str) -> _Response:
+    def _process(self, request: Request, request_id: str) -> Response:
         with self._lock:
             now = time.time()
             self._roll_window(now)
@@ -1087,7 +1052,7 @@ class FakeGitHub(Served):
                 response.headers.setdefault("Cache-Control", "private, max-age=60, s-maxage=60")
                 if _etag_matches(request.headers.get("if-none-match"), etag):
                     counted = False
-                    response = _Response(304, b"", {"ETag": etag, "Cache-Control": "private, max-age=60"})
+                    response = Response(304, b"", {"ETag": etag, "Cache-Control": "private, max-age=60"})
             if counted:
                 self._used += 1
             response.headers.update(common)
@@ -1111,14 +1076,14 @@ class _Routes:
     """Routing and payloads for one request. Runs with the fake's lock held; a route validates
     everything before it changes anything, so that a refused request leaves no trace."""
 
-    def __init__(self, gh: FakeGitHub, request: _Request) -> None:
+    def __init__(self, gh: FakeGitHub, request: Request) -> None:
         self.gh = gh
         self.request = request
         self.api = request.base_url
 
     # -- dispatch ----------------------------------------------------------------------------------
 
-    def dispatch(self) -> _Response:
+    def dispatch(self) -> Response:
         method = "GET" if self.request.method == "HEAD" else self.request.method
         segs = self.request.segments
         if segs == ["rate_limit"] and method == "GET":
@@ -1139,7 +1104,7 @@ class _Routes:
             return self.repo_route(repo, method, segs[3:])
         raise _not_found()
 
-    def repo_route(self, repo: _Repo, method: str, rest: list[str]) -> _Response:
+    def repo_route(self, repo: _Repo, method: str, rest: list[str]) -> Response:
         head = rest[0] if rest else ""
         if not rest and method == "GET":
             return _json_response(200, self.repo_json(repo, full=True))
@@ -1179,7 +1144,7 @@ class _Routes:
             return self.combined_status(repo, sha) if rest[-1] == "status" else self.list_statuses(repo, sha)
         raise _not_found()
 
-    def list_commits(self, repo: _Repo) -> _Response:
+    def list_commits(self, repo: _Repo) -> Response:
         """GET /commits?sha=&path=: commits reachable from `sha` (default branch), newest first; with `path`,
         only those whose tree changes that path relative to their first parent."""
         start = repo.resolve(self.request.param("sha") or repo.default_branch)
@@ -1198,7 +1163,7 @@ class _Routes:
         page, links = self.paginate(found)
         return _json_response(200, [self.commit_json(repo, sha) for sha in page], links)
 
-    def commit_pulls(self, repo: _Repo, ref: str) -> _Response:
+    def commit_pulls(self, repo: _Repo, ref: str) -> Response:
         """GET /commits/{sha}/pulls: the pull requests that brought the commit (merged ones, or open ones
         whose head contains it)."""
         sha = repo.resolve(ref)
@@ -1505,7 +1470,7 @@ class _Routes:
 
     # -- git data ----------------------------------------------------------------------------------
 
-    def git_route(self, repo: _Repo, method: str, kind: str, rest: list[str]) -> _Response:
+    def git_route(self, repo: _Repo, method: str, kind: str, rest: list[str]) -> Response:
         name = "/".join(rest)
         if kind == "ref" and rest and method == "GET":
             ref = f"refs/{name}"
@@ -1567,7 +1532,7 @@ class _Routes:
             raise _not_found()
         return repo.objects[commit].tree  # type: ignore[union-attr]
 
-    def create_ref(self, repo: _Repo) -> _Response:
+    def create_ref(self, repo: _Repo) -> Response:
         body = self.json_object()
         ref = self.get_field(body, "ref", str)
         sha = self.get_field(body, "sha", str).lower()
@@ -1583,7 +1548,7 @@ class _Routes:
         payload = self.ref_json(repo, ref)
         return _json_response(201, payload, {"Location": payload["url"]})
 
-    def update_ref(self, repo: _Repo, ref: str) -> _Response:
+    def update_ref(self, repo: _Repo, ref: str) -> Response:
         body = self.json_object()
         sha = self.get_field(body, "sha", str).lower()
         force = self.get_field(body, "force", bool, required=False) or False
@@ -1596,15 +1561,15 @@ class _Routes:
         self.gh._set_ref(repo, ref, sha)
         return _json_response(200, self.ref_json(repo, ref))
 
-    def delete_ref(self, repo: _Repo, ref: str) -> _Response:
+    def delete_ref(self, repo: _Repo, ref: str) -> Response:
         if ref not in repo.refs:
             raise _ApiError(422, "Reference does not exist")
         if ref == f"refs/heads/{repo.default_branch}":
             raise _ApiError(422, "Cannot delete the default branch")
         self.gh._set_ref(repo, ref, None)
-        return _Response(204)
+        return Response(204)
 
-    def create_blob(self, repo: _Repo) -> _Response:
+    def create_blob(self, repo: _Repo) -> Response:
         body = self.json_object()
         content = self.get_field(body, "content", str)
         encoding = self.get_field(body, "encoding", str, required=False) or "utf-8"
@@ -1621,7 +1586,7 @@ class _Routes:
         url = f"{self.repo_api(repo)}/git/blobs/{sha}"
         return _json_response(201, {"sha": sha, "url": url}, {"Location": url})
 
-    def create_tree(self, repo: _Repo) -> _Response:
+    def create_tree(self, repo: _Repo) -> Response:
         body = self.json_object()
         entries = self.get_field(body, "tree", list)
         base_tree = self.get_field(body, "base_tree", str, required=False)
@@ -1692,7 +1657,7 @@ class _Routes:
         payload = self.tree_json(repo, sha, recursive=False)
         return _json_response(201, payload, {"Location": payload["url"]})
 
-    def create_commit(self, repo: _Repo) -> _Response:
+    def create_commit(self, repo: _Repo) -> Response:
         body = self.json_object()
         message = self.get_field(body, "message", str)
         tree = self.get_field(body, "tree", str).lower()
@@ -1727,7 +1692,7 @@ class _Routes:
 
     # -- contents ----------------------------------------------------------------------------------
 
-    def contents(self, repo: _Repo, path: str) -> _Response:
+    def contents(self, repo: _Repo, path: str) -> Response:
         ref = self.request.param("ref") or repo.default_branch
         sha = repo.resolve(ref) if repo.objects else None
         if sha is None:
@@ -1769,7 +1734,7 @@ class _Routes:
         data = repo.objects[entry.sha].data  # type: ignore[union-attr]
         accept = self.request.headers.get("accept", "")
         if re.search(r"application/vnd\.github(\.v3)?\.raw", accept):
-            return _Response(200, data, {"Content-Type": "application/vnd.github.raw; charset=utf-8"})
+            return Response(200, data, {"Content-Type": "application/vnd.github.raw; charset=utf-8"})
         inline = len(data) <= CONTENTS_INLINE_LIMIT
         return _json_response(
             200,
@@ -1788,7 +1753,7 @@ class _Routes:
             raise _not_found()
         return pr
 
-    def pulls_route(self, repo: _Repo, method: str, rest: list[str]) -> _Response:
+    def pulls_route(self, repo: _Repo, method: str, rest: list[str]) -> Response:
         if not rest:
             if method == "GET":
                 return self.list_pulls(repo)
@@ -1808,7 +1773,7 @@ class _Routes:
         if rest[1:] == ["merge"] and method == "GET":
             if not pr.merged:
                 raise _not_found()
-            return _Response(204)
+            return Response(204)
         if rest[1:] == ["merge"] and method == "PUT":
             body = self.json_object()
             merge_method = self.get_field(body, "merge_method", str, required=False) or "merge"
@@ -1830,7 +1795,7 @@ class _Routes:
             return _json_response(200, {"sha": sha, "merged": True, "message": "Pull Request successfully merged"})
         raise _not_found()
 
-    def list_pulls(self, repo: _Repo) -> _Response:
+    def list_pulls(self, repo: _Repo) -> Response:
         q = self.request
         state = q.param("state") or "open"
         pulls = [pr for pr in repo.pulls.values() if state == "all" or pr.state == state]
@@ -1855,7 +1820,7 @@ class _Routes:
             )
         return value
 
-    def create_pull(self, repo: _Repo) -> _Response:
+    def create_pull(self, repo: _Repo) -> Response:
         body = self.json_object()
         title = self.text_field(body, "title", MAX_TITLE_CHARS, required=True)
         head = self.get_field(body, "head", str)
@@ -1898,7 +1863,7 @@ class _Routes:
         payload = self.pull_json(repo, pr)
         return _json_response(201, payload, {"Location": payload["url"]})
 
-    def update_pull(self, repo: _Repo, pr: PullRequest) -> _Response:
+    def update_pull(self, repo: _Repo, pr: PullRequest) -> Response:
         body = self.json_object()
         title = self.text_field(body, "title", MAX_TITLE_CHARS)
         text = self.text_field(body, "body", MAX_BODY_CHARS) if "body" in body else pr.body
@@ -1972,7 +1937,7 @@ class _Routes:
 
     # -- issues, labels, comments ------------------------------------------------------------------
 
-    def issues_route(self, repo: _Repo, method: str, rest: list[str]) -> _Response:
+    def issues_route(self, repo: _Repo, method: str, rest: list[str]) -> Response:
         if len(rest) == 2 and rest[0] == "comments":
             comment = repo.comments.get(int(rest[1])) if rest[1].isdigit() else None
             if comment is None:
@@ -1985,7 +1950,7 @@ class _Routes:
                 return _json_response(200, self.comment_json(repo, comment))
             if method == "DELETE":
                 del repo.comments[comment.id]
-                return _Response(204)
+                return Response(204)
             raise _not_found()
         if not rest:
             raise _not_found()
@@ -2060,7 +2025,7 @@ class _Routes:
             result[label.name.lower()] = label.name
         return [result[k] for k in sorted(result)]
 
-    def labels_route(self, repo: _Repo, pr: PullRequest, method: str, rest: list[str]) -> _Response:
+    def labels_route(self, repo: _Repo, pr: PullRequest, method: str, rest: list[str]) -> Response:
         if rest:
             if method != "DELETE" or len(rest) != 1:
                 raise _not_found()
@@ -2077,7 +2042,7 @@ class _Routes:
         elif method == "DELETE":
             pr.labels = []
             pr.updated_at = self.gh._tick()
-            return _Response(204)
+            return Response(204)
         elif method != "GET":
             raise _not_found()
         labels = self.pr_labels(repo, pr)
@@ -2086,7 +2051,7 @@ class _Routes:
             return _json_response(200, page, links)
         return _json_response(200, labels)
 
-    def create_label(self, repo: _Repo) -> _Response:
+    def create_label(self, repo: _Repo) -> Response:
         body = self.json_object()
         name = self.get_field(body, "name", str)
         color = (self.get_field(body, "color", str, required=False) or "ededed").removeprefix("#")
@@ -2101,7 +2066,7 @@ class _Routes:
 
     # -- statuses ----------------------------------------------------------------------------------
 
-    def create_status(self, repo: _Repo, sha: str) -> _Response:
+    def create_status(self, repo: _Repo, sha: str) -> Response:
         body = self.json_object()
         state = self.get_field(body, "state", str)
         target_url = self.get_field(body, "target_url", str, required=False)
@@ -2129,12 +2094,12 @@ class _Routes:
         payload = self.status_json(repo, status)
         return _json_response(201, payload, {"Location": payload["url"]})
 
-    def list_statuses(self, repo: _Repo, sha: str) -> _Response:
+    def list_statuses(self, repo: _Repo, sha: str) -> Response:
         statuses = list(reversed(repo.statuses.get(sha, [])))
         page, links = self.paginate(statuses)
         return _json_response(200, [self.status_json(repo, s) for s in page], links)
 
-    def combined_status(self, repo: _Repo, sha: str) -> _Response:
+    def combined_status(self, repo: _Repo, sha: str) -> Response:
         latest: dict[str, Status] = {}
         for status in repo.statuses.get(sha, []):
             latest[status.context] = status
@@ -2220,18 +2185,9 @@ class _Handler(LoopbackHandler):
     do_HEAD = do_POST = do_PATCH = do_PUT = do_DELETE = do_GET
 
     def _serve(self) -> None:
-        arrived = time.monotonic()
-        request = _Request(**self.request_fields(), arrived=arrived, connection=self.connection_id)
+        request = self.read_request(arrived=time.monotonic(), connection=self.connection_id)
         response, drop = self.server.gh._handle(request)
         if drop:
             self.close_connection = True
-            return
-        self.send_response(response.status)
-        for name, value in response.headers.items():
-            self.send_header(name, value)
-        no_body = response.status in (204, 304) or 100 <= response.status < 200
-        if not no_body:
-            self.send_header("Content-Length", str(len(response.body)))
-        self.end_headers()
-        if self.command != "HEAD" and not no_body:
-            self.wfile.write(response.body)
+        else:
+            self.send(response)

@@ -69,7 +69,7 @@ from urllib.parse import parse_qs, urlencode
 
 from huggingface_hub import RepoCard, constants, hf_api
 from huggingface_hub.hf_api import ExpandDatasetProperty_T, ExpandModelProperty_T
-from loopback import LoopbackHandler, LoopbackServer, Served
+from loopback import LoopbackHandler, LoopbackServer, Request, Response, Served, json_response
 
 if TYPE_CHECKING:
     import pytest
@@ -451,13 +451,13 @@ class FakeHub(Served):
 
     # -- request handling (called from the server threads) -----------------------------------------
 
-    def _handle(self, request: _Request) -> tuple[_Response, int | None]:
+    def _handle(self, request: Request) -> tuple[Response, int | None]:
         """Answer one request; the second value is the byte count after which to drop the connection."""
         fault = self._take_fault(request.method, request.path)
         drop_after = None
         if fault is not None and fault.drop_after_bytes is None:
             headers = {"Retry-After": str(fault.retry_after)} if fault.retry_after is not None else {}
-            response = _json_response(fault.status, {"error": f"Injected HTTP {fault.status}"}, headers)
+            response = json_response(fault.status, {"error": f"Injected HTTP {fault.status}"}, headers)
         else:
             drop_after = fault.drop_after_bytes if fault is not None else None
             try:
@@ -466,7 +466,7 @@ class FakeHub(Served):
             except _HubError as error:
                 response = error.response()
             except Exception as error:  # a bug in the fake hub: show it to the test instead of hanging
-                response = _json_response(500, {"error": f"FakeHub internal error: {error!r}"})
+                response = json_response(500, {"error": f"FakeHub internal error: {error!r}"})
         with self._lock:
             self._requests.append(
                 RecordedRequest(request.method, request.path, request.query, request.headers, response.status)
@@ -479,44 +479,6 @@ class FakeHub(Served):
 # --------------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class _Request:
-    method: str
-    path: str
-    raw_path: str
-    segments: list[str]
-    query: dict[str, list[str]]
-    headers: dict[str, str]
-    body: bytes
-    base_url: str
-
-    def param(self, name: str) -> str | None:
-        values = self.query.get(name)
-        return values[-1] if values else None
-
-    def flag(self, name: str) -> bool:
-        return (self.param(name) or "").lower() in ("1", "true")
-
-    @property
-    def authenticated(self) -> bool:
-        return "authorization" in self.headers
-
-
-@dataclass(frozen=True)
-class _Response:
-    status: int
-    body: bytes = b""
-    headers: dict[str, str] = field(default_factory=dict)
-
-
-def _json_response(status: int, payload: Any, headers: Mapping[str, str] | None = None) -> _Response:
-    return _Response(
-        status,
-        json.dumps(payload).encode(),
-        {"Content-Type": "application/json; charset=utf-8", **(headers or {})},
-    )
-
-
 class _HubError(Exception):
     """An error answered the way the Hub does: `X-Error-Code` / `X-Error-Message` and {"error": ...}."""
 
@@ -527,21 +489,21 @@ class _HubError(Exception):
         self.status, self.message, self.code = status, message, code
         self.headers = dict(headers or {})
 
-    def response(self) -> _Response:
+    def response(self) -> Response:
         headers = {"X-Error-Message": self.message, **self.headers}
         if self.code is not None:
             headers["X-Error-Code"] = self.code
-        return _json_response(self.status, {"error": self.message}, headers)
+        return json_response(self.status, {"error": self.message}, headers)
 
 
 class _Routes:
     """Routing and payloads for one request. Runs with the hub lock held."""
 
-    def __init__(self, hub: FakeHub, request: _Request) -> None:
+    def __init__(self, hub: FakeHub, request: Request) -> None:
         self.hub = hub
         self.request = request
 
-    def dispatch(self) -> _Response:
+    def dispatch(self) -> Response:
         method, segs = self.request.method, self.request.segments
         if segs[:1] == ["api"] and len(segs) >= 2 and segs[1] in ("models", "datasets"):
             repo_type: RepoType = "model" if segs[1] == "models" else "dataset"
@@ -591,7 +553,7 @@ class _Routes:
 
     # -- /api/{models,datasets}/{repo_id}/... --------------------------------------------------------
 
-    def api_repo_route(self, repo_type: RepoType, segs: list[str]) -> _Response:
+    def api_repo_route(self, repo_type: RepoType, segs: list[str]) -> Response:
         repo, rest = self.find_repo(repo_type, segs)
         method = self.request.method
         if not rest and method == "GET":
@@ -606,14 +568,14 @@ class _Routes:
             return self.safetensors_metadata(repo, "/".join(rest[1:]))
         raise _HubError(404, "Not Found")
 
-    def repo_info(self, repo: Repo, commit: Commit) -> _Response:
+    def repo_info(self, repo: Repo, commit: Commit) -> Response:
         """model_info / dataset_info. `blobs=true` adds size, blobId and lfs to siblings; `expand`
         restricts the answer to the listed properties."""
         expand = self.expand_param(repo.repo_type)
         info = _info(repo, commit, blobs=self.request.flag("blobs"))
         if expand:
             info = {key: value for key, value in info.items() if key in ("_id", "id", *expand)}
-        return _json_response(200, info)
+        return json_response(200, info)
 
     def expand_param(self, repo_type: RepoType) -> list[str]:
         expand = self.request.query.get("expand", []) + self.request.query.get("expand[]", [])
@@ -622,7 +584,7 @@ class _Routes:
             raise _HubError(400, f"Invalid expand properties: {', '.join(unknown)}")
         return expand
 
-    def list_repos(self, repo_type: RepoType) -> _Response:
+    def list_repos(self, repo_type: RepoType) -> Response:
         """list_models / list_datasets: filters, descending sort, cursor pagination via a Link header."""
         q = self.request
         repos = [r for r in self.hub._repos.values() if r.repo_type == repo_type and not r.private and not r.disabled]
@@ -659,7 +621,7 @@ class _Routes:
         for repo in page:
             info = _info(repo, repo.head, blobs=False)
             items.append({key: info[key] for key in fields if key in info})
-        return _json_response(200, items, link)
+        return json_response(200, items, link)
 
     def paginate(self, items: list[Any], page_size: int) -> tuple[list[Any], dict[str, str]]:
         """One page from the `cursor` query parameter, plus the `Link: <...>; rel="next"` header."""
@@ -671,7 +633,7 @@ class _Routes:
         next_url = f"{self.request.base_url}{self.request.raw_path}?{urlencode([*query, ('cursor', end)])}"
         return items[start:end], {"Link": f'<{next_url}>; rel="next"'}
 
-    def tree(self, repo: Repo, commit: Commit, path: str) -> _Response:
+    def tree(self, repo: Repo, commit: Commit, path: str) -> Response:
         """list_repo_tree: the entries under `path` (direct children, or all with `recursive=true`);
         `expand=true` adds lastCommit. Paginated like the list routes."""
         files, folders = commit.files, _folders(commit)
@@ -683,9 +645,9 @@ class _Routes:
             paths = [p for p in paths if "/" not in p[len(prefix) :]]
         expand = self.request.flag("expand")
         page, link = self.paginate(paths, self.hub.page_size)
-        return _json_response(200, [_tree_entry(repo, commit, p, expand) for p in page], link)
+        return json_response(200, [_tree_entry(repo, commit, p, expand) for p in page], link)
 
-    def paths_info(self, repo: Repo, commit: Commit) -> _Response:
+    def paths_info(self, repo: Repo, commit: Commit) -> Response:
         """get_paths_info: form body `paths=...&paths=...&expand=...` (JSON accepted too); paths
         that do not exist are left out, like on the Hub."""
         body = self.request.body.decode()
@@ -697,9 +659,9 @@ class _Routes:
             paths, expand = form.get("paths", []), (form.get("expand", [""])[-1].lower() in ("1", "true"))
         known = set(commit.files) | _folders(commit)
         entries = [_tree_entry(repo, commit, p.strip("/"), expand) for p in paths if p.strip("/") in known]
-        return _json_response(200, entries)
+        return json_response(200, entries)
 
-    def safetensors_metadata(self, repo: Repo, index_path: str) -> _Response:
+    def safetensors_metadata(self, repo: Repo, index_path: str) -> Response:
         """get_sharded_safetensors_metadata: the index (less weight_map) and every shard's header, on main."""
         self.check_gate(repo)
         files = repo.head.files
@@ -711,11 +673,11 @@ class _Routes:
         headers = {
             shard: _safetensors_header(files[f"{folder}/{shard}" if folder else shard].content) for shard in shards
         }
-        return _json_response(200, {"index": {k: v for k, v in index.items() if k != "weight_map"}, "headers": headers})
+        return json_response(200, {"index": {k: v for k, v in index.items() if k != "weight_map"}, "headers": headers})
 
     # -- /[datasets/]{repo_id}/resolve/{revision}/{path} --------------------------------------------
 
-    def resolve(self, repo_type: RepoType, segs: list[str]) -> _Response:
+    def resolve(self, repo_type: RepoType, segs: list[str]) -> Response:
         """A file's bytes (GET) or headers (HEAD), with the headers hf_hub_download relies on:
         X-Repo-Commit, ETag, X-Linked-Etag / X-Linked-Size (LFS files), Content-Length, and Range
         support (206 + Content-Range, 416 when unsatisfiable)."""
@@ -738,12 +700,12 @@ class _Routes:
             headers |= {"X-Linked-Etag": f'"{blob.sha256}"', "X-Linked-Size": str(blob.size)}
         byte_range = _parse_range(self.request.headers.get("range"), blob.size)
         if byte_range is None:
-            return _Response(200, blob.content, headers)
+            return Response(200, blob.content, headers)
         if byte_range == "unsatisfiable":
-            return _Response(416, b"", {**headers, "Content-Range": f"bytes */{blob.size}"})
+            return Response(416, b"", {**headers, "Content-Range": f"bytes */{blob.size}"})
         start, end = byte_range
         headers["Content-Range"] = f"bytes {start}-{end}/{blob.size}"
-        return _Response(206, blob.content[start : end + 1], headers)
+        return Response(206, blob.content[start : end + 1], headers)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -941,21 +903,7 @@ class _Handler(LoopbackHandler):
         self._serve()
 
     def _serve(self) -> None:
-        request = _Request(**self.request_fields())
-        response, drop_after = self.server.hub._handle(request)
-        self.send_response(response.status)
-        for name, value in response.headers.items():
-            self.send_header(name, value)
-        self.send_header("Content-Length", str(len(response.body)))
-        self.end_headers()
-        if self.command == "HEAD":
-            return
-        if drop_after is None:
-            self.wfile.write(response.body)
-        else:
-            self.wfile.write(response.body[:drop_after])
-            self.wfile.flush()
-            self.close_connection = True
+        self.send(*self.server.hub._handle(self.read_request()))
 
 
 # --------------------------------------------------------------------------------------------------

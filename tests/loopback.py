@@ -2,14 +2,18 @@
 
 `LoopbackServer` tracks kept-alive connections so that stopping closes them (their handler threads end
 with the server); `LoopbackHandler` reads a whole request body (Content-Length or chunked), so a
-connection stays in step, and keeps quiet; `Served` is the lifecycle: start, stop, `with`, `.url`.
+connection stays in step, hands the stand-in a `Request`, writes its `Response`, and keeps quiet;
+`Served` is the lifecycle: start, stop, `with`, `.url`.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import socket
 import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any, TypeVar
@@ -46,6 +50,59 @@ class LoopbackServer(ThreadingHTTPServer):
                 connection.shutdown(socket.SHUT_RDWR)
 
 
+@dataclass(frozen=True)
+class Request:
+    method: str
+    path: str
+    """Decoded; `raw_path` is as sent."""
+    raw_path: str
+    segments: list[str]
+    query: dict[str, list[str]]
+    headers: dict[str, str]
+    """Names lower-cased."""
+    body: bytes
+    base_url: str
+    arrived: float = 0.0
+    """`time.monotonic()` when it arrived, where a stand-in needs it (fakegithub's rate limits)."""
+    connection: int = 0
+    """A number per TCP connection, where a stand-in counts them (fakegithub)."""
+
+    def param(self, name: str) -> str | None:
+        values = self.query.get(name)
+        return values[-1] if values else None
+
+    def flag(self, name: str) -> bool:
+        return (self.param(name) or "").lower() in ("1", "true")
+
+    @property
+    def authenticated(self) -> bool:
+        return "authorization" in self.headers
+
+    def parsed_json(self) -> Any:
+        """The body as JSON; None if there is none or it is not JSON."""
+        try:
+            return json.loads(self.body) if self.body else None
+        except ValueError:
+            return None
+
+
+@dataclass(frozen=True)
+class Response:
+    status: int
+    body: bytes = b""
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+def json_response(
+    status: int, payload: Any, headers: Mapping[str, str] | None = None, indent: int | None = None
+) -> Response:
+    return Response(
+        status,
+        json.dumps(payload, indent=indent).encode(),
+        {"Content-Type": "application/json; charset=utf-8", **(headers or {})},
+    )
+
+
 class LoopbackHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     disable_nagle_algorithm = True  # headers and body go out in two writes: no 40 ms delayed-ACK stall
@@ -65,20 +122,38 @@ class LoopbackHandler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         return self.rfile.read(length) if length else b""
 
-    def request_fields(self) -> dict[str, Any]:
-        """What both stand-ins record of a request: the path decoded and split, query, headers, body."""
+    def read_request(self, **extra: Any) -> Request:
+        """The request as the stand-ins see it: the path decoded and split, query, headers, body."""
         split = urlsplit(self.path)
         host, port = self.server.server_address[:2]
-        return {
-            "method": self.command,
-            "path": unquote(split.path),
-            "raw_path": split.path,
-            "segments": [unquote(s) for s in split.path.split("/")[1:]],
-            "query": parse_qs(split.query, keep_blank_values=True),
-            "headers": {name.lower(): value for name, value in self.headers.items()},
-            "body": self.read_body(),
-            "base_url": f"http://{host}:{port}",
-        }
+        return Request(
+            method=self.command,
+            path=unquote(split.path),
+            raw_path=split.path,
+            segments=[unquote(s) for s in split.path.split("/")[1:]],
+            query=parse_qs(split.query, keep_blank_values=True),
+            headers={name.lower(): value for name, value in self.headers.items()},
+            body=self.read_body(),
+            base_url=f"http://{host}:{port}",
+            **extra,
+        )
+
+    def send(self, response: Response, drop_after: int | None = None) -> None:
+        """Write the answer (no body for HEAD, 1xx, 204, 304); with `drop_after`, only that many bytes of
+        the body, then close the connection, as a download broken midway."""
+        self.send_response(response.status)
+        for name, value in response.headers.items():
+            self.send_header(name, value)
+        no_body = response.status in (204, 304) or 100 <= response.status < 200
+        if not no_body:
+            self.send_header("Content-Length", str(len(response.body)))
+        self.end_headers()
+        if self.command == "HEAD" or no_body:
+            return
+        self.wfile.write(response.body[:drop_after])
+        if drop_after is not None:
+            self.wfile.flush()
+            self.close_connection = True
 
     def log_message(self, format: str, *args: Any) -> None:
         """Silence the per-request log on stderr."""
