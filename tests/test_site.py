@@ -188,6 +188,9 @@ def test_the_home_table_and_its_views(site):
     demo = html[html.index('href="/sub/models/demo/tiny-llama/"') :].split("</tr>")[0]
     assert "L1 [7, 33]" in demo
     assert int(re.search(r"×([\d,]+)<", demo).group(1).replace(",", "")) > 100  # the ablation's damage
+    phi3 = html[html.index('href="/sub/models/microsoft/Phi-3-mini-4k-instruct/"') :].split("</tr>")[0]
+    coords = re.findall(r'<span class="coord">([^<]+)</span>', phi3)  # each kept on one line
+    assert coords == ["L2 [525, 808]", "L2 [1693, 808]", "L2 [1113, 808]", "+3 more"]
     confirmed = read(site, "verdict/confirmed/index.html")
     assert re.findall(r'<tr data-verdict="([a-z_]+)">', confirmed) == ["confirmed", "confirmed"]
     assert '<form class="filters" id="filters" hidden>' in html  # shown by the script only
@@ -241,8 +244,11 @@ def browser_path() -> str | None:
 
 @pytest.fixture(scope="module")
 def served(site, tmp_path_factory):
+    yield from serve(site, tmp_path_factory.mktemp("www"))
+
+
+def serve(site: Path, root: Path):
     """The site served over HTTP from 127.0.0.1 under /sub/, as GitHub Pages serves a project site."""
-    root = tmp_path_factory.mktemp("www")
     (root / "sub").symlink_to(site)
     handler = functools.partial(Quiet, directory=str(root))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
@@ -288,8 +294,9 @@ def test_home_loads_without_console_errors_and_filters(page, served):
     page.goto(served)
     page.screenshot(path=str(ARTIFACTS / "home.png"), full_page=True)
     assert page.errors == []
-    visible = "#models tbody tr:not([hidden])"
+    visible = "#models tbody tr"
     assert page.locator(visible).count() == 13
+    assert not page.locator("button.more").is_visible()  # every row fits on the first page
     page.fill("#filter-text", "llama-7b")
     expect(page.locator(visible)).to_have_count(1)  # (no wait_for_function: the CSP forbids eval, rightly)
     assert page.locator(visible).first.locator("td").first.inner_text() == "huggyllama/llama-7b"
@@ -306,6 +313,50 @@ def test_home_loads_without_console_errors_and_filters(page, served):
     assert page.locator("#models tbody tr td:first-child").all_inner_texts() == sorted(
         firsts, key=str.lower, reverse=True
     )
+    assert page.errors == []
+
+
+@pytest.fixture(scope="module")
+def long_site(tmp_path_factory) -> Path:
+    """300 models: more than the script puts in the table at once."""
+    work = tmp_path_factory.mktemp("long")
+    weight = [SuperWeight(2, 3968, 7003, shape=(4096, 11008), module="model.layers.2.mlp.down_proj")]
+    for i in range(300):
+        record = ReportedRecord(
+            revision=None,
+            date="2026-11-20",
+            citation="A paper",
+            architecture="LlamaForCausalLM",
+            num_layers=32,
+            super_weights=weight,
+        )
+        append_record(f"org/model-{i}", record, root=work / "index")
+    return build_site(work / "_site", base_url=BASE_URL, index_root=work / "index", queue_file=None).out
+
+
+@pytest.fixture(scope="module")
+def long_served(long_site, tmp_path_factory):
+    yield from serve(long_site, tmp_path_factory.mktemp("www-long"))
+
+
+def test_a_long_table_shows_a_page_of_matches_until_asked_for_all(page, long_served):
+    page.goto(long_served)
+    rows, more = page.locator("#models tbody tr"), page.locator("button.more")
+    assert rows.count() == 250
+    expect(page.locator("#filter-count")).to_have_text("300 models")
+    expect(more).to_have_text("Show all 300 models")
+    page.fill("#filter-text", "model-25")  # model-25 and model-250 to model-259
+    expect(rows).to_have_count(11)
+    expect(more).to_be_hidden()
+    page.fill("#filter-text", "")
+    expect(rows).to_have_count(250)
+    page.click("#models thead th:nth-child(1) button")
+    assert rows.first.locator("td").first.inner_text() == "org/model-0"  # sorted over all 300, not the page
+    more.click()
+    expect(rows).to_have_count(300)
+    expect(more).to_be_hidden()
+    firsts = rows.locator("td:first-child").all_inner_texts()
+    assert firsts == sorted(firsts) and len(set(firsts)) == 300
     assert page.errors == []
 
 

@@ -35,15 +35,16 @@ def read_snippet(w: SuperWeight) -> str | None:
     return None
 
 
-def coordinates(weights: list[SuperWeight], limit: int = 3) -> str:
-    """`L2 [3968, 7003]`, `L1 e3 [7, 33]`...: the table cell for a record's weights."""
+def coordinates(weights: list[SuperWeight], limit: int = 3) -> list[str]:
+    """`L2 [3968, 7003]`, `L1 e3 [7, 33]`...: the table cell's items for a record's weights (each kept on
+    one line by the template), the first `limit` of them, then how many more."""
     if not weights:
-        return "none"
+        return ["none"]
     shown = [
         f"L{w.layer}" + (f" e{w.expert}" if w.expert is not None else "") + f" [{w.row}, {w.col}]"
         for w in weights[:limit]
     ]
-    return ", ".join(shown) + (f" +{len(weights) - limit}" if len(weights) > limit else "")
+    return shown + ([f"+{len(weights) - limit} more"] if len(weights) > limit else [])
 
 
 def size(parameters: int | None) -> str:
@@ -69,7 +70,7 @@ class Row:
     architecture: str
     parameters: int | None
     size: str
-    coordinates: str
+    coordinates: list[str]
     count: int
     verdict: str
     """confirmed, not_confirmed, none_found, reported or same_weights."""

@@ -1,43 +1,49 @@
 // Sorting and filtering for the models table: an enhancement, the page works without it.
+// With thousands of rows, what costs is the browser laying out every row (seconds), not the matching
+// (milliseconds). So the script keeps the rows in memory and puts only the first PAGE matches in the
+// table, with a button for the rest: filtering and sorting stay instant at 10,000 rows.
 (function () {
   "use strict";
+  const PAGE = 250;
   const table = document.getElementById("models");
   const form = document.getElementById("filters");
   if (!table || !form) return;
   const body = table.tBodies[0];
   const rows = Array.from(body.rows);
   const texts = rows.map((row) => row.textContent.toLowerCase());
+  const verdicts = rows.map((row) => row.dataset.verdict);
   const text = document.getElementById("filter-text");
   const verdict = document.getElementById("filter-verdict");
   const count = document.getElementById("filter-count");
-  form.hidden = false;
-  form.addEventListener("submit", (event) => event.preventDefault());
+  const more = document.createElement("button");
+  more.type = "button";
+  more.className = "more";
+  table.after(more);
 
-  const verdicts = rows.map((row) => row.dataset.verdict);
+  let order = rows.map((_, i) => i); // the sort order, as indexes into rows
+  let limit = PAGE;
 
-  // Change the rows while the body is out of the document: one layout afterwards, not one per row.
-  function detached(change) {
-    const parent = body.parentNode;
-    const next = body.nextSibling;
-    parent.removeChild(body);
-    change();
-    parent.insertBefore(body, next);
-  }
-
-  function filter() {
+  function render() {
     const needle = text.value.trim().toLowerCase();
     const wanted = verdict.value;
-    let shown = 0;
-    detached(() => rows.forEach((row, i) => {
-      const visible = (!needle || texts[i].includes(needle)) && (!wanted || verdicts[i] === wanted);
-      if (row.hidden === visible) row.hidden = !visible; // touch only the rows that change
-      if (visible) shown++;
-    }));
-    count.value = shown + (shown === 1 ? " model" : " models");
+    const matches = order.filter((i) => (!needle || texts[i].includes(needle)) && (!wanted || verdicts[i] === wanted));
+    const fragment = document.createDocumentFragment();
+    matches.slice(0, limit).forEach((i) => fragment.appendChild(rows[i]));
+    body.replaceChildren(fragment);
+    const n = matches.length.toLocaleString("en-US");
+    count.value = n + (matches.length === 1 ? " model" : " models");
+    more.hidden = matches.length <= limit;
+    more.textContent = "Show all " + n + " models";
+  }
+  function filter() {
+    limit = PAGE;
+    render();
   }
   let pending = 0;
   text.addEventListener("input", () => { clearTimeout(pending); pending = setTimeout(filter, 80); });
   verdict.addEventListener("change", filter);
+  form.addEventListener("submit", (event) => event.preventDefault());
+  more.addEventListener("click", () => { limit = Infinity; render(); });
 
   const headers = Array.from(table.tHead.rows[0].cells);
   headers.forEach((th, column) => {
@@ -59,8 +65,13 @@
     const ascending = th.getAttribute("aria-sort") !== "ascending";
     headers.forEach((h) => h.removeAttribute("aria-sort"));
     th.setAttribute("aria-sort", ascending ? "ascending" : "descending");
-    const keyed = rows.map((row, i) => [key(row, column, numeric), i]);
-    keyed.sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : a[1] - b[1]) * (ascending ? 1 : -1));
-    detached(() => keyed.forEach(([, i]) => body.appendChild(rows[i])));
+    const keys = rows.map((row) => key(row, column, numeric));
+    // Ties keep the page's order (newest first) whichever the direction.
+    order = rows.map((_, i) => i);
+    order.sort((a, b) => (keys[a] < keys[b] ? -1 : keys[a] > keys[b] ? 1 : 0) * (ascending ? 1 : -1) || a - b);
+    render();
   }
+
+  form.hidden = false;
+  render();
 })();
