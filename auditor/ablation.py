@@ -28,14 +28,18 @@ from .verdict import judge
 
 @torch.inference_mode()
 def perplexity(model, windows: torch.Tensor, *, desc: str = "perplexity", progress: bool = True) -> float:
-    """exp(mean next-token negative log-likelihood) over all windows."""
+    """exp(mean next-token negative log-likelihood) over all windows.
+
+    The loss is taken from the logits, not the model's `.loss`, which for MoE models whose config asks for
+    router logits also holds the router's auxiliary loss (and zeroing a weight changes the routing).
+    """
     device = next(model.parameters()).device
     total, count = 0.0, 0
     for window in tqdm(windows, desc=desc, unit="window", disable=not progress, leave=False):
-        ids = window[None].to(device)
-        loss = model(input_ids=ids, labels=ids, use_cache=False).loss
-        total += float(loss) * (ids.shape[1] - 1)
-        count += ids.shape[1] - 1
+        ids = window.to(device)
+        logits = model(input_ids=ids[None], use_cache=False).logits[0, :-1]
+        total += float(torch.nn.functional.cross_entropy(logits.float(), ids[1:], reduction="sum"))
+        count += ids.shape[0] - 1
     nll = total / count
     return math.exp(nll) if nll < 700 else math.inf
 

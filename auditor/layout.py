@@ -101,6 +101,10 @@ def make(layer: int, name: str, module: nn.Module) -> DownProjection | None:
     kind = classify(module)
     if kind is None:
         return None
+    weight = module.down_proj if kind == "experts" else module.weight
+    if not weight.is_floating_point() or weight.element_size() < 2:
+        # Quantized storage (fp8 codes with block scales, int8...): the stored numbers are not the weights.
+        raise UnsupportedModelError(f"{name} stores its weight as {weight.dtype}: quantized weights cannot be audited")
     experts = int(module.down_proj.shape[0]) if kind == "experts" else None
     return DownProjection(layer, name, module, kind, experts)
 

@@ -1,7 +1,9 @@
 """Load a checked `Checkpoint` into a transformers causal LM and its tokenizer.
 
 Never runs checkpoint code: `trust_remote_code=False`, safetensors only (`use_safetensors=True`), and GGUF
-files go through transformers' own dequantizing reader.
+files go through transformers' own dequantizing reader. Every weight the model class expects must come from
+the checkpoint: a weight left at its random initialisation (a repo whose `auto_map` code differs from
+transformers' class of the same type, say) would make the audit meaningless.
 """
 
 from __future__ import annotations
@@ -80,17 +82,18 @@ def load(checkpoint: Checkpoint, *, device: str = "auto", dtype: str = "auto") -
             config=config,
             dtype=torch_dtype,
             device_map=str(dev) if dev.type == "cuda" else None,
+            output_loading_info=True,
             **({} if checkpoint.gguf_file else {"use_safetensors": True}),
             **kwargs,
         )
         # The attention kernel is ours to choose, not the checkpoint's config (which may name a kernel to
         # download, or one that is not installed): SDPA, or eager for models that do not support it.
         try:
-            model = load(attn_implementation="sdpa")
+            model, loading = load(attn_implementation="sdpa")
         except ValueError as e:
             if "attn" not in str(e).lower() and "attention" not in str(e).lower():
                 raise
-            model = load(attn_implementation="eager")
+            model, loading = load(attn_implementation="eager")
     except torch.OutOfMemoryError:
         raise OutOfMemoryError(f"{checkpoint.model} does not fit in {dev} memory at {torch_dtype}") from None
     except ImportError as e:
@@ -99,6 +102,12 @@ def load(checkpoint: Checkpoint, *, device: str = "auto", dtype: str = "auto") -
     except (OSError, ValueError, KeyError, RuntimeError, TypeError) as e:
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
         raise CorruptCheckpointError(f"could not load {checkpoint.model}: {first}") from None
+    absent = sorted(loading["missing_keys"]) + sorted(key for key, *_ in loading["mismatched_keys"])
+    if absent:
+        raise CorruptCheckpointError(
+            f"{checkpoint.model}: {len(absent)} weight(s) of {type(model).__name__} are missing from the checkpoint "
+            f"or shaped differently ({', '.join(absent[:3])}): they would stay random, so nothing can be audited"
+        )
     model.eval().requires_grad_(False)
     if dev.type == "cpu":
         model.to(dev)

@@ -6,7 +6,9 @@ quantizer) can import them cheaply. `to_dict()` gives the JSON shape that `super
 Coordinates follow the paper: `layer` is 0-based, `row` the output (hidden) channel and `col` the input
 (intermediate) channel, so the weight is `down_proj.weight[row, col]` for an `nn.Linear`. Where the
 stored tensor is laid out differently (GPT-2's Conv1D keeps [in, out]; fused experts keep [expert, out, in])
-`tensor` and `index` say exactly where the scalar lives.
+`tensor` and `index` say exactly where the scalar lives in the loaded model. These are transformers' names
+(version 5): a mixture-of-experts checkpoint file may store each expert separately under older names
+(Mixtral's `block_sparse_moe.experts.2.w2.weight`), in the same [out, in] orientation.
 """
 
 from __future__ import annotations
@@ -113,7 +115,8 @@ class SuperWeight:
     module: str | None = None
     """The down projection's module name in the loaded model, e.g. `model.layers.2.mlp.down_proj`."""
     tensor: str | None = None
-    """The parameter holding the scalar, a key of `model.state_dict()`."""
+    """The parameter holding the scalar, a key of the loaded model's `state_dict()` (for fused experts, not
+    necessarily a key of the checkpoint's files: see the module docstring)."""
     index: tuple[int, ...] | None = None
     """The scalar's index into `tensor` as stored ([row, col], [col, row] for Conv1D, [expert, row, col])."""
     value: float | None = None

@@ -5,8 +5,17 @@ audit needs, checked for safety before anything is loaded. Nothing here imports 
 file names and JSON only, so a hostile repository is refused before a byte of its weights is parsed:
 
 - weights must be safetensors (or GGUF); pickle-only checkpoints (`*.bin`, `*.pt`, `*.pth`) are refused;
-- a config that names code to run (`auto_map`) or a model type transformers does not know is refused;
+- a model type transformers does not know (whose code would have to come from the repository) is refused.
+  An `auto_map` beside a model type it knows (Phi-3 and Falcon repos keep one from before transformers
+  had them) is passed over: transformers' own class is loaded, never the repository's code, and
+  `auditor.loading` then insists that every weight of the checkpoint found its place;
+- pre-quantized checkpoints (`quantization_config`: GPTQ, AWQ, bitsandbytes, FP8...) are refused: their
+  stored numbers are not the weights;
 - the model type must be a causal language model.
+
+Only the weight files transformers reads are fetched: the shards `model.safetensors.index.json` lists, or
+`model.safetensors` (some repos also ship the same weights in another layout, e.g. Mistral's
+`consolidated.safetensors`).
 """
 
 from __future__ import annotations
@@ -38,12 +47,12 @@ log = logging.getLogger(__name__)
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]{0,95}/[A-Za-z0-9][\w.-]{0,95}$|^[A-Za-z0-9][\w.-]{0,95}$")
 SHA = re.compile(r"^[0-9a-f]{40}$")
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
-# What an audit reads from a repo: config, safetensors weights and tokenizer files; nothing executable.
+# What an audit reads from a repo besides the weights: config and tokenizer files; nothing executable.
 AUDIT_FILES = re.compile(
-    r"^(config\.json|generation_config\.json|[^/]+\.safetensors|[^/]+\.safetensors\.index\.json"
-    r"|tokenizer\.json|tokenizer_config\.json|tokenizer\.model|special_tokens_map\.json"
-    r"|vocab\.json|merges\.txt|added_tokens\.json|chat_template\.jinja)$"
+    r"^(config\.json|generation_config\.json|tokenizer\.json|tokenizer_config\.json|tokenizer\.model"
+    r"|special_tokens_map\.json|vocab\.json|merges\.txt|added_tokens\.json|chat_template\.jinja)$"
 )
+SINGLE_FILE, SHARD_INDEX = "model.safetensors", "model.safetensors.index.json"  # what transformers looks for
 MAX_HEADER_BYTES = 100_000_000  # safetensors' own limit on a header
 
 
@@ -85,7 +94,7 @@ def resolve(model: str, *, revision: str | None = None, cache_dir: str | Path | 
         return Checkpoint(model, "gguf", path.parent.resolve(), gguf_file=path.name)
     if path.is_dir():
         config = check_checkpoint_dir(path)
-        return Checkpoint(model, "local", path.resolve(), config=config, weight_files=weight_files(path))
+        return Checkpoint(model, "local", path.resolve(), config=config, weight_files=loaded_weights(path))
     if model.endswith(".gguf") or not HUB_ID.match(model):
         raise ModelNotFoundError(f"{model}: no such file or directory")
     if revision is not None and not revision.strip():
@@ -102,16 +111,32 @@ def check_checkpoint_dir(path: Path) -> dict[str, Any]:
     check_weight_names(names, str(path))
     config = read_config(path / "config.json")
     check_config(config, str(path))
-    for name in weight_files(path):
+    for name in loaded_weights(path):
         check_safetensors_header(path / name)
-    check_shard_index(path)
     if not {"tokenizer.json", "tokenizer.model", "vocab.json"} & set(names):
         raise NotACheckpointError(f"{path} has no tokenizer (tokenizer.json, tokenizer.model or vocab.json)")
     return config
 
 
-def weight_files(path: Path) -> tuple[str, ...]:
-    return tuple(sorted(p.name for p in path.glob("*.safetensors")))
+def weights_to_load(names: list[str], read_index: Callable[[], dict[str, Any]], where: str) -> tuple[str, ...]:
+    """The safetensors files transformers loads from a folder or repo holding `names`: the shards its
+    index lists, else `model.safetensors`. `read_index` reads the index, when there is one."""
+    if SHARD_INDEX in names:
+        shards = (read_index().get("weight_map") or {}).values()
+        if not shards or not all(isinstance(s, str) and "/" not in s and s.endswith(".safetensors") for s in shards):
+            raise CorruptCheckpointError(f"{where}: {SHARD_INDEX} lists no shards, or odd ones")
+        missing = sorted(set(shards) - set(names))
+        if missing:
+            raise CorruptCheckpointError(f"{where}: shard index lists missing files: {', '.join(missing[:3])}")
+        return tuple(sorted(set(shards)))
+    if SINGLE_FILE in names:
+        return (SINGLE_FILE,)
+    raise NotACheckpointError(f"{where} has neither {SINGLE_FILE} nor {SHARD_INDEX}, which transformers loads")
+
+
+def loaded_weights(path: Path) -> tuple[str, ...]:
+    names = [p.name for p in path.iterdir()]
+    return weights_to_load(names, lambda: read_config(path / SHARD_INDEX), str(path))
 
 
 def check_weight_names(names: list[str], where: str) -> None:
@@ -142,16 +167,18 @@ def check_config(config: dict[str, Any], where: str) -> None:
     from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
     from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
-    if "auto_map" in config:
-        raise RemoteCodeError(
-            f"{where} needs trust_remote_code (its config has auto_map); the auditor never runs model code"
-        )
     model_type = config.get("model_type")
     if not isinstance(model_type, str) or not model_type:
         raise NotACheckpointError(f"{where}: config.json has no model_type")
     if model_type not in CONFIG_MAPPING_NAMES:
         raise RemoteCodeError(
-            f"{where}: model_type {model_type!r} is unknown to this transformers and would need remote code"
+            f"{where}: model_type {model_type!r} is unknown to this transformers: it would need the code of its "
+            "repository (trust_remote_code), which the auditor never runs"
+        )
+    if config.get("quantization_config"):
+        method = (config["quantization_config"] or {}).get("quant_method", "quantized")
+        raise UnsupportedModelError(
+            f"{where} is pre-quantized ({method}): its stored numbers are not the weights; audit the original"
         )
     # Encoders such as BERT have a causal-LM class too, so trust the checkpoint's own architectures first.
     architectures = config.get("architectures") or []
@@ -184,17 +211,6 @@ def check_safetensors_header(path: Path) -> None:
             raise ValueError(f"tensor data needs {8 + n + end} bytes but the file has {size}")
     except (OSError, ValueError, KeyError, TypeError, IndexError, struct.error) as e:
         raise CorruptCheckpointError(f"{path.name} is not a valid safetensors file: {e}") from None
-
-
-def check_shard_index(path: Path) -> None:
-    index = path / "model.safetensors.index.json"
-    if not index.exists():
-        return
-    data = read_config(index)
-    shards = set((data.get("weight_map") or {}).values())
-    missing = sorted(s for s in shards if not (path / s).exists())
-    if missing:
-        raise CorruptCheckpointError(f"{path}: shard index lists missing files: {', '.join(missing[:3])}")
 
 
 def check_gguf(path: Path) -> None:
@@ -276,7 +292,16 @@ def fetch_from_hub(repo_id: str, *, revision: str | None, cache_dir: str | Path 
             what=f"{repo_id}/config.json",
         )
         check_config(read_config(Path(config_path)), repo_id)
-        wanted = [n for n in top_level if AUDIT_FILES.match(n)]
+
+        def read_index() -> dict[str, Any]:
+            index = with_retries(
+                lambda: hf_hub_download(repo_id, SHARD_INDEX, revision=sha, cache_dir=cache_dir),
+                what=f"{repo_id}/{SHARD_INDEX}",
+            )
+            return read_config(Path(index))
+
+        weights = weights_to_load(top_level, read_index, repo_id)
+        wanted = [n for n in top_level if AUDIT_FILES.match(n) or n == SHARD_INDEX] + list(weights)
         folder = with_retries(
             lambda: snapshot_download(repo_id, revision=sha, allow_patterns=wanted, cache_dir=cache_dir),
             what=repo_id,
@@ -285,9 +310,9 @@ def fetch_from_hub(repo_id: str, *, revision: str | None, cache_dir: str | Path 
         raise hub_error(e, repo_id, revision) from None
     path = Path(folder)
     config = check_checkpoint_dir(path)
-    hashes = {s.rfilename: s.lfs.sha256 for s in siblings if s.rfilename.endswith(".safetensors") and s.lfs}
+    hashes = {s.rfilename: s.lfs.sha256 for s in siblings if s.rfilename in weights and s.lfs}
     return Checkpoint(
-        repo_id, "hub", path, revision=sha, config=config, weight_files=weight_files(path), weights_sha256=hashes
+        repo_id, "hub", path, revision=sha, config=config, weight_files=loaded_weights(path), weights_sha256=hashes
     )
 
 
@@ -302,7 +327,7 @@ def from_hub_cache(repo_id: str, *, revision: str | None, cache_dir: str | Path 
         at = f" at {revision}" if revision else ""
         raise HubError(f"{repo_id}{at}: no such local path, and not in the Hub cache (HF_HUB_OFFLINE is set)") from None
     config = check_checkpoint_dir(folder)
-    files = weight_files(folder)
+    files = loaded_weights(folder)
     return Checkpoint(
         repo_id,
         "hub",

@@ -1,10 +1,13 @@
 """YAML that cannot hurt: a strict reader for untrusted files and a canonical writer.
 
-The reader (`load`) accepts plain data only. Before libyaml sees a byte it bounds the file's size, its flow
-nesting and its indentation (libyaml recurses in C and crashes the process on deep nesting). After
-composing, it refuses aliases (a "billion laughs" bomb is a handful of nodes shared many times over), any tag
-but the plain JSON-like ones (so no `!!python/object`, no `!!binary`, and no unquoted timestamps turning into
-dates), duplicate keys (PyYAML would keep the last one silently), and documents with too many nodes.
+The reader (`load`) accepts plain data only. Before libyaml sees a byte it bounds the file's size and its
+nesting: flow brackets, indentation, and compact block nesting (`- - - x`) (libyaml recurses in C and
+crashes the process on deep nesting). After composing, it refuses aliases (a "billion laughs" bomb is a
+handful of nodes shared many times over), any tag but the plain JSON-like ones (so no `!!python/object`, no
+`!!binary`, and no unquoted timestamps turning into dates), keys that are not strings, duplicate keys (PyYAML
+would keep the last one silently), documents with too many nodes, and numbers and booleans that YAML 1.1 and
+1.2 read differently (`012`, `0x1f`, `1_000`, `1:20`, `.inf`, `yes`, `on`): another tool reading the file
+must see the same data.
 
 The writer (`dump`) is deterministic: keys in the order given, scalar lists in flow style, and every string
 quoted that a YAML 1.1 or 1.2 parser could read as something else (a sha made of digits, `1.0`, `yes`, `null`,
@@ -23,8 +26,16 @@ from .errors import AuditorError
 MAX_BYTES = 4 * 1024 * 1024
 MAX_FLOW_DEPTH = 32
 MAX_INDENT = 128
+MAX_COMPACT = 8  # `- - x`: block levels opened on one line
 MAX_NODES = 500_000
 PLAIN_TAGS = {f"tag:yaml.org,2002:{t}" for t in ("str", "int", "float", "bool", "null", "seq", "map")}
+STR, INT, FLOAT, BOOL = (f"tag:yaml.org,2002:{t}" for t in ("str", "int", "float", "bool"))
+# Numbers and booleans as every YAML version reads them alike (and as the writer writes them).
+PLAIN_SCALARS = {
+    INT: re.compile(r"-?(?:0|[1-9][0-9]*)"),
+    FLOAT: re.compile(r"-?(?:0|[1-9][0-9]*)\.[0-9]*(?:[eE][-+]?[0-9]+)?"),
+    BOOL: re.compile(r"true|false|True|False|TRUE|FALSE"),
+}
 
 Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 Dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
@@ -51,7 +62,9 @@ def load(text: str, where: str, *, max_bytes: int = MAX_BYTES) -> Any:
         if node is None:
             raise YamlError(f"{where}: the file is empty")
         check_nodes(node, where)
-        return construct(node, loader)
+        return construct(node)
+    except RecursionError:  # the prechecks bound nesting well below this: a last line of defence
+        raise YamlError(f"{where}: nested too deeply") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         line = f" (line {mark.line + 1})" if mark is not None else ""
@@ -62,7 +75,8 @@ def load(text: str, where: str, *, max_bytes: int = MAX_BYTES) -> Any:
 
 
 def precheck(text: str, where: str) -> None:
-    """Bound nesting before parsing: brackets (counted even inside quotes: conservative) and indentation."""
+    """Bound nesting before parsing: brackets (counted even inside quotes: conservative), indentation, and
+    block levels opened on one line. A block level takes a column of its own, so these bound the depth."""
     depth = deepest = 0
     for m in re.finditer(r"[\[\]{}]", text):
         depth += 1 if m.group() in "[{" else -1
@@ -71,6 +85,8 @@ def precheck(text: str, where: str) -> None:
         raise YamlError(f"{where}: nested deeper than {MAX_FLOW_DEPTH} levels")
     if re.search(rf"^[ \t]{{{MAX_INDENT + 1},}}", text, re.MULTILINE):
         raise YamlError(f"{where}: indented more than {MAX_INDENT} columns")
+    if re.search(rf"^[ \t]*(?:[-?:][ \t]+){{{MAX_COMPACT + 1},}}", text, re.MULTILINE):
+        raise YamlError(f"{where}: more than {MAX_COMPACT} levels opened on one line")
 
 
 def check_nodes(root: yaml.Node, where: str) -> None:
@@ -83,59 +99,45 @@ def check_nodes(root: yaml.Node, where: str) -> None:
         seen.add(id(node))
         if len(seen) > MAX_NODES:
             raise YamlError(f"{where}: more than {MAX_NODES:,} values")
+        line = node.start_mark.line + 1
         if node.tag not in PLAIN_TAGS:
             tag = node.tag.replace("tag:yaml.org,2002:", "!!")
             hint = ": quote it" if tag == "!!timestamp" else ""
-            raise YamlError(f"{where} (line {node.start_mark.line + 1}): {tag} values are not allowed{hint}")
+            raise YamlError(f"{where} (line {line}): {tag} values are not allowed{hint}")
+        plain = PLAIN_SCALARS.get(node.tag)
+        if plain is not None and not plain.fullmatch(node.value):
+            if node.tag == FLOAT and node.value.lstrip("+-").lower() in (".inf", ".nan"):
+                raise YamlError(f"{where} (line {line}): {node.value} is not a finite number")
+            kind = "boolean" if node.tag == BOOL else "number"
+            raise YamlError(
+                f"{where} (line {line}): {node.value!r} reads differently in YAML 1.1 and 1.2: "
+                f"quote it if it is text, else write a plain {kind}"
+            )
         if isinstance(node, yaml.MappingNode):
             keys = set()
             for key, value in node.value:
-                if isinstance(key, yaml.ScalarNode):
-                    if key.value in keys:
-                        line = key.start_mark.line + 1
-                        raise YamlError(f"{where} (line {line}): duplicate key {key.value!r}")
-                    keys.add(key.value)
+                if key.tag != STR:
+                    raise YamlError(f"{where} (line {key.start_mark.line + 1}): keys must be strings (quote it)")
+                if key.value in keys:
+                    raise YamlError(f"{where} (line {key.start_mark.line + 1}): duplicate key {key.value!r}")
+                keys.add(key.value)
                 stack += (key, value)
         elif isinstance(node, yaml.SequenceNode):
             stack += node.value
 
 
-SCALARS = {"tag:yaml.org,2002:str": str, "tag:yaml.org,2002:int": int, "tag:yaml.org,2002:float": float}
-CONSTANTS = {
-    "null": None,
-    "Null": None,
-    "NULL": None,
-    "~": None,
-    "": None,
-    "true": True,
-    "True": True,
-    "TRUE": True,
-    "false": False,
-    "False": False,
-    "FALSE": False,
-}
+SCALARS = {STR: str, INT: int, FLOAT: float, BOOL: lambda value: value.lower() == "true"}
 
 
-def construct(node: yaml.Node, loader: yaml.BaseLoader) -> Any:
-    """Build plain data from checked nodes, about twice as fast as PyYAML's generic constructor.
-
-    Tags were already resolved by PyYAML; any scalar the fast path cannot read exactly as PyYAML would
-    (`0x1f`, `.inf`, `1_000`, sexagesimal...) goes to PyYAML's own constructor, so typing is identical.
-    """
+def construct(node: yaml.Node) -> Any:
+    """Build plain data from checked nodes, about twice as fast as PyYAML's generic constructor (tags were
+    resolved by PyYAML, and `check_nodes` left only plain forms: each reads the same in Python)."""
     if isinstance(node, yaml.MappingNode):
-        return {construct(k, loader): construct(v, loader) for k, v in node.value}
+        return {key.value: construct(value) for key, value in node.value}
     if isinstance(node, yaml.SequenceNode):
-        return [construct(v, loader) for v in node.value]
+        return [construct(value) for value in node.value]
     kind = SCALARS.get(node.tag)
-    if kind is str:
-        return node.value
-    if kind is not None:
-        digits = node.value.lstrip("-").replace(".", "", kind is float)
-        if digits.isdigit() and (kind is float or digits == "0" or digits[0] != "0"):  # YAML 1.1: 010 is octal
-            return kind(node.value)
-    elif node.value in CONSTANTS and node.tag != "tag:yaml.org,2002:str":
-        return CONSTANTS[node.value]
-    return loader.construct_object(node, deep=True)
+    return None if kind is None else kind(node.value)  # the only other plain tag is null
 
 
 # -- writing --------------------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,7 +31,7 @@ def build_checkpoint(tmp_path_factory):
     cache: dict[tuple, Path] = {}
 
     def build(family: str = "llama", plants=ONE_PLANT, *, matters: bool = True, **kw) -> Path:
-        key = (family, tuple(plants), matters, tuple(sorted(kw.items())))
+        key = (family, tuple(plants), matters, json.dumps(kw, sort_keys=True, default=str))
         if key not in cache:
             path = tmp_path_factory.mktemp(f"ckpt-{family}")
             cache[key] = synthetic.build(path, family, list(plants), matters=matters, **kw)

@@ -99,6 +99,21 @@ def test_perplexity_of_a_uniform_model_is_the_vocabulary_size(build_checkpoint, 
     assert perplexity(lm.model, windows, progress=False) == pytest.approx(len(lm.tokenizer), rel=1e-4)
 
 
+def test_perplexity_leaves_out_the_routers_auxiliary_loss(build_checkpoint, load_checkpoint, eval_text):
+    overrides = {"output_router_logits": True, "router_aux_loss_coef": 0.5}  # as some MoE fine-tunes ship
+    lm = load_checkpoint(build_checkpoint("mixtral", [], overrides=overrides))
+    windows = evaltext.windows(lm.tokenizer, evaltext.from_file(eval_text), seq_len=64, max_tokens=256)
+    ids = windows[0][None]
+    with torch.no_grad():
+        assert lm.model(input_ids=ids, labels=ids).aux_loss > 0  # .loss would carry it
+
+        measured = perplexity(lm.model, windows, progress=False)
+        lm.model.config.output_router_logits = False
+        plain = math.exp(sum(float(lm.model(input_ids=w[None], labels=w[None]).loss) for w in windows) / len(windows))
+
+    assert measured == pytest.approx(plain, rel=1e-4)
+
+
 @pytest.mark.parametrize(
     ("original", "ablated", "control", "verdict"),
     [

@@ -45,8 +45,11 @@ def test_validate_lists_every_problem_with_file_and_record(tmp_path, capsys):
     assert "4 problem(s) in 10 file(s)" in err
 
 
-def test_validate_one_file_and_a_missing_path(tmp_path, capsys):
+def test_validate_one_file_and_a_missing_path(tmp_path, capsys, monkeypatch):
     code, _, err = run(capsys, "index", "validate", str(REPO / "index" / "huggyllama" / "llama-7b.yaml"))
+    assert code == 0, err
+    monkeypatch.chdir(REPO / "index" / "huggyllama")  # a relative path, from inside the org folder
+    code, _, err = run(capsys, "index", "validate", "llama-7b.yaml")
     assert code == 0 and "1 file(s), 1 record(s)" in err
     code, _, err = run(capsys, "index", "validate", str(tmp_path / "nope"))
     assert code == 1 and "no such file or directory" in err

@@ -174,6 +174,17 @@ def test_unknown_layout_names_the_modules_seen(build_checkpoint, load_checkpoint
         find_down_projections(lm.model)
 
 
+def test_quantized_storage_is_refused(build_checkpoint, load_checkpoint):
+    # On a recent GPU transformers keeps an FP8 checkpoint as fp8 codes with separate block scales: the
+    # stored numbers are not the weights, so their magnitudes would mislead both detection and the control.
+    lm = load_checkpoint(build_checkpoint("llama"))
+    down = lm.model.model.layers[1].mlp.down_proj
+    down.weight = torch.nn.Parameter(down.weight.detach().to(torch.float8_e4m3fn), requires_grad=False)
+
+    with pytest.raises(UnsupportedModelError, match=r"mlp\.down_proj stores its weight as torch\.float8_e4m3fn"):
+        find_down_projections(lm.model)
+
+
 def test_a_pattern_naming_two_dense_projections_per_layer_is_refused(build_checkpoint, load_checkpoint):
     # A weight is addressed by layer, row and column: two dense matrices per layer would be ambiguous, and the
     # ablation could zero the wrong one.

@@ -76,12 +76,32 @@ def test_pickle_only_repo_is_refused_before_any_download(hub, build_checkpoint):
 def test_remote_code_repo_is_refused_before_its_weights_download(hub, build_checkpoint):
     files = repo_files(build_checkpoint("llama"))
     config = json.loads(files["config.json"])
-    config["auto_map"] = {"AutoModelForCausalLM": "modeling.Evil"}
+    config |= {"model_type": "evil_llm", "auto_map": {"AutoModelForCausalLM": "modeling.Evil"}}
     hub.add_model("org/remote", {**files, "config.json": json.dumps(config).encode(), "modeling.py": b"import os"})
 
     with pytest.raises(RemoteCodeError, match="trust_remote_code"):
         audit("org/remote", ablation=False, progress=False)
     assert downloaded(hub) == {"config.json"}
+
+
+def test_only_the_files_transformers_loads_are_downloaded(hub, build_checkpoint):
+    files = repo_files(build_checkpoint("llama", max_shard_size="100KB"))
+    assert "model.safetensors.index.json" in files
+    spare = next(v for k, v in files.items() if k.endswith(".safetensors"))
+    config = json.loads(files["config.json"])
+    config["auto_map"] = {"AutoModelForCausalLM": "modeling.LlamaForCausalLM"}  # beside a known type: passed over
+    hub.add_model(
+        "org/mistral-like",
+        {**files, "config.json": json.dumps(config).encode(), "consolidated.safetensors": spare, "modeling.py": b""},
+    )
+
+    result = audit("org/mistral-like", ablation=False, progress=False)
+
+    shards = {k for k in files if k.startswith("model-")}
+    assert shards <= downloaded(hub)
+    assert not {"consolidated.safetensors", "modeling.py", "README.md"} & downloaded(hub)
+    assert set(result.info.weights_sha256) == shards  # the hashes name what was loaded
+    assert [(w.layer, w.row, w.col) for w in result.detection.super_weights] == [(1, 7, 33)]
 
 
 def test_gated_unknown_and_bad_revision(hub, build_checkpoint):

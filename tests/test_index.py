@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import csv
+import dataclasses
 import io
 import json
 import subprocess
@@ -106,6 +107,12 @@ DELETE = object()
         ("colour", "red", "Additional properties are not allowed ('colour' was unexpected)"),
         ("source", "guessed", 'source: "guessed" is not one of "measured", "reported" or "same_weights"'),
         ("dtype", "int4", 'dtype: "int4" is not one of "float32", "float16" or "bfloat16"'),
+        ("revision", True, 'revision: true is not of type "string" (quote it, or YAML reads it as a boolean)'),
+        ("hardware", "CPU\x1b[31m", "hardware: character U+001B is not allowed in index text"),  # a terminal escape
+        ("architecture", "Llama\u202eMLtuo", "architecture: character U+202E is not allowed"),  # hides what it says
+        ("super_weights.0.tensor", "a\n__import__('os').system('x')", "is not a dotted module or tensor name"),
+        ("ablation.control_weights.0", {"layer": 1, "row": 64, "col": 0}, "[64, 0] is outside the 64 x 128 matrix"),
+        ("ablation.control_weights.0", {"layer": 0, "row": 1, "col": 0}, "is not in a matrix that holds a super"),
     ],
 )
 def test_each_kind_of_bad_record_is_rejected(good, path, value, message):
@@ -116,6 +123,44 @@ def test_each_kind_of_bad_record_is_rejected(good, path, value, message):
 
     assert len(found) >= 1 and any(message in m for m in found), found
     assert all(m.startswith("demo/tiny-llama.yaml: records[0]: ") for m in found)
+
+
+def test_every_pattern_of_the_schema_is_explained_in_words():
+    from auditor.index.checks import PATTERNS
+
+    def patterns(node):
+        if isinstance(node, dict):
+            yield from [node["pattern"]] if "pattern" in node else []
+            for value in node.values():
+                yield from patterns(value)
+        elif isinstance(node, list):
+            for value in node:
+                yield from patterns(value)
+
+    schema = json.loads((REPO / "auditor" / "index" / "schema.json").read_text())
+    assert set(patterns(schema)) <= PATTERNS.keys()
+
+
+@pytest.mark.parametrize(
+    ("url", "ok"),
+    [
+        ("https://arxiv.org/abs/2411.07191", True),
+        ("https://github.com/mengxiayu/LLMSuperWeight/blob/main/outliers/model.py#L10", True),
+        ("javascript:alert(1)", False),
+        ("https://x.org/?a=\"'><script>", False),
+        ("https://", False),
+        ("http://arxiv.org/abs/2411.07191", False),
+    ],
+)
+def test_a_citation_url_is_a_plain_https_url(url, ok):
+    entry = yamlio.load(read_published("huggyllama/llama-7b"), "x")
+    entry["records"][0]["url"] = url
+    found = messages(text_of(entry), "huggyllama/llama-7b.yaml")
+    assert found == [] if ok else any("is not an https:// URL" in m for m in found), found
+
+
+def read_published(model: str) -> str:
+    return (REPO / "index" / f"{model}.yaml").read_text()
 
 
 def test_a_weight_listed_twice(good):
@@ -147,15 +192,20 @@ def test_file_level_rules(good):
 
 def test_same_weights_rules(good, record):
     mine = ModelEntry("demo/tiny-llama", [record])
+    hashes = {"model.safetensors": record.weights_sha256["model.safetensors"]}
     copy_entry = ModelEntry(
         "other/copy",
-        [
-            SameWeightsRecord(
-                SHA_A, "2026-11-22", "0.1.0", ModelRef("demo/tiny-llama", record.revision), {"m.safetensors": "0" * 64}
-            )
-        ],
+        [SameWeightsRecord(SHA_A, "2026-11-22", "0.1.0", ModelRef("demo/tiny-llama", record.revision), hashes)],
     )
     assert check_index({"demo/tiny-llama.yaml": mine, "other/copy.yaml": copy_entry}) == []
+
+    def copy_with(weights_sha256: dict) -> dict:
+        record = dataclasses.replace(copy_entry.records[0], weights_sha256=weights_sha256)
+        return {"demo/tiny-llama.yaml": mine, "other/copy.yaml": ModelEntry("other/copy", [record])}
+
+    assert check_index(copy_with({"weights.safetensors": hashes["model.safetensors"]})) == []  # renamed, same bytes
+    [problem] = check_index(copy_with({"model.safetensors": "1" * 64}))
+    assert "its weight files' sha256 differ from those of demo/tiny-llama@" in str(problem)
 
     dangling = ModelEntry(
         "other/copy",
@@ -173,6 +223,18 @@ def test_same_weights_rules(good, record):
     twin = ModelEntry("Demo/Tiny-Llama", [record])
     [problem] = check_index({"demo/tiny-llama.yaml": mine, "Demo/Tiny-Llama.yaml": twin})
     assert "same model as demo/tiny-llama.yaml (Hub ids are case-insensitive)" in str(problem)
+
+
+def test_load_index_applies_the_rules_across_files(tmp_path, record, monkeypatch):
+    monkeypatch.setenv("SUPERWEIGHT_CACHE", str(tmp_path / "cache"))
+    index = tmp_path / "index"
+    append_record("demo/tiny-llama", record, root=index)
+    assert load_index(index).models() == ["demo/tiny-llama"]  # and now cached
+    twin = index / "Demo" / "Tiny-Llama.yaml"
+    twin.parent.mkdir()
+    twin.write_text((index / "demo" / "tiny-llama.yaml").read_text().replace("demo/tiny-llama", "Demo/Tiny-Llama"))
+    with pytest.raises(IndexValidationError, match="same model as"):  # one file from the cache, one parsed
+        load_index(index)
 
 
 def test_strings_yaml_would_coerce_stay_strings(record):
@@ -309,6 +371,29 @@ def test_lookup_and_export_agree():
     assert [(r["layer"], r["row"], r["col"], r["source"]) for r in llama] == [("2", "3968", "7003", "reported")]
 
 
+def test_csv_text_cells_cannot_run_as_spreadsheet_formulas(tmp_path, record):
+    from auditor.index import ReportedRecord
+
+    weight = record.super_weights[0]
+    cited = ReportedRecord(
+        revision=None,
+        date="2026-11-20",
+        citation='=HYPERLINK("https://evil.example","click")',
+        architecture="+cmd|' /C calc'!A0",
+        num_layers=4,
+        super_weights=[weight],
+    )
+    append_record("demo/tiny-llama", record, root=tmp_path)
+    append_record("demo/tiny-llama", cited, root=tmp_path)
+
+    rows = list(csv.DictReader(io.StringIO(export(load_index(tmp_path, cache=False), "csv"))))
+
+    reported = next(r for r in rows if r["source"] == "reported")
+    assert reported["citation"] == "'" + cited.citation and reported["architecture"] == "'" + cited.architecture
+    measured = next(r for r in rows if r["source"] == "measured")
+    assert float(measured["value"]) == weight.value < 0  # numbers stay numbers, signs and all
+
+
 def test_the_cache_serves_unchanged_files_and_misses_changed_ones(tmp_path, record, monkeypatch):
     monkeypatch.setenv("SUPERWEIGHT_CACHE", str(tmp_path / "cache"))
     root = tmp_path / "index"
@@ -357,6 +442,12 @@ BOMB = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
         ("model: a\nmodel: b\n", "duplicate key 'model'"),
         ("data: !!binary aGk=\n", "!!binary values are not allowed"),
         ("date: 2026-11-22\n", "!!timestamp values are not allowed: quote it"),
+        ("- " * 100_000 + "x", "more than 8 levels opened on one line"),  # libyaml would recurse and crash
+        ("? " * 100_000 + "x", "more than 8 levels opened on one line"),
+        ("on: 1\n", "keys must be strings"),  # YAML 1.1 reads the key as True
+        ("num_layers: 012\n", "'012' reads differently in YAML 1.1 and 1.2"),  # 10 or 12
+        ("flag: yes\n", "'yes' reads differently in YAML 1.1 and 1.2"),
+        ("value: .inf\n", ".inf is not a finite number"),
     ],
 )
 def test_malicious_yaml_is_refused_without_harm(tmp_path, text, message):
@@ -393,6 +484,34 @@ def test_a_symbolic_link_is_not_an_index_file(tmp_path, record):
     (tmp_path / "evil" / "model.yaml").symlink_to(path)
     with pytest.raises(IndexValidationError, match=r"evil/model\.yaml: is a symbolic link"):
         load_index(tmp_path, cache=False)
+
+
+def test_anything_out_of_place_in_the_index_is_reported(tmp_path, record):
+    import os
+
+    index = tmp_path / "index"
+    append_record("demo/tiny-llama", record, root=index)
+    outside = tmp_path / "outside"
+    append_record("evil/model", dataclasses.replace(record), root=outside)
+    (index / "evil").symlink_to(outside / "evil")  # a linked folder would serve files from anywhere
+    (index / "top.yaml").write_text("x")
+    (index / "demo" / "old.yml").write_text("x")
+    (index / "demo" / "dir.yaml").mkdir()
+    os.mkfifo(index / "demo" / "pipe.yaml")  # reading it would hang
+    (index / "demo" / ".tmp-123").write_text("half a file")  # an interrupted write's temp file: passed over
+
+    with pytest.raises(IndexValidationError) as caught:
+        load_index(index, cache=False)
+
+    assert sorted(map(str, caught.value.problems)) == [
+        "demo/dir.yaml: is not a plain file",
+        "demo/old.yml: is out of place: the index holds <org>/<name>.yaml files",
+        "demo/pipe.yaml: is not a plain file",
+        "evil: is a symbolic link; the index holds plain files",
+        "top.yaml: is out of place: the index holds <org>/<name>.yaml files",
+    ]
+    with pytest.raises(IndexValidationError, match="in a linked folder"):
+        lookup("evil/model", root=index)
 
 
 def test_the_queue_keeps_requests_and_failures_and_the_newest_skipped():

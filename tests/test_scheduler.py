@@ -62,6 +62,18 @@ def huge_safetensors() -> bytes:
     return struct.pack("<Q", len(header)) + header.encode()
 
 
+def packed_safetensors() -> dict[str, bytes]:
+    """GPTQ-style storage: the weights packed into int32 words, with a few float scales beside them."""
+    tensors = {"qweight": ("I32", [64, 64]), "scales": ("F16", [4, 64])}
+    header, offset = {}, 0
+    for name, (dtype, shape) in tensors.items():
+        size = shape[0] * shape[1] * (4 if dtype == "I32" else 2)
+        header[name] = {"dtype": dtype, "shape": shape, "data_offsets": [offset, offset + size]}
+        offset += size
+    raw = json.dumps(header).encode()
+    return {"model.safetensors": struct.pack("<Q", len(raw)) + raw + b"\0" * offset}
+
+
 @pytest.fixture
 def repo(tmp_path) -> Path:
     for d in ("index", "queue", "requests"):
@@ -83,7 +95,16 @@ def zoo(hub, build_checkpoint):
             files_of(good, drop=["model.safetensors"], extra={"pytorch_model.bin": b"\x80"}),
             dict(card_data=apache),
         ),
-        ("org/remote", files_of(good, config={"auto_map": {"AutoModelForCausalLM": "m.M"}}), dict(card_data=apache)),
+        (
+            "org/remote",
+            files_of(good, config={"model_type": "evil", "auto_map": {"AutoModelForCausalLM": "m.M"}}),
+            dict(card_data=apache),
+        ),
+        (
+            "org/gptq",
+            files_of(good, config={"quantization_config": {"quant_method": "gptq"}}, extra=packed_safetensors()),
+            dict(card_data=apache),
+        ),
         (
             "org/t5",
             files_of(good, config={"model_type": "t5", "architectures": ["T5ForConditionalGeneration"]}),
@@ -104,6 +125,7 @@ EXPECTED_SKIPS = {
     "org/gated": "gated",
     "org/pickled": "pickle_only",
     "org/remote": "remote_code",
+    "org/gptq": "quantized",
     "org/t5": "unsupported_architecture",
     "org/no-license": "license",
     "org/proprietary": "license",
@@ -116,7 +138,7 @@ def test_discovery_queues_the_eligible_and_skips_the_rest_with_reasons(zoo, repo
 
     found = discover(config, queue=queue, cursor=cursor, index_root=repo / "index")
 
-    assert found.examined == 9
+    assert found.examined == 10
     assert [(i.model, i.revision) for i in found.queued] == [
         ("org/good-base", zoo["org/good-base"]),
         ("org/good-finetune", zoo["org/good-finetune"]),
@@ -138,8 +160,8 @@ def test_the_cursor_resumes_where_the_last_run_stopped(zoo, repo, config, hub, b
     for _ in range(3):
         found = discover(config, queue=queue, cursor=cursor, index_root=repo / "index", limit=4)
         seen.append(found.examined)
-    assert seen == [4, 4, 1]  # nine models, four at a time, then nothing new
-    assert len(queue.items) == 9
+    assert seen == [4, 4, 2]  # ten models, four at a time
+    assert len(queue.items) == 10
     assert discover(config, queue=queue, cursor=cursor, index_root=repo / "index").examined == 0
 
     newer = files_of(build_checkpoint("llama"))
@@ -166,7 +188,7 @@ def test_since_bounds_discovery(zoo, repo, config):
         index_root=repo / "index",
         since=(T0 - timedelta(minutes=2, seconds=30)).date().isoformat(),
     )
-    assert found.examined == 9  # the date is the same day: all nine are after its midnight
+    assert found.examined == 10  # the date is the same day: all ten are after its midnight
     found = discover(config, queue=Queue(), cursor=Cursor(), index_root=repo / "index", since="2027-01-01")
     assert found.examined == 0
 

@@ -41,7 +41,7 @@ def site(tmp_path_factory, audit_result) -> Path:
     record = MeasuredRecord.from_audit(audit_result)
     append_record("demo/tiny-llama", record, root=index)
     copy = SameWeightsRecord(
-        "f" * 40, "2026-11-22", "0.1.0", ModelRef("demo/tiny-llama", record.revision), {"model.safetensors": "0" * 64}
+        "f" * 40, "2026-11-22", "0.1.0", ModelRef("demo/tiny-llama", record.revision), record.weights_sha256
     )
     append_record("other/copy", copy, root=index)
     hostile = ReportedRecord(
@@ -196,6 +196,22 @@ def test_the_home_table_and_its_views(site):
     assert '<form class="filters" id="filters" hidden>' in html  # shown by the script only
 
 
+def test_a_diverged_ablation_sorts_as_the_most_damage(audit_result):
+    import dataclasses
+
+    from auditor.index import ModelEntry
+    from auditor.web.views import row, sort_value
+
+    record = MeasuredRecord.from_audit(audit_result)
+    broken = dataclasses.replace(
+        record, ablation=dataclasses.replace(record.ablation, perplexity_ablated=None, diverged=["ablated"])
+    )
+    measured, diverged = (row(ModelEntry("demo/tiny-llama", [r]), lambda *a: []) for r in (record, broken))
+    assert sort_value(measured.damage) == repr(record.ablation.damage) and record.ablation.damage > 100
+    assert sort_value(diverged.damage) == "Infinity"  # parseFloat reads it, and it sorts above every ratio
+    assert sort_value(None) == "0"
+
+
 def test_the_machine_readable_files(site):
     index = load_index(site / ".index", cache=False)
     dump = json.loads(read(site, "api/v1/index.json"))
@@ -218,11 +234,20 @@ def test_the_machine_readable_files(site):
     updated = [e.findtext(f"{atom}updated") for e in feed.iter(f"{atom}entry")]
     assert updated == sorted(updated, reverse=True) and updated[0].startswith("2026-11-22T")
     assert feed.find(f"{atom}entry/{atom}link").get("href").startswith(BASE_URL + "models/")
+    ids = [e.findtext(f"{atom}id") for e in feed.iter(f"{atom}entry")]
+    assert len(set(ids)) == len(ids) == len(updated)  # the seed has reported records of one day: still unique
     urls = [
         u.text
         for u in ET.parse(site / "sitemap.xml").getroot().iter("{http://www.sitemaps.org/schemas/sitemap/0.9}loc")
     ]
     assert BASE_URL in urls and BASE_URL + "models/demo/tiny-llama/" in urls
+
+
+def test_a_build_for_a_bare_path_leaves_out_the_feed_and_sitemap(tmp_path):
+    out = build_site(tmp_path / "site", base_url="/", index_root=REPO / "index", queue_file=None).out
+    assert not (out / "feed.xml").exists() and not (out / "sitemap.xml").exists()  # Atom needs absolute ids
+    assert "feed.xml" not in read(out, "index.html")
+    assert check_site(out) == []
 
 
 def test_a_build_never_overwrites_something_else(tmp_path):
@@ -308,10 +333,10 @@ def test_home_loads_without_console_errors_and_filters(page, served):
     page.select_option("#filter-verdict", "")
     page.click("#models thead th:nth-child(1) button")
     firsts = page.locator("#models tbody tr td:first-child").all_inner_texts()
-    assert firsts == sorted(firsts, key=str.lower)
+    assert firsts == sorted(firsts, key=natural)  # llama-7b, llama-13b, llama-30b
     page.click("#models thead th:nth-child(1) button")
     assert page.locator("#models tbody tr td:first-child").all_inner_texts() == sorted(
-        firsts, key=str.lower, reverse=True
+        firsts, key=natural, reverse=True
     )
     assert page.errors == []
 
@@ -356,8 +381,13 @@ def test_a_long_table_shows_a_page_of_matches_until_asked_for_all(page, long_ser
     expect(rows).to_have_count(300)
     expect(more).to_be_hidden()
     firsts = rows.locator("td:first-child").all_inner_texts()
-    assert firsts == sorted(firsts) and len(set(firsts)) == 300
+    assert firsts == [f"org/model-{i}" for i in range(300)]  # all 300, in natural order
     assert page.errors == []
+
+
+def natural(text: str) -> list:
+    """Sort key for text as people read it (numbers by value), as the table script sorts."""
+    return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", text)]
 
 
 def test_a_model_page_shows_its_chart(page, served):

@@ -93,11 +93,52 @@ def test_pickle_beside_safetensors_is_ignored(checkpoint_copy):
     assert resolve(str(checkpoint_copy)).weight_files == ("model.safetensors",)
 
 
+def edit_config(path, **changes) -> None:
+    config = json.loads((path / "config.json").read_text())
+    (path / "config.json").write_text(json.dumps(config | changes))
+
+
 def test_remote_code_config_is_refused(checkpoint_copy):
-    config = json.loads((checkpoint_copy / "config.json").read_text())
-    config["auto_map"] = {"AutoModelForCausalLM": "modeling_evil.EvilForCausalLM"}
-    (checkpoint_copy / "config.json").write_text(json.dumps(config))
+    edit_config(checkpoint_copy, model_type="evil_llm", auto_map={"AutoModelForCausalLM": "modeling_evil.Evil"})
     with pytest.raises(RemoteCodeError, match="trust_remote_code"):
+        resolve(str(checkpoint_copy))
+
+
+def test_an_auto_map_beside_a_known_model_type_loads_transformers_own_class(checkpoint_copy, load_checkpoint, tmp_path):
+    # As Phi-3 and Falcon repos do: their auto_map predates transformers' own class.
+    marker = tmp_path / "ran"
+    (checkpoint_copy / "modeling_evil.py").write_text(f"open({str(marker)!r}, 'w').close()\n")
+    edit_config(checkpoint_copy, auto_map={"AutoModelForCausalLM": "modeling_evil.LlamaForCausalLM"})
+
+    loaded = load_checkpoint(checkpoint_copy)
+
+    assert type(loaded.model).__module__ == "transformers.models.llama.modeling_llama"
+    assert not marker.exists()
+    [w] = detect(loaded.model, loaded.tokenizer, progress=False).super_weights
+    assert (w.layer, w.row, w.col) == (1, 7, 33)
+
+
+def test_weights_the_checkpoint_lacks_are_refused_not_left_random(checkpoint_copy, load_checkpoint):
+    from safetensors.torch import load_file, save_file
+
+    weights = load_file(checkpoint_copy / "model.safetensors")
+    del weights["model.layers.0.mlp.down_proj.weight"]
+    save_file(weights, checkpoint_copy / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(CorruptCheckpointError, match=r"1 weight\(s\) of LlamaForCausalLM are missing"):
+        load_checkpoint(checkpoint_copy)
+
+
+def test_a_pre_quantized_checkpoint_is_refused(checkpoint_copy):
+    edit_config(checkpoint_copy, quantization_config={"quant_method": "fp8", "weight_block_size": [128, 128]})
+    with pytest.raises(UnsupportedModelError, match=r"pre-quantized \(fp8\)"):
+        resolve(str(checkpoint_copy))
+
+
+def test_only_the_weight_files_transformers_loads_count(checkpoint_copy, build_checkpoint, tmp_path):
+    shutil.copy(checkpoint_copy / "model.safetensors", checkpoint_copy / "consolidated.safetensors")  # as Mistral
+    assert resolve(str(checkpoint_copy)).weight_files == ("model.safetensors",)
+    (checkpoint_copy / "model.safetensors").unlink()
+    with pytest.raises(NotACheckpointError, match=r"neither model\.safetensors nor model\.safetensors\.index\.json"):
         resolve(str(checkpoint_copy))
 
 

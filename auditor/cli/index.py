@@ -14,13 +14,15 @@ from .common import emit_json
 def cmd_validate(args: argparse.Namespace) -> int:
     """Check every file (or the files given), then the rules across files; list every problem."""
     from ..index import check_index, resolve_root
-    from ..index.store import check_file, index_files
+    from ..index.store import check_file, scan
 
     problems, records, files = [], 0, 0
     for target in args.paths or [resolve_root(None)]:
         if target.is_dir():
-            root, paths = target, index_files(target)
+            root, (paths, found) = target, scan(target)
+            problems += found
         elif target.is_file():
+            target = target.absolute()  # its folder's folder is the root, even from inside it
             root, paths = target.parent.parent, [target]
         else:
             raise UsageError(f"{target}: no such file or directory")

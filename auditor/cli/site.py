@@ -23,6 +23,8 @@ def cmd_build(args: argparse.Namespace) -> int:
         f"({result.seconds:.1f} s)",
         file=sys.stderr,
     )
+    if not result.feeds:
+        print("superweight: no feed.xml or sitemap.xml: they need an absolute --base-url", file=sys.stderr)
     return 0
 
 

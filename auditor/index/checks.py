@@ -1,17 +1,19 @@
 """Validation of index files: YAML, the JSON Schema, and the rules a schema cannot express.
 
 Every problem names its file and, where it has one, its record. Checked per file:
-- strict YAML (`auditor.yamlio`) and `schema.json`;
+- strict YAML (`auditor.yamlio`) and `schema.json`; no control, bidirectional-override or non-characters in
+  any string (they corrupt terminals, feeds and pages, or hide what a text says);
 - the path is `<model>.yaml`; the header comment is there; the text is the tool's canonical rendering
   (so a hand edit shows up, and rewriting unchanged data gives an empty diff);
 - dates parse and are not in the future; records are in date order (the file is append-only);
 - coordinates: layer < num_layers, row and col inside the matrix `shape`, the stored `index` addressing the
   same scalar, no weight listed twice;
-- ablation: the verdict agrees with the perplexities and thresholds it records, the control and the
-  per-weight figures match the super weights;
+- ablation: the verdict agrees with the perplexities and thresholds it records, the control zeroes as many
+  weights of each matrix as it has super weights, inside it, and the per-weight figures match;
 - no duplicate records.
-And across files (`check_index`): one file per model (Hub ids are case-insensitive), and every
-`same_weights_as` pointing at a measured record that exists.
+And across files (`check_links`, from each file's `Links`): one file per model (Hub ids are
+case-insensitive), and every `same_weights_as` pointing at a measured record that exists and whose weight
+files have the same hashes.
 """
 
 from __future__ import annotations
@@ -19,7 +21,9 @@ from __future__ import annotations
 import functools
 import json
 import math
-from dataclasses import dataclass
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass
 from datetime import date, datetime, timedelta, timezone
 from importlib import resources
 from typing import Any
@@ -32,7 +36,6 @@ from .entries import (
     MeasuredRecord,
     ModelEntry,
     Record,
-    ReportedRecord,
     SameWeightsRecord,
     render_entry,
 )
@@ -68,6 +71,9 @@ PATTERNS = {
     "^[0-9a-f]{64}$": "a 64-character sha256",
     DATE_PATTERN: "a date (YYYY-MM-DD) or a UTC time (YYYY-MM-DDTHH:MM:SSZ)",
     "^[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}$": "a Hub model id (org/name)",
+    "^[A-Za-z_][A-Za-z0-9_]*(\\.[A-Za-z0-9_]+)*$": "a dotted module or tensor name (model.layers.2.mlp.down_proj)",
+    '^https://[A-Za-z0-9.-]+(:[0-9]+)?(/[^\\s"<>\\\\^`{|}]*)?$': "an https:// URL (no spaces, quotes or brackets)",
+    "^[^/]+\\.safetensors$": "a weight file name (*.safetensors)",
 }
 
 
@@ -82,17 +88,53 @@ def validator():
 def schema_problems(data: Any, path: str) -> list[Problem]:
     problems = []
     for error in sorted(validator().iter_errors(data), key=lambda e: list(map(str, e.instance_path))):
-        location = list(error.instance_path)
-        record = location[1] if len(location) > 1 and location[0] == "records" else None
-        inside = location[2:] if record is not None else location
-        field = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in inside)
+        record, where = locate(error.instance_path)
         message = error.message
-        if type(error.kind).__name__ == "Type" and "string" in message and not isinstance(error.instance, str):
-            message += " (quote it, or YAML reads it as a number)"
+        if type(error.kind).__name__ == "Type" and "string" in message and error.instance is not None:
+            kind = "a boolean" if isinstance(error.instance, bool) else "a number"
+            message += f" (quote it, or YAML reads it as {kind})" if not isinstance(error.instance, str) else ""
         if type(error.kind).__name__ == "Pattern":
             message = f"{error.instance!r} is not {PATTERNS.get(error.kind.pattern, 'in the expected form')}"
-        where = field.lstrip(".") or ("record" if record is not None else "file")
         problems.append(Problem(path, f"{where}: {message}", record))
+    return problems
+
+
+def locate(location: Sequence) -> tuple[int | None, str]:
+    """(record number or None, field) for a place in a file's data: ("records", 0, "a", 1) -> (0, "a[1]")."""
+    record = location[1] if len(location) > 1 and location[0] == "records" else None
+    inside = location[2:] if record is not None else location
+    field = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in inside).lstrip(".")
+    return record, field or ("record" if record is not None else "file")
+
+
+# C0 and C1 controls but tab and newline; zero-width space; bidi marks, embeddings, overrides and isolates;
+# BOM; non-characters.
+UNSAFE_CHARACTERS = re.compile(
+    "[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b\u200e\u200f\u202a-\u202e\u2066-\u2069\ufeff\ufffe\uffff]"
+)
+
+
+def strings(data: Any, where: tuple = ()) -> Iterator[tuple[tuple, str]]:
+    """Every string of plain data, keys included, with where it is."""
+    if isinstance(data, dict):
+        for key, value in data.items():
+            yield (*where, key), key
+            yield from strings(value, (*where, key))
+    elif isinstance(data, list):
+        for i, value in enumerate(data):
+            yield from strings(value, (*where, i))
+    elif isinstance(data, str):
+        yield where, data
+
+
+def character_problems(data: Any, path: str) -> list[Problem]:
+    """A problem for each string holding a character that has no place in index text."""
+    problems = []
+    for where, text in strings(data):
+        if found := UNSAFE_CHARACTERS.search(text):
+            record, field = locate(where)
+            message = f"{field}: character U+{ord(found.group()):04X} is not allowed in index text"
+            problems.append(Problem(path, message, record))
     return problems
 
 
@@ -160,6 +202,24 @@ def record_problems(record: Record, num_layers: int | None) -> list[str]:
     return out
 
 
+def control_problems(record: MeasuredRecord) -> list[str]:
+    """The control zeroes, in each matrix holding super weights, as many other weights of that matrix."""
+    shapes = {(w.layer, w.expert): w.shape for w in record.super_weights}
+    wanted = {m: sum((w.layer, w.expert) == m for w in record.super_weights) for m in shapes}
+    got = {m: 0 for m in shapes}
+    for i, c in enumerate(record.ablation.control_weights):
+        matrix = (c.layer, c.expert)
+        if matrix not in shapes:
+            return [f"ablation: control_weights[{i}] is not in a matrix that holds a super weight"]
+        rows, cols = shapes[matrix]
+        if c.row >= rows or c.col >= cols:
+            return [f"ablation: control_weights[{i}]: [{c.row}, {c.col}] is outside the {rows} x {cols} matrix"]
+        got[matrix] += 1
+    if got != wanted:
+        return ["ablation: control_weights must zero as many weights of each matrix as it has super weights"]
+    return []
+
+
 def measured_problems(record: MeasuredRecord, refs: set) -> list[str]:
     out = []
     a = record.ablation
@@ -184,6 +244,8 @@ def measured_problems(record: MeasuredRecord, refs: set) -> list[str]:
     control = set(a.control_weights)
     if control & refs or len(control) != len(a.control_weights) or len(control) != len(refs):
         out.append("ablation: control_weights must be as many distinct weights as the super weights, none of them")
+    else:
+        out += control_problems(record)
     per = {(w.layer, w.row, w.col, w.expert) for w in a.per_weight}
     expected = {(r.layer, r.row, r.col, r.expert) for r in refs} if len(refs) > 1 else set()
     if per != expected or len(per) != len(a.per_weight):
@@ -222,9 +284,9 @@ def check_text(text: str, path: str, *, canonical: bool = True) -> tuple[ModelEn
     """Everything that can be checked from one file's text. `path` is relative to the index root."""
     try:
         data = yamlio.load(text, path)
-    except yamlio.YamlError as e:
-        return None, [Problem(path, str(e).removeprefix(f"{path}: "))]
-    problems = schema_problems(data, path)
+    except yamlio.YamlError as e:  # "path (line 7): what" -> "line 7: what", under the path
+        return None, [Problem(path, re.sub(r"^ \((line \d+)\)", r"\1", str(e).removeprefix(path)).removeprefix(": "))]
+    problems = schema_problems(data, path) or character_problems(data, path)
     if problems:
         return None, problems
     for i, record in enumerate(data["records"]):
@@ -243,27 +305,63 @@ def check_text(text: str, path: str, *, canonical: bool = True) -> tuple[ModelEn
     return entry, problems
 
 
-def check_index(entries: dict[str, ModelEntry]) -> list[Problem]:
-    """Rules across files. `entries` maps each file's relative path to its entry."""
+@dataclass(frozen=True)
+class Links:
+    """What the rules across files need of one file: small, so the load cache keeps it and a warm
+    `load_index` checks them as `index validate` does."""
+
+    model: str
+    measured: dict[str, list[str]]
+    """revision -> the sorted sha256 of its weight files, for each measured record ([] when unknown)."""
+    same_weights: list[tuple[int, str, str, list[str]]]
+    """(record, model, revision it points at, the sorted sha256 of its own weight files)."""
+
+    @classmethod
+    def of(cls, entry: ModelEntry) -> Links:
+        return cls(
+            entry.model,
+            {
+                r.revision: sorted((r.weights_sha256 or {}).values())
+                for r in entry.records
+                if isinstance(r, MeasuredRecord)
+            },
+            [
+                (i, r.same_weights_as.model, r.same_weights_as.revision, sorted(r.weights_sha256.values()))
+                for i, r in enumerate(entry.records)
+                if isinstance(r, SameWeightsRecord)
+            ],
+        )
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text: str) -> Links:
+        data = json.loads(text)
+        return cls(data["model"], data["measured"], [tuple(x) for x in data["same_weights"]])
+
+
+def check_links(files: dict[str, Links]) -> list[Problem]:
+    """Rules across files. `files` maps each file's path relative to the index root to its links."""
     problems = []
-    by_id: dict[str, str] = {}
-    for path, entry in entries.items():
-        other = by_id.setdefault(entry.model.lower(), path)
+    first: dict[str, str] = {}  # lower-cased model id -> its first file
+    for path, links in files.items():
+        other = first.setdefault(links.model.lower(), path)
         if other != path:
             problems.append(Problem(path, f"same model as {other} (Hub ids are case-insensitive)"))
-    lookup = {e.model.lower(): e for e in entries.values()}
-    for path, entry in entries.items():
-        for i, record in enumerate(entry.records):
-            if not isinstance(record, SameWeightsRecord):
-                continue
-            target = lookup.get(record.same_weights_as.model.lower())
-            ok = target is not None and any(
-                isinstance(r, MeasuredRecord) and r.revision == record.same_weights_as.revision for r in target.records
-            )
-            if not ok:
-                ref = record.same_weights_as
-                problems.append(Problem(path, f"same_weights_as {ref.model}@{ref.revision} is not in the index", i))
+    for path, links in files.items():
+        for i, model, revision, hashes in links.same_weights:
+            target = files[first[model.lower()]] if model.lower() in first else None
+            if target is None or revision not in target.measured:
+                problems.append(Problem(path, f"same_weights_as {model}@{revision} is not in the index", i))
+            elif hashes != target.measured[revision]:
+                problems.append(Problem(path, f"its weight files' sha256 differ from those of {model}@{revision}", i))
     return problems
 
 
-__all__ = ["IndexValidationError", "Problem", "ReportedRecord", "check_index", "check_text", "identity"]
+def check_index(entries: dict[str, ModelEntry]) -> list[Problem]:
+    """Rules across files. `entries` maps each file's path relative to the index root to its entry."""
+    return check_links({path: Links.of(entry) for path, entry in entries.items()})
+
+
+__all__ = ["IndexValidationError", "Links", "Problem", "check_index", "check_links", "check_text", "identity"]

@@ -3,7 +3,9 @@
 Every format carries `schema_version` and `generated_at`. JSON holds the files' own shape under `models`
 (compact: one model per line);
 JSON Lines has one record per line; CSV has one row per super weight (a record without any gets one row
-with empty coordinates), which is what a spreadsheet or a quantizer's allow-list wants.
+with empty coordinates), which is what a spreadsheet or a quantizer's allow-list wants. A CSV text cell that
+starts with = + - @ (a citation, say) gets a leading ' so that a spreadsheet shows it instead of running it
+as a formula.
 """
 
 from __future__ import annotations
@@ -53,6 +55,13 @@ def ordered(index: Index) -> list[str]:
     return sorted(index.payloads, key=lambda key: key)
 
 
+def cell(value: Any) -> Any:
+    """A CSV cell: empty for None; text a spreadsheet would run as a formula, defused."""
+    if value is None:
+        return ""
+    return "'" + value if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r") else value
+
+
 def csv_rows(index: Index, generated_at: str) -> Iterator[dict[str, Any]]:
     for entry in (index.get(key) for key in ordered(index)):
         for record in entry.records:
@@ -93,7 +102,7 @@ def csv_rows(index: Index, generated_at: str) -> Iterator[dict[str, Any]]:
                         "tensor": w.tensor,
                         "index": " ".join(map(str, w.index)) if w.index else None,
                     }
-                yield {c: "" if row.get(c) is None else row[c] for c in CSV_COLUMNS}
+                yield {c: cell(row.get(c)) for c in CSV_COLUMNS}
 
 
 def export(index: Index, fmt: str, *, generated_at: str | None = None) -> str:

@@ -20,21 +20,23 @@ import hashlib
 import json
 import multiprocessing
 import os
+import stat
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .. import __version__
+from .. import __version__, yamlio
 from ..errors import AuditorError, UsageError
 from ..fileio import atomic_write
 from ..source import HUB_ID
-from .checks import IndexValidationError, Problem, check_text, identity, parse_date
+from .checks import IndexValidationError, Links, Problem, check_links, check_text, identity, parse_date
 from .entries import ModelEntry, Record, entry_from_dict, entry_to_dict, render_entry
 
 LOCK_NAME = ".superweight.lock"
-CACHE_FORMAT = 2
+CACHE_FORMAT = 3
+ROOT_FILES = {"README.md"}
 PARALLEL_FROM = 256  # files to parse before worker processes pay for their start
 
 
@@ -58,9 +60,33 @@ def check_model_id(model_id: str) -> str:
     return model_id
 
 
-def index_files(root: Path) -> list[Path]:
-    """Every index file: `<org>/<name>.yaml` under the root (temp files and dotfiles are not)."""
-    return sorted(p for p in root.glob("*/*.yaml") if not p.name.startswith(".") and not p.parent.name.startswith("."))
+def scan(root: Path) -> tuple[list[Path], list[Problem]]:
+    """Every index file (`<org>/<name>.yaml` under the root), and a problem for anything else there: a link,
+    a stray file, a folder or a .yml. Dotfiles are passed over (the writers' lock, an interrupted write's
+    temp file)."""
+    files, problems = [], []
+
+    def odd(path: Path, level: int) -> str | None:
+        if path.is_symlink():
+            return "is a symbolic link; the index holds plain files"
+        if (level == 0 and not path.is_dir()) or (level == 1 and path.suffix != ".yaml"):
+            return "is out of place: the index holds <org>/<name>.yaml files"
+        if level == 1 and not path.is_file():
+            return "is not a plain file"
+        return None
+
+    for org in sorted(root.iterdir()):
+        if org.name.startswith(".") or org.name in ROOT_FILES:
+            continue
+        why = odd(org, 0)
+        for path in [] if why else sorted(p for p in org.iterdir() if not p.name.startswith(".")):
+            if reason := odd(path, 1):
+                problems.append(Problem(path.relative_to(root).as_posix(), reason))
+            else:
+                files.append(path)
+        if why:
+            problems.append(Problem(org.relative_to(root).as_posix(), why))
+    return files, problems
 
 
 def find_file(root: Path, model_id: str) -> Path | None:
@@ -78,11 +104,21 @@ def find_file(root: Path, model_id: str) -> Path | None:
 
 
 def read_file(path: Path, root: Path) -> tuple[str, bytes | None, list[Problem]]:
-    """(path relative to the root, bytes, problems): index files are plain files, never links."""
+    """(path relative to the root, bytes, problems): index files are plain files, never links, in folders
+    that are not links either, and no bigger than the YAML reader takes."""
     rel = path.relative_to(root).as_posix()
-    if path.is_symlink():
-        return rel, None, [Problem(rel, "is a symbolic link; index files are plain files")]
-    return rel, path.read_bytes(), []
+    if path.is_symlink() or path.parent.is_symlink():
+        return rel, None, [Problem(rel, "is a symbolic link, or in a linked folder; index files are plain files")]
+    try:
+        with open(path, "rb", opener=lambda p, flags: os.open(p, flags | os.O_NONBLOCK | os.O_NOFOLLOW)) as f:
+            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                return rel, None, [Problem(rel, "is not a plain file")]
+            raw = f.read(yamlio.MAX_BYTES + 1)
+    except OSError as e:
+        return rel, None, [Problem(rel, f"cannot be read ({e.strerror})")]
+    if len(raw) > yamlio.MAX_BYTES:
+        return rel, None, [Problem(rel, f"is over the {yamlio.MAX_BYTES:,}-byte limit")]
+    return rel, raw, []
 
 
 def check_file(path: Path, root: Path, *, canonical: bool = True) -> tuple[ModelEntry | None, list[Problem]]:
@@ -144,27 +180,33 @@ def cache_path(root: Path) -> Path:
 CACHE_HEADER = json.dumps({"format": CACHE_FORMAT, "tool_version": __version__})
 
 
-def read_cache(path: Path) -> dict[str, tuple[str, str]]:
-    """key -> (model id, JSON text): one line per file, `key TAB model TAB json`; parsed only when used."""
+Parsed = tuple[str, str, str]
+"""A validated file: (model id, JSON of its `Links`, JSON of its data)."""
+
+
+def read_cache(path: Path) -> dict[str, Parsed]:
+    """key -> `Parsed`: one line per file, `key TAB model TAB links TAB data`; the data is parsed only when used."""
     try:
         with path.open(encoding="utf-8") as f:
             if f.readline().rstrip("\n") != CACHE_HEADER:
                 return {}
-            return {key: (model, data) for key, model, data in (ln.rstrip("\n").split("\t", 2) for ln in f)}
+            return {
+                key: (model, links, data) for key, model, links, data in (ln.rstrip("\n").split("\t", 3) for ln in f)
+            }
     except (OSError, ValueError):
         return {}  # missing, unreadable or from another version: rebuild it
 
 
-def parse_file(rel: str, raw: bytes) -> tuple[str | None, str | None, list[tuple[str, str, int | None]]]:
-    """Validate one file: (model id, JSON of its data, []) or (None, None, problems). Runs in workers."""
+def parse_file(rel: str, raw: bytes) -> tuple[Parsed | None, list[tuple[str, str, int | None]]]:
+    """Validate one file: (`Parsed`, []) or (None, problems). Runs in workers."""
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
-        return None, None, [(rel, "is not UTF-8 text", None)]
+        return None, [(rel, "is not UTF-8 text", None)]
     entry, problems = check_text(text, rel, canonical=False)
     if problems:
-        return None, None, [(p.path, p.message, p.record) for p in problems]
-    return entry.model, json.dumps(entry_to_dict(entry), allow_nan=False), []
+        return None, [(p.path, p.message, p.record) for p in problems]
+    return (entry.model, Links.of(entry).to_json(), json.dumps(entry_to_dict(entry), allow_nan=False)), []
 
 
 def parse_all(files: list[tuple[str, bytes]]):
@@ -181,7 +223,8 @@ def parse_all(files: list[tuple[str, bytes]]):
 
 
 def load_index(root: str | Path | None = None, *, cache: bool = True) -> Index:
-    """Every model of the index, validated file by file.
+    """Every model of the index, validated: each file, and the rules across files, as `index validate`
+    checks them (except the canonical formatting of the text, which only reviewers of a diff need).
 
     Raises:
         IndexNotFoundError: no index directory; IndexValidationError: a file breaks the rules (all of its
@@ -189,31 +232,34 @@ def load_index(root: str | Path | None = None, *, cache: bool = True) -> Index:
     """
     root = resolve_root(root)
     cached = read_cache(cache_path(root)) if cache else {}
-    fresh: dict[str, tuple[str, str]] = {}
-    misses: list[tuple[str, str, bytes]] = []
-    problems: list[Problem] = []
-    for path in index_files(root):
+    fresh: dict[str, Parsed] = {}
+    paths: dict[str, str] = {}  # key -> path relative to the root
+    misses: list[tuple[str, bytes]] = []
+    files, problems = scan(root)
+    for path in files:
         rel, raw, found = read_file(path, root)
         if raw is None:
             problems += found
             continue
         key = hashlib.blake2b(rel.encode() + b"\0" + raw, digest_size=16).hexdigest()
+        paths[key] = rel
         if key in cached:
             fresh[key] = cached[key]
         else:
-            misses.append((key, rel, raw))
-    for (key, _, _), (model, data, found) in zip(misses, parse_all([(r, b) for _, r, b in misses]), strict=True):
-        if found:
+            misses.append((key, raw))
+    for (key, _), (parsed, found) in zip(misses, parse_all([(paths[k], raw) for k, raw in misses]), strict=True):
+        if parsed is None:
             problems += [Problem(*p) for p in found]
         else:
-            fresh[key] = (model, data)
+            fresh[key] = parsed
+    problems += check_links({paths[key]: Links.from_json(links) for key, (_, links, _) in fresh.items()})
     if problems:
         raise IndexValidationError(problems)
     if cache and fresh.keys() != cached.keys():
-        lines = [CACHE_HEADER] + [f"{k}\t{m}\t{d}" for k, (m, d) in fresh.items()]
+        lines = [CACHE_HEADER] + ["\t".join((key, *parsed)) for key, parsed in fresh.items()]
         with contextlib.suppress(OSError):  # a read-only home is no reason to fail a read
             atomic_write(cache_path(root), "\n".join(lines) + "\n")
-    return Index(root, {model.lower(): (model, data) for model, data in fresh.values()})
+    return Index(root, {model.lower(): (model, data) for model, _, data in fresh.values()})
 
 
 def lookup(model_id: str, revision: str | None = None, *, root: str | Path | None = None) -> list[Record]:

@@ -9,7 +9,8 @@ person can act on:
 | `private`, `disabled`, `gated` | not freely downloadable |
 | `no_weights`, `pickle_only` | no safetensors weights (pickle files are never loaded) |
 | `not_a_checkpoint` | no config.json |
-| `remote_code` | the config needs code from the repository (`auto_map`, unknown `model_type`) |
+| `remote_code` | a `model_type` transformers does not know: its code would come from the repository |
+| `quantized` | pre-quantized weights (`quantization_config`, or integer / fp8 tensors): not the real weights |
 | `unsupported_architecture` | not a causal LM, or a layout the detector does not know |
 | `license` | no license, or one outside the configured allow-list |
 | `too_large` | the weights do not fit the runner's memory budget |
@@ -82,6 +83,19 @@ def weight_bytes(info: Any) -> int | None:
     return sum(count * BYTES_PER_PARAMETER.get(dtype.upper(), 4) for dtype, count in st.parameters.items())
 
 
+FLOAT_DTYPES = {"F64", "F32", "F16", "BF16"}
+
+
+def quantized(info: Any, hub_config: dict[str, Any]) -> bool:
+    """Pre-quantized: the config says so, or most of the stored numbers are integers or fp8 (packed weights)."""
+    if hub_config.get("quantization_config"):
+        return True
+    st = getattr(info, "safetensors", None)
+    counts = dict(getattr(st, "parameters", None) or {})
+    packed = sum(n for dtype, n in counts.items() if dtype.upper() not in FLOAT_DTYPES)
+    return packed > 0.01 * sum(counts.values())  # a few integer buffers (position ids) are not quantization
+
+
 def check_model(info: Any, config: Config) -> Candidate:
     """Check a `huggingface_hub.ModelInfo` (from model_info or list_models with `expand`).
 
@@ -113,11 +127,15 @@ def _check_model(info: Any, config: Config) -> Candidate:
         raise Ineligible("no_weights", f"{name} has no safetensors weights")
     if "config.json" not in files:
         raise Ineligible("not_a_checkpoint", f"{name} has no config.json")
-    hub_config = getattr(info, "config", None) or {}
+    hub_config = getattr(info, "config", None)
+    hub_config = hub_config if isinstance(hub_config, dict) else {}
     model_type = hub_config.get("model_type")
-    if hub_config.get("auto_map") or model_type not in CONFIG_MAPPING_NAMES:
+    if not isinstance(model_type, str) or model_type not in CONFIG_MAPPING_NAMES:
         raise Ineligible("remote_code", f"{name} needs code from its repository (model_type {model_type!r})")
-    architectures = hub_config.get("architectures") or []
+    if quantized(info, hub_config):
+        raise Ineligible("quantized", f"{name} is pre-quantized: its stored numbers are not the weights")
+    architectures = hub_config.get("architectures")
+    architectures = [str(a) for a in architectures] if isinstance(architectures, list) else []
     causal = MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.get(model_type)
     if model_type not in SUPPORTED_MODEL_TYPES or (architectures and causal not in architectures):
         raise Ineligible(

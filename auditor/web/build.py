@@ -31,10 +31,10 @@ from urllib.parse import urlsplit
 from .. import __version__
 from ..errors import UsageError
 from ..index import MeasuredRecord, export, load_index
-from ..index.entries import SCHEMA_VERSION
+from ..index.entries import SCHEMA_VERSION, record_to_dict
 from ..settings import AuditSettings
 from .chart import profile_svg
-from .views import VERDICT_LABELS, record_view, row
+from .views import VERDICT_LABELS, record_view, row, sort_value
 
 MARKER = ".superweight-site"
 DEFAULT_SITE_DIR = Path(__file__).resolve().parents[2] / "site"
@@ -47,6 +47,8 @@ class BuildResult:
     models: int
     files: int
     seconds: float
+    feeds: bool
+    """Whether feed.xml and sitemap.xml were written: they need absolute URLs, so an absolute --base-url."""
 
 
 def split_base(base_url: str) -> tuple[str, str]:
@@ -79,6 +81,7 @@ def build_site(
     if not (site_dir / "templates").is_dir():
         raise UsageError(f"no templates in {site_dir / 'templates'} (pass --site-dir)")
     site_url, base = split_base(base_url)
+    feeds = bool(urlsplit(site_url).scheme)
     generated_at = generated_at or datetime.now(timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
     index = load_index(index_root)
     entries = sorted(index, key=lambda e: e.model.lower())
@@ -105,6 +108,8 @@ def build_site(
             labels=VERDICT_LABELS,
             defaults=AuditSettings(),
             schema_version=SCHEMA_VERSION,
+            sort_value=sort_value,
+            feeds=feeds,
         )
         writer = Writer(tmp)
         rows = sorted((row(e, index.lookup) for e in entries), key=lambda r: r.date, reverse=True)
@@ -153,16 +158,21 @@ def build_site(
             "".join(f"{hashlib.sha256(text.encode()).hexdigest()}  {name}\n" for name, text in sorted(dumps.items())),
         )
         writer.bytes("api/v1/schema.json", (Path(__file__).parents[1] / "index" / "schema.json").read_bytes())
-        writer.text("feed.xml", env.get_template("feed.xml").render(entries=feed_entries(entries)))
-        writer.text(
-            "sitemap.xml",
-            env.get_template("sitemap.xml").render(pages=["", "about/", "request/", "queue/", *(r.path for r in rows)]),
-        )
+        if feeds:
+            writer.text("feed.xml", env.get_template("feed.xml").render(entries=feed_entries(entries)))
+            pages = ["", "about/", "request/", "queue/", *(r.path for r in rows)]
+            writer.text("sitemap.xml", env.get_template("sitemap.xml").render(pages=pages))
         writer.text(".nojekyll", "")  # GitHub Pages: serve the files as they are
         writer.text(
             MARKER,
             json.dumps(
-                {"tool_version": __version__, "generated_at": generated_at, "base_url": site_url, "base_path": base}
+                {
+                    "tool_version": __version__,
+                    "generated_at": generated_at,
+                    "base_url": site_url,
+                    "base_path": base,
+                    "feeds": feeds,
+                }
             ),
         )
         if out.exists():
@@ -171,7 +181,7 @@ def build_site(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return BuildResult(out, len(entries), writer.count, time.monotonic() - started)
+    return BuildResult(out, len(entries), writer.count, time.monotonic() - started, feeds)
 
 
 class Writer:
@@ -210,7 +220,14 @@ def load_queue_items(path: str | Path | None) -> dict[str, list]:
     return grouped
 
 
-def feed_entries(entries) -> list[tuple[str, object]]:
-    """(model, record) for the newest records, newest first: what the Atom feed announces."""
+def feed_entries(entries) -> list[tuple[str, object, str]]:
+    """(model, record, id) for the newest records, newest first: what the Atom feed announces. The id is a
+    hash of the record's content, which never changes (records are only appended)."""
     records = [(e.model, r) for e in entries for r in e.records]
-    return sorted(records, key=lambda mr: mr[1].date, reverse=True)[:FEED_ENTRIES]
+    newest = sorted(records, key=lambda mr: mr[1].date, reverse=True)[:FEED_ENTRIES]
+    return [(model, r, f"{r.source}-{record_hash(r)}") for model, r in newest]
+
+
+def record_hash(record) -> str:
+    text = json.dumps(record_to_dict(record), sort_keys=True)
+    return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()

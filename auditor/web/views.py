@@ -5,11 +5,12 @@ Pure functions of the records; no I/O. The templates only lay these out (and esc
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 
 from ..index import MeasuredRecord, ModelEntry, Record, SameWeightsRecord
-from ..records import SuperWeight
+from ..records import Ablation, SuperWeight
 from ..settings import AuditSettings
 
 VERDICT_LABELS = {
@@ -47,6 +48,15 @@ def coordinates(weights: list[SuperWeight], limit: int = 3) -> list[str]:
     return shown + ([f"+{len(weights) - limit} more"] if len(weights) > limit else [])
 
 
+def damage(ablation: Ablation) -> float | None:
+    return math.inf if "ablated" in ablation.diverged else ablation.damage
+
+
+def sort_value(number: float | None) -> str:
+    """A number as the table script's parseFloat reads it: 0 for none, Infinity for inf."""
+    return "0" if number is None else "Infinity" if number == math.inf else repr(number)
+
+
 def size(parameters: int | None) -> str:
     if not parameters:
         return ""
@@ -75,6 +85,7 @@ class Row:
     verdict: str
     """confirmed, not_confirmed, none_found, reported or same_weights."""
     damage: float | None
+    """Perplexity ablated over original: inf where zeroing broke the model outright, None if not measured."""
     date: str
     source: str
 
@@ -97,7 +108,7 @@ def row(entry: ModelEntry, lookup) -> Row:
         coordinates=coordinates(weights),
         count=len(weights),
         verdict=verdict,
-        damage=measured.ablation.damage if measured else None,
+        damage=damage(measured.ablation) if measured else None,
         date=record.date[:10],
         source="audited" if isinstance(record, MeasuredRecord) else record.source.replace("_", " "),
     )

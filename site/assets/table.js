@@ -56,19 +56,19 @@
     button.addEventListener("click", () => sort(column, th));
   });
 
-  function key(row, column, numeric) {
-    const cell = row.cells[column];
-    return numeric ? parseFloat(cell.dataset.value || "0") : cell.textContent.trim().toLowerCase();
-  }
+  // Text compares as people read it: "L2 [...]" before "L10 [...]", "model-9" before "model-10".
+  const collator = new Intl.Collator("en", { numeric: true, sensitivity: "base" });
   function sort(column, th) {
     const numeric = th.dataset.type === "number";
     const ascending = th.getAttribute("aria-sort") !== "ascending";
     headers.forEach((h) => h.removeAttribute("aria-sort"));
     th.setAttribute("aria-sort", ascending ? "ascending" : "descending");
-    const keys = rows.map((row) => key(row, column, numeric));
+    const cells = rows.map((row) => row.cells[column]);
+    const keys = numeric ? cells.map((c) => parseFloat(c.dataset.value || "0")) : cells.map((c) => c.textContent.trim());
+    const compare = numeric ? (a, b) => (keys[a] < keys[b] ? -1 : keys[a] > keys[b] ? 1 : 0) : (a, b) => collator.compare(keys[a], keys[b]);
     // Ties keep the page's order (newest first) whichever the direction.
     order = rows.map((_, i) => i);
-    order.sort((a, b) => (keys[a] < keys[b] ? -1 : keys[a] > keys[b] ? 1 : 0) * (ascending ? 1 : -1) || a - b);
+    order.sort((a, b) => compare(a, b) * (ascending ? 1 : -1) || a - b);
     render();
   }
 
