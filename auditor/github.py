@@ -4,10 +4,11 @@
   Authorization header: never printed, logged, or included in an error message.
 - Every request sends `Accept: application/vnd.github+json` and the API version header.
 - 5xx answers and dropped connections are retried with exponential backoff.
-- Rate limits are honoured: a `Retry-After` (secondary limits) is waited out; an exhausted primary limit
-  (`x-ratelimit-remaining: 0`) is waited out until `x-ratelimit-reset`; and writes (content-creating
-  requests) are spaced at least `write_interval` seconds apart, as GitHub asks of bots.
-- Reads are cached by ETag: a conditional request answered 304 costs no rate limit.
+- Rate limits are honoured: a `Retry-After` (secondary limits) is waited out, and a secondary limit
+  without one waits a minute, then longer each time; an exhausted primary limit (`x-ratelimit-remaining:
+  0`) is waited out until `x-ratelimit-reset`; and writes (content-creating requests) are spaced at least
+  `write_interval` seconds apart, as GitHub asks of bots.
+- Reads are cached by ETag (body and `Link` header): a conditional request answered 304 costs no rate limit.
 """
 
 from __future__ import annotations
@@ -57,8 +58,10 @@ class GitHub:
         max_retries: int = 5,
         max_wait: float = 900.0,
         sleep: Callable[[float], None] = time.sleep,
+        login: str | None = None,
     ):
         self.repo = repo
+        self._login = login
         self.api_url = api_url.rstrip("/")
         self.write_interval = write_interval
         self.max_retries = max_retries
@@ -73,11 +76,24 @@ class GitHub:
                 "User-Agent": f"superweight-index-bot/{__version__}",
             }
         )
-        self._etags: dict[str, tuple[str, Any]] = {}
+        self._etags: dict[str, tuple[str, bytes, str | None]] = {}  # key -> (ETag, body, Link header)
         self._last_write = 0.0
 
     def __repr__(self) -> str:  # never show the token
         return f"GitHub({self.repo!r}, api_url={self.api_url!r})"
+
+    @property
+    def login(self) -> str:
+        """The account the token acts as: the bot's own comments and pull requests are those it made."""
+        if self._login is None:
+            try:
+                self._login = self.get("/user")["login"]
+            except GitHubError as e:
+                raise GitHubError(
+                    f"cannot tell which account the token acts as (GET /user: {e.status}); set github.bot_login "
+                    "in auditor.yaml (for a GitHub App: <app-name>[bot])"
+                ) from None
+        return self._login
 
     def url(self, endpoint: str) -> str:
         if endpoint.startswith("/"):
@@ -137,8 +153,10 @@ class GitHub:
                 if method != "GET":
                     self._last_write = time.monotonic()
             if response.status_code == 304:
-                cached = self._etags[cache_key][1]
-                response._content = cached  # the cached body, as if GitHub had sent it again
+                _, body, link = self._etags[cache_key]
+                response._content = body  # the cached answer, as if GitHub had sent it again
+                if link is not None:
+                    response.headers["Link"] = link  # the next page of a list, for paginate()
                 response.status_code = 200
                 return response
             delay = self._retry_delay(response, attempt, retry_errors)
@@ -149,7 +167,7 @@ class GitHub:
         if response.status_code >= 400:
             raise GitHubError(f"{method} {url}: {response.status_code} {error_message(response)}", response.status_code)
         if method == "GET" and (etag := response.headers.get("ETag")):
-            self._etags[cache_key] = (etag, response.content)
+            self._etags[cache_key] = (etag, response.content, response.headers.get("Link"))
         self._throttle(response)
         return response
 
@@ -164,6 +182,8 @@ class GitHub:
                 return self._bounded(float(response.headers["retry-after"]))
             if response.headers.get("x-ratelimit-remaining") == "0":
                 return self._bounded(float(response.headers.get("x-ratelimit-reset", 0)) - time.time() + 1)
+            if "secondary rate limit" in error_message(response).lower():  # no Retry-After: GitHub asks for
+                return self._bounded(60.0 * 2**attempt)  # at least a minute, then exponentially longer
             return None
         return min(2**attempt, 60) if status >= 500 and retry_errors else None
 

@@ -11,9 +11,12 @@
 3. It opens the run's pull request, or updates it when the same run is published again, with the run
    summary as its body and the bot's labels.
 4. It closes older bot pull requests (this one now contains their changes) and deletes bot branches that
-   have no open pull request: the leftovers of a publish that failed halfway.
-5. It posts, or updates in place (a hidden marker finds it), one status comment on each request's pull
-   request: queued, audited (with the result and a link to the index entry), or not audited and why.
+   have no open pull request: the leftovers of a publish that failed halfway. The `superweight/run-`
+   branch prefix is the bot's: a pull request is the bot's only if the token's own account opened it from
+   this repository (not a fork), so nobody else's pull request is trusted, merged in or closed.
+5. It posts, or updates in place (a hidden marker finds the bot's own comment), one status comment on
+   each request's pull request: queued, audited (with the result and a link to the index entry), or not
+   audited and why. A comment that cannot be posted (a locked pull request) is reported, not fatal.
 
 Every step can be repeated: publishing the same run twice changes nothing the second time but the
 comment and pull-request text, and a failure at any step is repaired by the next publish.
@@ -26,6 +29,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import os
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +44,8 @@ BRANCH_PREFIX = "superweight/run-"
 LABELS = ["superweight-bot", "audit-results"]
 SYNCED = ("index/", "queue/")
 MARKER = "<!-- superweight:request-status {file} -->"
+SUPERSEDED = "<!-- superweight:superseded -->"
+MAX_BODY = 65_536  # GitHub's limit on a pull request's body
 
 
 @dataclass
@@ -53,6 +59,8 @@ class Published:
     deleted: list[str] = field(default_factory=list)
     comments: list[str] = field(default_factory=list)
     closed: list[int] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+    """Status comments that could not be posted, with why."""
 
 
 def runs_dir(root: Path, work_dir: str = ".superweight") -> Path:
@@ -80,21 +88,31 @@ def taken_requests(root: Path, work_dir: str = ".superweight") -> dict[str, set[
 
 
 def local_files(root: Path) -> dict[str, bytes]:
-    return {
-        p.relative_to(root).as_posix(): p.read_bytes()
-        for prefix in SYNCED
-        for p in sorted((root / prefix).rglob("*"))
-        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(root).parts)
-    }
+    """The files publish keeps in step: plain files under index/ and queue/, no dotfiles, no links (a link
+    could point anywhere on the runner)."""
+    files = {}
+    for prefix in SYNCED:
+        for folder, dirs, names in os.walk(root / prefix):  # does not follow linked folders
+            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+            for name in sorted(names):
+                path = Path(folder) / name
+                if not name.startswith(".") and not path.is_symlink() and path.is_file():
+                    files[path.relative_to(root).as_posix()] = path.read_bytes()
+    return files
 
 
 def merge_remote_records(root: Path, path: str, remote_text: str) -> None:
-    """Union an index file changed on GitHub too into the local one (records are append-only)."""
-    from . import yamlio
-    from .index import append_record
-    from .index.entries import entry_from_dict
+    """Union an index file changed on GitHub too into the local one (records are append-only).
 
-    remote = entry_from_dict(yamlio.load(remote_text, path))
+    Raises:
+        IndexValidationError: the file on GitHub breaks the index's rules (nothing is merged).
+    """
+    from .index import IndexValidationError, append_record
+    from .index.checks import check_text
+
+    remote, problems = check_text(remote_text, path.removeprefix("index/"), canonical=False)
+    if problems:
+        raise IndexValidationError(problems)
     for record in remote.records:
         append_record(remote.model, record, root=root / "index")
 
@@ -136,8 +154,10 @@ def remote_tree(gh: GitHub, ref: str) -> tuple[str, str, dict[str, str]]:
         else gh.get(f"git/ref/heads/{ref}")["object"]["sha"]
     )
     tree = gh.get(f"git/commits/{sha}")["tree"]["sha"]
-    files = {e["path"]: e["sha"] for e in gh.get(f"git/trees/{tree}", recursive=1)["tree"] if e["type"] == "blob"}
-    return sha, tree, files
+    listing = gh.get(f"git/trees/{tree}", recursive=1)
+    if listing.get("truncated"):  # past 100,000 entries: what is missing here would be overwritten
+        raise GitHubError(f"the tree of {ref} is too large for GitHub to list whole; publishing would lose files")
+    return sha, tree, {e["path"]: e["sha"] for e in listing["tree"] if e["type"] == "blob"}
 
 
 def blob_text(gh: GitHub, sha: str) -> str:
@@ -204,7 +224,7 @@ def publish(
     result = Published(run_id, BRANCH_PREFIX + run_id)
     base_sha, base_tree, remote = remote_tree(gh, base)
     absorb_index(root, gh, remote)
-    bot_pulls = [p for p in gh.paginate("pulls", state="open") if p["head"]["ref"].startswith(BRANCH_PREFIX)]
+    bot_pulls = [p for p in gh.paginate("pulls", state="open") if is_bots(gh, p)]
     mine = next((p for p in bot_pulls if p["head"]["ref"] == result.branch), None)
     older = [p for p in bot_pulls if p is not mine]
     for p in older:  # about to be superseded: make sure this commit really holds their records
@@ -216,12 +236,7 @@ def publish(
     result.changed, result.deleted = sorted(changed), deleted
 
     if changed or deleted:
-        tree = []
-        for path, data in sorted(changed.items()):
-            blob = gh.post(
-                "git/blobs", {"content": base64.b64encode(data).decode(), "encoding": "base64"}, idempotent=True
-            )
-            tree.append({"path": path, "mode": "100644", "type": "blob", "sha": blob["sha"]})
+        tree = [tree_entry(gh, path, data) for path, data in sorted(changed.items())]
         tree += [{"path": p, "mode": "100644", "type": "blob", "sha": None} for p in deleted]
         new_tree = gh.post("git/trees", {"base_tree": base_tree, "tree": tree}, idempotent=True)["sha"]
         result.commit = branch_commit(gh, result.branch, tree=new_tree, parent=base_sha)
@@ -238,13 +253,38 @@ def publish(
         gh, keep=result.branch if result.commit else None, open_pulls=bot_pulls, closed=result.closed
     )
     for file, update in manifest.get("request_updates", {}).items():
-        number = request_pull(gh, file, base)
-        if number is not None:
-            comment(gh, number, file, request_comment(file, update, gh.repo, base, site_url))
-            result.comments.append(f"#{number} ({file})")
+        try:  # one locked or deleted pull request must not keep the others from their news
+            number = request_pull(gh, file, base)
+            if number is not None:
+                comment(gh, number, MARKER.format(file=file), request_comment(file, update, gh.repo, base, site_url))
+                result.comments.append(f"#{number} ({file})")
+        except GitHubError as e:
+            log.warning("no status comment for %s: %s", file, e)
+            result.failed.append(f"{file}: {e}")
     manifest["published"] = {"pull": result.pull, "url": result.url, "commit": result.commit}
     atomic_write(runs_dir(root, work_dir) / f"{run_id}.json", json.dumps(manifest))
     return result
+
+
+def is_bots(gh: GitHub, pull: dict) -> bool:
+    """A run pull request of this bot: its branch prefix, opened by the token's account, from this repository."""
+    head_repo = (pull["head"].get("repo") or {}).get("full_name", "")
+    return (
+        pull["head"]["ref"].startswith(BRANCH_PREFIX)
+        and head_repo.lower() == gh.repo.lower()
+        and pull["user"]["login"] == gh.login
+    )
+
+
+def tree_entry(gh: GitHub, path: str, data: bytes) -> dict:
+    """A tree entry for a changed file: text goes inline (one request for the whole tree, not one per
+    file, which matters under GitHub's limits on content-creating requests); anything else as a blob."""
+    entry = {"path": path, "mode": "100644", "type": "blob"}
+    try:
+        return entry | {"content": data.decode("utf-8")}
+    except UnicodeDecodeError:
+        blob = gh.post("git/blobs", {"content": base64.b64encode(data).decode(), "encoding": "base64"}, idempotent=True)
+        return entry | {"sha": blob["sha"]}
 
 
 def branch_commit(gh: GitHub, branch: str, *, tree: str, parent: str) -> str | None:
@@ -273,16 +313,21 @@ def set_branch(gh: GitHub, branch: str, sha: str) -> None:
 
 def open_or_update_pull(gh: GitHub, mine: dict | None, branch: str, base: str, manifest: dict) -> dict:
     title = f"Super Weight Index: run {manifest['run_id']} ({manifest['audited']} audited)"
-    body = manifest["summary"] + "\n---\nOpened by superweight's publisher; merging it updates the index.\n"
+    footer = "\n---\nOpened by superweight's publisher; merging it updates the index.\n"
+    summary = manifest["summary"]
+    if len(summary) + len(footer) > MAX_BODY:
+        cut = "\n\n… (the rest of the run summary is cut to fit GitHub's limit; the runner keeps it whole)\n"
+        summary = summary[: MAX_BODY - len(footer) - len(cut)].rsplit("\n", 1)[0] + cut
+    body = summary + footer
     if mine is not None:
         return gh.patch(f"pulls/{mine['number']}", {"title": title, "body": body})
     return gh.post("pulls", {"title": title, "head": branch, "base": base, "body": body})
 
 
 def close_superseded(gh: GitHub, older: list[dict], pull: int) -> list[int]:
-    """Close older bot pull requests: this one now holds their changes."""
+    """Close older bot pull requests (this one now holds their changes), saying so once."""
     for p in older:
-        gh.post(f"issues/{p['number']}/comments", {"body": f"Superseded by #{pull}, which contains these changes."})
+        comment(gh, p["number"], SUPERSEDED, f"{SUPERSEDED}\nSuperseded by #{pull}, which contains these changes.\n")
         gh.patch(f"pulls/{p['number']}", {"state": "closed"})
     return [p["number"] for p in older]
 
@@ -293,22 +338,31 @@ def delete_orphan_branches(gh: GitHub, *, keep: str | None, open_pulls: list[dic
     for ref in gh.get(f"git/matching-refs/heads/{BRANCH_PREFIX}"):
         branch = ref["ref"].removeprefix("refs/heads/")
         if branch != keep and branch not in still_open:
-            gh.delete(f"git/refs/heads/{branch}")
+            try:
+                gh.delete(f"git/refs/heads/{branch}")
+            except GitHubError as e:  # already gone (a retried delete that had gone through): fine
+                if e.status not in (404, 422):
+                    raise
 
 
 def request_pull(gh: GitHub, file: str, base: str) -> int | None:
     """The pull request that added a request file: the newest commit on `base` touching the path that came
-    from a pull request other than the bot's own."""
+    from a pull request someone other than the bot opened."""
     for commit in gh.paginate("commits", path=file, sha=base):
         for pull in gh.get(f"commits/{commit['sha']}/pulls"):
-            if not pull["head"]["ref"].startswith(BRANCH_PREFIX):
+            if pull["user"]["login"] != gh.login:
                 return pull["number"]
     return None
 
 
-def comment(gh: GitHub, number: int, file: str, body: str) -> None:
-    marker = MARKER.format(file=file)
-    mine = [c for c in gh.paginate(f"issues/{number}/comments") if marker in (c.get("body") or "")]
+def comment(gh: GitHub, number: int, marker: str, body: str) -> None:
+    """Post `body` on a pull request, or update the bot's own comment that starts with `marker`: anyone can
+    write a marker, so only the bot's comments count."""
+    mine = [
+        c
+        for c in gh.paginate(f"issues/{number}/comments")
+        if c["user"]["login"] == gh.login and (c.get("body") or "").startswith(marker)
+    ]
     if mine:
         if mine[0]["body"] != body:
             gh.patch(f"issues/comments/{mine[0]['id']}", {"body": body})
@@ -319,20 +373,24 @@ def comment(gh: GitHub, number: int, file: str, body: str) -> None:
 def plan_offline(root: Path, *, run_id: str | None = None, work_dir: str = ".superweight") -> str:
     """What `publish` would do, from local files alone (no token, nothing remote touched)."""
     manifest = load_manifest(root, run_id, work_dir)
-    try:
+    local = local_files(root)
+    try:  # changed since this clone's last commit: GitHub's main may be newer, which publish would merge
         status = subprocess.run(
-            ["git", "-C", str(root), "status", "--porcelain", "--", *SYNCED, "requests/"],
+            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=all", "--", *SYNCED],
             capture_output=True,
             text=True,
             check=True,
         ).stdout
-        files = [line[3:] for line in status.splitlines()]
+        files = sorted({line[3:] for line in status.splitlines()} & set(local))
     except (OSError, subprocess.CalledProcessError):
-        files = sorted(local_files(root))
+        files = sorted(local)
+    deleted = sorted(taken_requests(root, work_dir))
     lines = [
         "No GitHub token (set SUPERWEIGHT_GITHUB_TOKEN or GITHUB_TOKEN): nothing was changed on GitHub.",
-        f"Would commit {len(files)} file(s) to branch {BRANCH_PREFIX}{manifest['run_id']} in one commit:",
+        f"Would commit, in one commit on branch {BRANCH_PREFIX}{manifest['run_id']} (changes since this clone's "
+        f"last commit, {len(files)} file(s), and the request files the runs took, if still on GitHub):",
         *[f"  {f}" for f in files],
+        *[f"  delete {f}" for f in deleted],
         f"Would open or update the run's pull request, labelled {', '.join(LABELS)}, with this body:",
         "",
         manifest["summary"],

@@ -17,7 +17,9 @@ explicit date, and of every `created_at` / `updated_at`, come from a clock that 
 and advances one second per use.
 
 Every request must carry `Authorization: Bearer <token>` or `Authorization: token <token>` with
-`gh.token`: no header answers 401 "Requires authentication", another token 401 "Bad credentials".
+`gh.token` (the bot, `gh.user`) or a token `gh.add_user(login)` gave (another person: pull requests,
+comments and commits made with it are theirs): no header answers 401 "Requires authentication", another
+token 401 "Bad credentials". The rate limits are shared by all tokens.
 `X-GitHub-Api-Version`, when sent, must be one of `gh.api_versions` (400 otherwise, like GitHub). Any
 `Accept` is answered with JSON, except `application/vnd.github.raw` (and `...raw+json`) on contents.
 
@@ -562,6 +564,7 @@ class FakeGitHub(Served):
     def __init__(self, *, token: str = DEFAULT_TOKEN, user: str = "superweight-bot") -> None:
         self.token = token
         self.user = user
+        self._people: dict[str, str] = {}  # token -> login, for users other than the bot
         self.user_id = 1001
         self.rate_limit = 5000
         self.rate_limit_window = 3600.0
@@ -579,6 +582,13 @@ class FakeGitHub(Served):
         self._clock = _EPOCH
         self._window_start = time.time()
         self._used = 0
+
+    def add_user(self, login: str) -> str:
+        """Another person on GitHub: returns a token that acts as `login`."""
+        token = "ghp_" + hashlib.sha1(login.encode()).hexdigest()[:36]
+        with self._lock:
+            self._people[token] = login
+        return token
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
@@ -1012,7 +1022,9 @@ class FakeGitHub(Served):
                 scheme, _, token = request.headers.get("authorization", "").strip().partition(" ")
                 if not scheme:
                     raise _ApiError(401, "Requires authentication")
-                if scheme.lower() not in ("bearer", "token") or token.strip() != self.token:
+                token = token.strip()
+                login = self.user if token == self.token else self._people.get(token)
+                if scheme.lower() not in ("bearer", "token") or login is None:
                     raise _ApiError(401, "Bad credentials")
                 if version is not None and version not in self.api_versions:
                     raise _ApiError(
@@ -1041,7 +1053,7 @@ class FakeGitHub(Served):
                         )
                     self._writes.append(request.arrived)
                 counted = not is_rate_limit
-                response = _Routes(self, request).dispatch()
+                response = _Routes(self, request, login).dispatch()
             except _ApiError as error:
                 response = error.response()
             except Exception as error:  # a bug in the fake: show it to the test instead of hanging
@@ -1076,9 +1088,11 @@ class _Routes:
     """Routing and payloads for one request. Runs with the fake's lock held; a route validates
     everything before it changes anything, so that a refused request leaves no trace."""
 
-    def __init__(self, gh: FakeGitHub, request: Request) -> None:
+    def __init__(self, gh: FakeGitHub, request: Request, login: str) -> None:
         self.gh = gh
         self.request = request
+        self.login = login
+        """Who the request's token acts as."""
         self.api = request.base_url
 
     # -- dispatch ----------------------------------------------------------------------------------
@@ -1096,7 +1110,7 @@ class _Routes:
             }
             return _json_response(200, {"resources": resources, "rate": core})
         if segs == ["user"] and method == "GET":
-            return _json_response(200, self.user_json(self.gh.user))
+            return _json_response(200, self.user_json(self.login))
         if len(segs) >= 3 and segs[0] == "repos":
             repo = self.gh._repos.get(f"{segs[1]}/{segs[2]}".lower())
             if repo is None:
@@ -1668,7 +1682,7 @@ class _Routes:
             if not isinstance(parent, str) or repo.get(parent.lower(), Commit) is None:
                 raise _ApiError(422, "Parent SHA does not exist or is not a commit object")
         when = self.gh._tick()
-        author = self.signature(body, "author", Signature(self.gh.user, self.gh._email(), when))
+        author = self.signature(body, "author", Signature(self.login, self.gh._email(), when))
         committer = self.signature(body, "committer", author)
         commit = Commit(tree, tuple(p.lower() for p in parents), author, committer, message)
         sha = repo.store(commit)
@@ -1854,7 +1868,7 @@ class _Routes:
             base,
             head_sha,
             base_sha,
-            self.gh.user,
+            self.login,
             draft=draft,
             created_at=when,
             updated_at=when,
@@ -1977,7 +1991,7 @@ class _Routes:
             if method == "POST":
                 text = self.comment_body()
                 when = self.gh._tick()
-                comment = Comment(next(self.gh._ids), pr.number, text, self.gh.user, when, when)
+                comment = Comment(next(self.gh._ids), pr.number, text, self.login, when, when)
                 repo.comments[comment.id] = comment
                 pr.updated_at = when
                 payload = self.comment_json(repo, comment)
@@ -2089,7 +2103,7 @@ class _Routes:
             raise _validation_failed(
                 "Status", "custom", message="This SHA and context has reached the maximum number of statuses."
             )
-        status = Status(next(self.gh._ids), sha, state, context, description, target_url, self.gh.user, self.gh._tick())
+        status = Status(next(self.gh._ids), sha, state, context, description, target_url, self.login, self.gh._tick())
         existing.append(status)
         payload = self.status_json(repo, status)
         return _json_response(201, payload, {"Location": payload["url"]})

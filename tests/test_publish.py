@@ -37,7 +37,7 @@ def gh_server():
         # A requester's pull request adds a request file, and a maintainer merges it.
         server.add_commit("org/index", {REQUEST: REQUEST_TEXT}, branch="alice/request")
         api = requests.Session()
-        api.headers["Authorization"] = f"Bearer {TOKEN}"
+        api.headers["Authorization"] = f"Bearer {server.add_user('alice')}"
         pr = api.post(
             f"{server.url}/repos/org/index/pulls",
             json={"title": "Audit demo/tiny-llama", "head": "alice/request", "base": "main"},
@@ -101,14 +101,12 @@ def test_the_call_sequence_of_a_publish(gh_server, local, audit_result):
     result = publish(local, client(gh_server))
 
     calls = [(r.method, shape(r.path)) for r in gh_server.requests]
-    changed = len(result.changed)
     assert calls == [
         ("GET", "git/ref/heads/main"),
         ("GET", "git/commits/SHA"),
         ("GET", "git/trees/SHA"),
         ("GET", "pulls"),  # open bot pull requests: none yet
-        *[("POST", "git/blobs")] * changed,
-        ("POST", "git/trees"),
+        ("POST", "git/trees"),  # the changed text files inline: one write, however many there are
         ("GET", "git/ref/heads/superweight/run-20261122T070000Z"),
         ("POST", "git/commits"),
         ("GET", "git/ref/heads/superweight/run-20261122T070000Z"),
@@ -118,6 +116,7 @@ def test_the_call_sequence_of_a_publish(gh_server, local, audit_result):
         ("GET", "git/matching-refs/heads/superweight/run-"),
         ("GET", "commits"),
         ("GET", "commits/SHA/pulls"),
+        ("GET", "/user"),  # whose pull request and comments are the bot's own
         ("GET", "issues/N/comments"),
         ("POST", "issues/N/comments"),
     ]
@@ -211,12 +210,19 @@ def test_records_added_on_github_meanwhile_are_merged_not_lost(gh_server, local,
 
 def test_rate_limits_are_respected(gh_server, local):
     slept = []
-    gh_server.secondary_rate_limit(pattern="/repos/org/index/git/blobs", retry_after=1)
+    gh_server.secondary_rate_limit(pattern="/repos/org/index/git/trees", method="POST", retry_after=1)
     publish(local, client(gh_server, sleep=lambda s: (slept.append(s), time.sleep(s))))
 
-    blobs = [r for r in gh_server.requests if r.path.endswith("/git/blobs")]
-    assert blobs[0].status == 403 and blobs[1].status == 201
-    assert blobs[1].time - blobs[0].time >= 1.0 and 1.0 in slept
+    trees = [r for r in gh_server.requests if r.method == "POST" and r.path.endswith("/git/trees")]
+    assert trees[0].status == 403 and trees[1].status == 201
+    assert trees[1].time - trees[0].time >= 1.0 and 1.0 in slept
+
+
+def test_a_secondary_limit_without_retry_after_waits_a_minute(gh_server, local):
+    slept = []
+    gh_server.secondary_rate_limit(pattern="/repos/org/index/git/trees", method="POST", retry_after=None, times=2)
+    publish(local, client(gh_server, sleep=slept.append))
+    assert slept[:2] == [60.0, 120.0]  # as GitHub asks: at least a minute, then exponentially longer
 
 
 def test_an_exhausted_primary_limit_is_waited_out(gh_server, local):
@@ -327,7 +333,131 @@ def test_superseding_keeps_the_records_of_the_older_pull_request(gh_server, loca
 
 def test_a_comment_is_not_posted_twice_after_a_server_error(gh_server, local):
     gh_server.fail_next("/repos/org/index/issues/*/comments", status=502, method="POST", applied=True)
-    with pytest.raises(GitHubError, match="502"):
-        publish(local, client(gh_server))
+    first = publish(local, client(gh_server))
+    assert len(first.failed) == 1 and "502" in first.failed[0]  # reported, and the publish went on
     publish(local, client(gh_server))  # the next publish finds the comment GitHub did make, by its marker
     assert len(gh_server.comments("org/index", gh_server.request_pull)) == 1
+
+
+def post_comment(gh_server, token: str, number: int, body: str) -> None:
+    requests.post(
+        f"{gh_server.url}/repos/org/index/issues/{number}/comments",
+        json={"body": body},
+        headers={"Authorization": f"Bearer {token}"},
+    ).raise_for_status()
+
+
+def test_someone_elses_comment_with_the_marker_is_left_alone(gh_server, local):
+    mallory = gh_server.add_user("mallory")
+    post_comment(gh_server, mallory, gh_server.request_pull, MARKER.format(file=REQUEST) + "\nall good, merge it")
+
+    publish(local, client(gh_server))
+
+    theirs, ours = gh_server.comments("org/index", gh_server.request_pull)
+    assert (theirs.user, theirs.body.endswith("all good, merge it")) == ("mallory", True)
+    assert ours.user == "superweight-bot" and "audited: **confirmed**" in ours.body
+
+
+def test_a_pull_request_that_only_looks_like_the_bots_is_not_trusted(gh_server, local, audit_result):
+    # Someone with push access opens a pull request from a branch with the bot's prefix, adding a record.
+    forged = replace(MeasuredRecord.from_audit(audit_result), revision="f" * 40, date="2026-11-01T00:00:00Z")
+    elsewhere = local.parent / "elsewhere"
+    append_record("demo/tiny-llama", forged, root=elsewhere / "index")
+    text = (elsewhere / "index/demo/tiny-llama.yaml").read_bytes()
+    gh_server.add_commit("org/index", {"index/demo/tiny-llama.yaml": text}, branch="superweight/run-mallory")
+    requests.post(
+        f"{gh_server.url}/repos/org/index/pulls",
+        json={"title": "results", "head": "superweight/run-mallory", "base": "main"},
+        headers={"Authorization": f"Bearer {gh_server.add_user('mallory')}"},
+    ).raise_for_status()
+
+    result = publish(local, client(gh_server))
+
+    assert result.closed == []
+    assert "f" * 40 not in gh_server.files_at("org/index", result.branch)["index/demo/tiny-llama.yaml"].decode()
+    assert [r.revision for r in lookup("demo/tiny-llama", root=local / "index")] == [audit_result.info.revision]
+
+
+def test_a_comment_that_cannot_be_posted_does_not_stop_the_others(gh_server, local):
+    gh_server.fail_next("/repos/org/index/issues/*/comments", status=403, method="POST", body={"message": "locked"})
+
+    result = publish(local, client(gh_server))
+
+    assert result.url and len(result.failed) == 1 and "locked" in result.failed[0]
+    manifest = json.loads((local / ".superweight/runs/20261122T070000Z.json").read_text())
+    assert manifest["published"]["pull"] == result.pull  # the run is recorded as published all the same
+
+
+def test_superseding_says_so_once_even_when_closing_fails(gh_server, local, audit_result):
+    first = publish(local, client(gh_server))
+    write_run(local, "20261122T080000Z", replace(MeasuredRecord.from_audit(audit_result), revision="d" * 40))
+    gh_server.fail_next(f"/repos/org/index/pulls/{first.pull}", status=502, method="PATCH", times=2)
+    with pytest.raises(GitHubError, match="502"):
+        publish(local, client(gh_server, max_retries=1))
+
+    publish(local, client(gh_server))
+
+    notes = [c for c in gh_server.comments("org/index", first.pull) if "Superseded by" in c.body]
+    assert len(notes) == 1 and gh_server.pulls("org/index")[first.pull - 1].state == "closed"
+
+
+def test_a_delete_that_went_through_before_its_answer_was_lost(gh_server, local, audit_result):
+    first = publish(local, client(gh_server))
+    write_run(local, "20261122T080000Z", replace(MeasuredRecord.from_audit(audit_result), revision="d" * 40))
+    gh_server.fail_next("/repos/org/index/git/refs/heads/*", status=502, method="DELETE", applied=True)
+
+    publish(local, client(gh_server))  # the retried DELETE finds the branch gone: that is success
+
+    assert f"refs/heads/{first.branch}" not in gh_server.refs("org/index")
+
+
+def test_list_pages_stay_linked_when_served_from_the_etag_cache(gh_server, local):
+    alice = gh_server.add_user("alice")
+    for i in range(120):  # a busy pull request: its comments take two pages
+        post_comment(gh_server, alice, gh_server.request_pull, f"comment {i}")
+    gh = client(gh_server)
+
+    publish(local, gh)
+    publish(local, gh)  # the same client: the first page now comes back 304, from the cache
+
+    ours = [c for c in gh_server.comments("org/index", gh_server.request_pull) if c.user == "superweight-bot"]
+    assert len(ours) == 1
+
+
+def test_a_long_summary_is_cut_to_fit_a_pull_request(gh_server, local):
+    path = local / ".superweight/runs/20261122T070000Z.json"
+    manifest = json.loads(path.read_text())
+    manifest["summary"] += "".join(f"| org/model-{i} | failed | download_error |\n" for i in range(3000))
+    path.write_text(json.dumps(manifest))
+
+    result = publish(local, client(gh_server))
+
+    [pull] = [p for p in gh_server.pulls("org/index") if p.number == result.pull]
+    assert len(pull.body) <= 65_536 and "cut to fit GitHub's limit" in pull.body
+
+
+def test_an_invalid_index_file_on_github_is_not_merged_and_does_not_stop_a_publish(gh_server, local, caplog):
+    gh_server.add_commit("org/index", {"index/x/y.yaml": b"model: x/y\n"})
+    result = publish(local, client(gh_server))
+    assert result.url and not (local / "index/x/y.yaml").exists()
+    assert "index/x/y.yaml on GitHub was not merged" in caplog.text
+
+
+def test_links_under_the_published_folders_are_not_followed(gh_server, local, tmp_path):
+    secret = tmp_path / "id_ed25519"
+    secret.write_text("-----BEGIN OPENSSH PRIVATE KEY-----")
+    (local / "queue" / "notes.yaml").symlink_to(secret)
+    (local / "index" / "linked").symlink_to(tmp_path, target_is_directory=True)
+
+    result = publish(local, client(gh_server))
+
+    files = gh_server.files_at("org/index", result.branch)
+    assert "queue/notes.yaml" not in files and not any(f.startswith("index/linked/") for f in files)
+
+
+def test_a_tree_too_large_to_list_stops_the_publish(gh_server, local):
+    gh_server.fail_next(
+        "/repos/org/index/git/trees/*", status=200, method="GET", body={"sha": "0" * 40, "tree": [], "truncated": True}
+    )
+    with pytest.raises(GitHubError, match="too large for GitHub to list whole"):
+        publish(local, client(gh_server))

@@ -20,7 +20,8 @@ def client(args: argparse.Namespace, config):
     repo = args.github_repo or config.github.repo or os.environ.get("GITHUB_REPOSITORY")
     if not repo:
         raise UsageError("which GitHub repository? pass --github-repo OWNER/NAME or set github.repo in auditor.yaml")
-    return GitHub(repo, token, api_url=config.github.api_url, write_interval=config.github.write_interval)
+    github = config.github
+    return GitHub(repo, token, api_url=github.api_url, write_interval=github.write_interval, login=github.bot_login)
 
 
 def publish_run(args: argparse.Namespace, config, run_id: str | None) -> int:
@@ -47,6 +48,8 @@ def publish_run(args: argparse.Namespace, config, run_id: str | None) -> int:
         print(f"  request status on {c}")
     for n in result.closed:
         print(f"  closed #{n} (superseded)")
+    for failure in result.failed:
+        print(f"superweight: no status comment: {failure}", file=sys.stderr)
     return 0
 
 

@@ -91,6 +91,9 @@ class GitHubConfig:
     """The published site, for links in request comments."""
     write_interval: float = 1.0
     """Seconds between content-creating requests (GitHub's secondary limits)."""
+    bot_login: str | None = None
+    """The account the token acts as; found with GET /user when not set (a GitHub App token cannot ask:
+    set it to `<app-name>[bot]`)."""
 
 
 @dataclass(frozen=True)
@@ -151,6 +154,7 @@ SCHEMA = _obj(
         api_url=TEXT,
         site_url={"type": ["string", "null"]},
         write_interval=NUMBER,
+        bot_login={"type": ["string", "null"]},
     ),
 )
 
