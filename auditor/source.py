@@ -359,6 +359,8 @@ def hub_error(e: Exception, repo_id: str, revision: str | None) -> Exception:
         return e
     if isinstance(e, (UnsupportedModelError, CorruptCheckpointError)):
         return e
+    if isinstance(e, hf.HFValidationError):
+        return ModelNotFoundError(f"{repo_id!r} is not a valid Hub model id: {str(e).strip().splitlines()[0]}")
     if isinstance(e, hf.GatedRepoError):
         return GatedModelError(f"{repo_id} is gated: accept its license on the Hub and set HF_TOKEN")
     if isinstance(e, hf.RevisionNotFoundError):

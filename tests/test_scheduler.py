@@ -147,7 +147,7 @@ def test_discovery_queues_the_eligible_and_skips_the_rest_with_reasons(zoo, repo
     assert all(i.message and i.state == "skipped" for i in found.skipped)
     assert "74.5 GiB of weights" in next(i.message for i in found.skipped if i.code == "too_large")
     # Pagination: the listing came in pages of two.
-    listing = [r for r in hub.requests if r.path == "/api/models"]
+    listing = [r for r in hub.requests if r.path == "/api/models" and r.query["sort"] == ["createdAt"]]
     assert len(listing) == 5
     # Requests go first, then base models before fine-tunes even with fewer downloads.
     assert [i.model for i in queue.pending(config.priority)] == ["org/good-base", "org/good-finetune"]
@@ -462,7 +462,8 @@ def test_since_lets_discovery_stop_at_what_it_has_seen(zoo, repo, config, hub):
     again = discover(config, queue=queue, cursor=cursor, index_root=repo / "index", since="2026-10-01")
 
     assert again.examined == 0
-    assert len([r for r in hub.requests if r.path == "/api/models"]) == 1  # one page, not the whole listing
+    created = [r for r in hub.requests if r.path == "/api/models" and r.query["sort"] == ["createdAt"]]
+    assert len(created) == 1  # one page, not the whole listing
 
 
 def test_a_model_whose_hashes_cannot_be_read_is_queued_anyway(zoo, repo, config, hub):
@@ -516,3 +517,216 @@ def test_a_result_the_index_refuses_fails_that_model_only(zoo, repo, config, aud
 
     assert [i.model for i, _ in report.audited] == ["org/good-finetune"]
     assert [(i.model, i.code) for i in report.failed] == [("org/good-base", "invalid_result")]
+
+
+# -- what a second review found -----------------------------------------------------------------------
+
+
+def fake_worker_for(audit_result, seen: list | None = None):
+    """A worker that returns a real record without the minute of real audits (and notes what it audited)."""
+    from auditor.index.entries import record_to_dict
+
+    def worker(item, config, paths, run_id):
+        if seen is not None:
+            seen.append(item.model)
+        return {"record": record_to_dict(replace(MeasuredRecord.from_audit(audit_result), revision=item.revision))}
+
+    return worker
+
+
+def test_a_request_for_an_id_the_hub_refuses_stays_and_the_run_goes_on(zoo, repo, config, audit_result, monkeypatch):
+    from auditor.scheduler import runner
+
+    monkeypatch.setattr(runner, "audit_in_worker", fake_worker_for(audit_result))
+    write(repo / "requests" / "odd.yaml", "model: org/a--b\n")
+
+    report = run(repo, config, discover_models=False, log=lambda m: None)
+
+    assert (repo / "requests" / "odd.yaml").exists()
+    [(_, outcome)] = report.requests
+    assert outcome.startswith("left in place") and "'org/a--b' is not a valid Hub model id" in outcome
+
+
+def test_metadata_of_an_unexpected_shape_skips_that_model_only(config):
+    from types import SimpleNamespace
+
+    from auditor.scheduler.eligibility import check_model
+
+    odd = SimpleNamespace(id="org/odd", sha="a" * 40, private=False, disabled=False, gated=False, siblings=5)
+    with pytest.raises(Ineligible) as e:
+        check_model(odd, config)
+    assert (e.value.code, e.value.revision) == ("bad_metadata", "a" * 40)
+    assert "its metadata on the Hub cannot be read (TypeError" in str(e.value)
+
+
+def test_discover_waits_for_no_one_and_never_writes_beside_a_run(zoo, repo, capsys):
+    from auditor.cli import main
+
+    (repo / ".superweight").mkdir()
+    with FileLock(repo / ".superweight" / "run.lock"):
+        assert main(["discover", "--repo", str(repo)]) == 1
+    assert "one run at a time" in capsys.readouterr().err
+    assert not (repo / "queue" / "queue.yaml").exists()
+
+
+def test_a_run_killed_after_its_record_was_written_reports_it_done(zoo, repo, config, audit_result):
+    from auditor.scheduler.queue import Item, save_queue
+
+    revision = zoo["org/good-base"]
+    indexed(repo, "org/good-base", revision, MeasuredRecord.from_audit(audit_result), {})
+    item = Item("org/good-base", revision, "request", "running", "2026-11-22T00:00:00Z", "2026-11-22T00:00:00Z")
+    save_queue(repo / "queue" / "queue.yaml", Queue([replace(item, attempts=2, request_files=["requests/a.yaml"])]))
+    download = repo / ".superweight" / "hub" / "models--org--good-base"
+    download.mkdir(parents=True)
+
+    report = run(repo, config, discover_models=False, max_models=0, log=lambda m: None)
+
+    assert [i.model for i, _ in report.audited] == ["org/good-base"] and report.recovered == []
+    assert load_queue(repo / "queue" / "queue.yaml").items == [] and not download.exists()
+    manifest = json.loads((repo / ".superweight" / "runs" / f"{report.run_id}.json").read_text())
+    assert manifest["request_updates"]["requests/a.yaml"]["state"] == "done"  # the requester hears of it
+    assert len(lookup("org/good-base", root=repo / "index")) == 1
+
+
+def test_a_killed_audit_is_tried_again(zoo, repo, config, monkeypatch):
+    from auditor.scheduler import runner
+
+    real = subprocess.Popen
+    monkeypatch.setattr(runner.subprocess, "Popen", lambda args, **kw: real(["sh", "-c", "kill -KILL $$"], **kw))
+
+    report = run(repo, replace(config, run=replace(config.run, max_models=1)), log=lambda m: None)
+
+    [again] = report.retrying
+    assert (again.code, again.state, again.attempts) == ("killed", "pending", 1)
+
+
+def test_a_request_for_a_queued_or_failed_model_goes_first_and_tells_everyone(
+    zoo, hub, repo, config, audit_result, monkeypatch
+):
+    from auditor.scheduler import runner
+    from auditor.scheduler.queue import save_queue
+
+    seen: list[str] = []
+    monkeypatch.setattr(runner, "audit_in_worker", fake_worker_for(audit_result, seen))
+    discover(config, queue=(queue := Queue()), cursor=Cursor(), index_root=repo / "index")
+    finetune = queue.find("org/good-finetune", zoo["org/good-finetune"])
+    queue.set(finetune, "failed", code="download_error", message="gave up", attempts=2)
+    save_queue(repo / "queue" / "queue.yaml", queue)
+    write(repo / "requests" / "alice.yaml", "model: org/good-finetune\nrequested_by: alice\n")
+    write(repo / "requests" / "bob.yaml", "model: org/good-finetune\nrequested_by: bob\n")
+
+    report = run(
+        repo, replace(config, run=replace(config.run, max_models=1)), discover_models=False, log=lambda m: None
+    )
+
+    assert seen == ["org/good-finetune"]  # requested: before the base model that discovery ranks first
+    manifest = json.loads((repo / ".superweight" / "runs" / f"{report.run_id}.json").read_text())
+    updates = manifest["request_updates"]
+    assert updates["requests/alice.yaml"]["state"] == updates["requests/bob.yaml"]["state"] == "done"
+
+
+def test_a_request_for_identical_weights_downloads_nothing(hub, repo, config, audit_result, build_checkpoint):
+    good = files_of(build_checkpoint("llama"))
+    audited = hub.add_model("org/audited", good, card_data={"license": "mit"}, created_at=T0)
+    hub.add_model("org/copy", good, card_data={"license": "mit"}, created_at=T0 + timedelta(minutes=1))
+    from auditor.scheduler.discover import weight_hashes
+
+    hashes = weight_hashes("org/audited", audited)
+    indexed(repo, "org/audited", audited, MeasuredRecord.from_audit(audit_result), hashes)
+    write(repo / "requests" / "copy.yaml", "model: org/copy\n")
+    hub.clear_requests()
+
+    report = run(repo, config, discover_models=False, log=lambda m: None)
+
+    assert [(m, ref.model) for m, _, ref in report.same_weights] == [("org/copy", "org/audited")]
+    assert not [r for r in hub.requests if r.path.endswith(".safetensors")]
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("run: {timeout: -1}\n", "run.timeout"),
+        ("run: {time_budget: 0}\n", "run.time_budget: must be longer than nothing"),
+        ("run: {keep_skipped: -3}\n", "run.keep_skipped must not be negative"),
+        ("discover: {since: '2026-13-45'}\n", "discover.since: '2026-13-45' is not a date"),
+    ],
+)
+def test_values_that_cannot_work_are_refused_when_the_config_is_read(tmp_path, text, message):
+    (tmp_path / "auditor.yaml").write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        load_config(tmp_path / "auditor.yaml")
+
+
+def test_a_config_that_is_not_a_file_is_one_line(tmp_path):
+    (tmp_path / "auditor.yaml").mkdir()
+    with pytest.raises(ConfigError, match="cannot be read"):
+        load_config(tmp_path / "auditor.yaml")
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["run", "--time-budget", "soon"], "argument --time-budget: 'soon' is not a duration"),
+        (["discover", "--since", "yesterday"], "argument --since: 'yesterday' is not a date"),
+    ],
+)
+def test_bad_command_line_values_are_refused_before_anything_runs(repo, capsys, argv, message):
+    from auditor.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main([*argv, "--repo", str(repo)])
+    assert e.value.code == 2 and message in capsys.readouterr().err
+    assert not (repo / ".superweight").exists()
+
+
+def test_two_runs_in_one_second_keep_their_own_records(repo):
+    from auditor.scheduler.runner import new_run_id
+
+    runs = repo / ".superweight" / "runs"
+    runs.mkdir(parents=True)
+    first = new_run_id(runs)
+    (runs / f"{first}.json").write_text("{}")
+    second = new_run_id(runs)
+    assert second != first and second.startswith(first.removesuffix("Z"))
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "message"),
+    [
+        ("cursor.yaml", "- a\n", r'file: \["a"\] is not of type "object"'),
+        ("cursor.yaml", "schema_version: 1\nexamined: [{until: garbage}]\n", "examined.0.until"),
+        ("queue.yaml", "schema_version: 1\nitems: [{downloads: x}]\n", "items.0"),
+    ],
+)
+def test_a_damaged_cursor_or_queue_is_one_clear_error(repo, config, name, text, message):
+    from auditor.scheduler.discover import CursorError
+    from auditor.scheduler.queue import QueueError
+
+    (repo / "queue" / name).write_text(text)
+    with pytest.raises((CursorError, QueueError), match=message):
+        (load_cursor if name == "cursor.yaml" else load_queue)(repo / "queue" / name)
+
+
+def test_a_queue_listing_one_model_twice_is_refused(repo):
+    from auditor.scheduler.queue import Item, QueueError, save_queue
+
+    item = Item("org/m", "a" * 40, "discovered", "pending", "2026-11-22T00:00:00Z", "2026-11-22T00:00:00Z")
+    save_queue(repo / "queue" / "queue.yaml", Queue([item, replace(item, state="failed")]))
+    with pytest.raises(QueueError, match=r"org/m at a{40} is listed twice"):
+        load_queue(repo / "queue" / "queue.yaml")
+
+
+def test_a_new_commit_to_an_audited_model_is_examined_again(zoo, hub, repo, config, audit_result, build_checkpoint):
+    base = zoo["org/good-base"]
+    indexed(repo, "org/good-base", base, MeasuredRecord.from_audit(audit_result), {})
+    cursor = Cursor()
+    discover(config, queue=Queue(), cursor=cursor, index_root=repo / "index")  # the first run sets the mark
+    assert cursor.modified is not None
+
+    new = hub.add_commit("org/good-base", files_of(build_checkpoint("llama", [Plant(2, 11, 50)])))
+    found = discover(config, queue=(queue := Queue()), cursor=cursor, index_root=repo / "index")
+
+    assert [(i.model, i.revision) for i in found.queued] == [("org/good-base", new)] and new != base
+    assert queue.find("org/good-base", new).state == "pending"
+    again = discover(config, queue=queue, cursor=cursor, index_root=repo / "index")
+    assert again.examined == 0  # seen once, not every run

@@ -11,6 +11,30 @@ from .common import emit_json, positive, quiet_libraries
 from .publish import add_github_options
 
 
+def date(text: str) -> str:
+    """An argparse type: a calendar date, YYYY-MM-DD."""
+    import datetime
+
+    try:
+        datetime.date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a date (YYYY-MM-DD)") from None
+    return text
+
+
+def duration(text: str) -> str:
+    """An argparse type: a duration such as 90s, 45m, 6h or 1d."""
+    from ..errors import AuditorError
+    from ..scheduler.config import parse_duration
+
+    try:
+        if parse_duration(text) <= 0:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a positive duration")
+    except AuditorError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return text
+
+
 def config_of(args: argparse.Namespace):
     from ..scheduler.config import load_config
 
@@ -20,16 +44,17 @@ def config_of(args: argparse.Namespace):
 def cmd_discover(args: argparse.Namespace) -> int:
     from ..scheduler.discover import discover, load_cursor, save_cursor
     from ..scheduler.queue import load_queue, save_queue
-    from ..scheduler.runner import RepoPaths
+    from ..scheduler.runner import RepoPaths, run_lock
 
     quiet_libraries(progress=False)
     config = config_of(args)
     paths = RepoPaths.of(args.repo, config)
-    queue, cursor = load_queue(paths.queue), load_cursor(paths.cursor)
-    found = discover(config, queue=queue, cursor=cursor, index_root=paths.index, limit=args.limit, since=args.since)
-    queue.prune(config.run.keep_skipped)
-    save_queue(paths.queue, queue)
-    save_cursor(paths.cursor, cursor)
+    with run_lock(paths):  # a run saving the queue meanwhile would otherwise lose what one of us wrote
+        queue, cursor = load_queue(paths.queue), load_cursor(paths.cursor)
+        found = discover(config, queue=queue, cursor=cursor, index_root=paths.index, limit=args.limit, since=args.since)
+        queue.prune(config.run.keep_skipped)
+        save_queue(paths.queue, queue)
+        save_cursor(paths.cursor, cursor)
     if args.json:
         sys.stdout.write(
             emit_json(
@@ -111,7 +136,7 @@ def register(sub) -> None:
     common.add_argument("--config", type=Path, help="the configuration file (default: REPO/auditor.yaml)")
 
     p = sub.add_parser("discover", parents=[common], help="find new open checkpoints on the Hub and queue them")
-    p.add_argument("--since", metavar="YYYY-MM-DD", help="do not look at models created before this date")
+    p.add_argument("--since", metavar="YYYY-MM-DD", type=date, help="do not look at models created before this date")
     p.add_argument("--limit", type=positive(int), help="models to examine (default: the config's discover.limit)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_discover)
@@ -125,7 +150,7 @@ def register(sub) -> None:
 
     p = sub.add_parser("run", parents=[common], help="the scheduled job: requests, discovery, audits")
     p.add_argument("--max-models", type=positive(int), help="audits to run (default: the config's run.max_models)")
-    p.add_argument("--time-budget", metavar="DURATION", help="no audit starts after this (e.g. 6h)")
+    p.add_argument("--time-budget", metavar="DURATION", type=duration, help="no audit starts after this (e.g. 6h)")
     p.add_argument("--no-discover", action="store_true", help="only requests and the existing queue")
     p.add_argument("--publish", action="store_true", help="then publish the results to GitHub (superweight publish)")
     add_github_options(p)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -178,6 +179,8 @@ def load_config(path: str | Path | None = None, *, repo: str | Path = ".") -> Co
         raise ConfigError(f"{path}: no such file") from None
     except yamlio.YamlError as e:
         raise ConfigError(str(e)) from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: cannot be read ({getattr(e, 'strerror', None) or e})") from None
     data = data or {}
     errors = list(jsonschema_rs.validator_for(SCHEMA).iter_errors(data))
     if errors:
@@ -195,9 +198,12 @@ def check(config: Config, where: str) -> None:
         problems.append("memory_gib must be positive and memory_factor at least 1")
     if config.run.max_models < 0 or config.run.max_attempts < 1 or config.discover.limit < 0:
         problems.append("run.max_models and discover.limit must not be negative, run.max_attempts at least 1")
+    if config.run.keep_skipped < 0:
+        problems.append("run.keep_skipped must not be negative")
     for name in ("time_budget", "timeout"):
         try:
-            parse_duration(getattr(config.run, name))
+            if parse_duration(getattr(config.run, name)) <= 0:
+                problems.append(f"run.{name}: must be longer than nothing")
         except ConfigError as e:
             problems.append(f"run.{name}: {e}")
     a = config.audit
@@ -210,7 +216,12 @@ def check(config: Config, where: str) -> None:
         )
     if a.device not in ("auto", "cpu") and not re.fullmatch(r"cuda(:\d+)?", a.device):
         problems.append(f"audit.device: {a.device!r} is not auto, cpu or cuda")
-    if config.discover.since is not None and not re.fullmatch(r"\d{4}-\d{2}-\d{2}", config.discover.since):
-        problems.append(f"discover.since: {config.discover.since!r} is not a date (YYYY-MM-DD)")
+    if config.discover.since is not None:
+        try:
+            if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", config.discover.since):
+                raise ValueError
+            date.fromisoformat(config.discover.since)
+        except ValueError:
+            problems.append(f"discover.since: {config.discover.since!r} is not a date (YYYY-MM-DD)")
     if problems:
         raise ConfigError(f"{where}: {problems[0]}")

@@ -5,6 +5,9 @@ headers). A run examines at most `limit` models it has not examined before; the 
 records the creation-time spans already examined, so the next run first takes what appeared since, then
 carries on further back from where this one stopped. `since` bounds how far back discovery ever goes.
 
+New commits to models already in the index are found by a second listing, by last modification, back to
+the newest modification the previous run saw (the cursor's `modified` mark; the first run only sets it).
+
 Each examined model is checked from its metadata (`eligibility`): refused ones are queued as `skipped` with
 their reason; a model already audited at that commit by this tool version is left alone; one whose weight
 files have the same sha256 (the Hub's LFS oids) as an audited model gets a `same_weights` record in the index
@@ -16,13 +19,15 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from functools import partial
 from pathlib import Path
 
 from .. import __version__, yamlio
+from ..errors import AuditorError
 from ..fileio import atomic_write
 from ..index import MeasuredRecord, ModelRef, SameWeightsRecord, append_record, load_index
 from ..records import from_dict, to_dict
-from ..source import with_retries
+from ..source import SHARD_INDEX, read_config, weights_to_load, with_retries
 from .config import Config
 from .eligibility import Candidate, Ineligible, check_model
 from .queue import Item, Queue, now
@@ -45,6 +50,32 @@ EXPAND = [
     "tags",
 ]
 CURSOR_HEADER = "# Written by superweight's scheduler: the creation times of Hub models already examined.\n"
+TIME = "^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\\.[0-9]+)?Z$"
+CURSOR_SCHEMA = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["schema_version", "examined"],
+    "properties": {
+        "schema_version": {"const": 1},
+        "examined": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["until"],
+                "properties": {
+                    "until": {"type": "string", "pattern": TIME},
+                    "after": {"type": ["string", "null"], "pattern": TIME},
+                },
+            },
+        },
+        "modified": {"type": ["string", "null"], "pattern": TIME},
+    },
+}
+
+
+class CursorError(AuditorError):
+    code = "cursor"
 
 
 @dataclass(frozen=True)
@@ -58,6 +89,8 @@ class Span:
 @dataclass
 class Cursor:
     spans: list[Span] = field(default_factory=list)
+    modified: str | None = None
+    """The newest last-modification time the previous run's second listing saw."""
 
     def covers(self, t: datetime) -> bool:
         return any((s.after is None or t > parse(s.after)) and t <= parse(s.until) for s in self.spans)
@@ -92,20 +125,33 @@ def stamp(t: datetime) -> str:
 
 
 def load_cursor(path: Path) -> Cursor:
+    """Raises: CursorError, naming the file and what is wrong (delete the file to start over)."""
+    import jsonschema_rs
+
     if not path.exists():
         return Cursor()
-    data = yamlio.load(path.read_text(encoding="utf-8"), str(path))
-    return Cursor([from_dict(Span, s) for s in data.get("examined", [])])
+    try:
+        data = yamlio.load(path.read_text(encoding="utf-8"), str(path))
+    except (yamlio.YamlError, OSError, UnicodeDecodeError) as e:
+        raise CursorError(f"{e} (delete {path} to start discovery over)") from None
+    errors = list(jsonschema_rs.validator_for(CURSOR_SCHEMA).iter_errors(data))
+    if errors:
+        where = ".".join(map(str, errors[0].instance_path)) or "file"
+        raise CursorError(f"{path}: {where}: {errors[0].message} (delete the file to start discovery over)")
+    return Cursor([from_dict(Span, s) for s in data["examined"]], data.get("modified"))
 
 
 def save_cursor(path: Path, cursor: Cursor) -> None:
     data = {"schema_version": 1, "examined": [to_dict(s, omit_none=True) for s in cursor.spans]}
+    if cursor.modified:
+        data["modified"] = cursor.modified
     atomic_write(path, CURSOR_HEADER + yamlio.dump(data))
 
 
 @dataclass
 class Discovery:
     examined: int = 0
+    """New models examined, and models of the index with a new commit."""
     queued: list[Item] = field(default_factory=list)
     skipped: list[Item] = field(default_factory=list)
     already_audited: list[str] = field(default_factory=list)
@@ -127,13 +173,19 @@ def audited_index(root: Path) -> tuple[set[tuple[str, str]], dict[frozenset, Mod
     return done, weights
 
 
-def weight_hashes(model: str, revision: str, api) -> dict[str, str]:
+def weight_hashes(model: str, revision: str, api=None) -> dict[str, str]:
+    """sha256 of the weight files an audit would load (the Hub's LFS oids), as `auditor.source` records them."""
+    from huggingface_hub import HfApi, hf_hub_download
+
+    api = api or HfApi()
     info = with_retries(lambda: api.model_info(model, revision=revision, files_metadata=True), what=model)
-    return {
-        s.rfilename: s.lfs.sha256
-        for s in info.siblings or []
-        if "/" not in s.rfilename and s.rfilename.endswith(".safetensors") and s.lfs
-    }
+    files = {s.rfilename: s for s in info.siblings or [] if "/" not in s.rfilename}
+
+    def read_index() -> dict:
+        path = with_retries(lambda: hf_hub_download(model, SHARD_INDEX, revision=revision), what=model)
+        return read_config(Path(path))
+
+    return {n: files[n].lfs.sha256 for n in weights_to_load(list(files), read_index, model) if files[n].lfs}
 
 
 def record_same_weights(index_root: Path, c: Candidate, hashes: dict[str, str], original: ModelRef) -> None:
@@ -161,6 +213,9 @@ def discover(
         since_bound = since_bound.replace(tzinfo=timezone.utc)
     done, weights = audited_index(index_root)
     found = Discovery()
+    examine = partial(
+        _examine, done=done, weights=weights, config=config, queue=queue, index_root=index_root, api=api, found=found
+    )
     newest = stopped_at = None
     floor = cursor.floor(since_bound)
     listing = api.list_models(pipeline_tag=config.discover.pipeline_tag, sort="created_at", expand=EXPAND)
@@ -174,46 +229,75 @@ def discover(
         if found.examined == limit:
             stopped_at = t
             break
-        found.examined += 1
-        try:
-            c = check_model(info, config)
-        except Ineligible as e:
-            item = Item(info.id, info.sha, "discovered", "skipped", now(), now(), code=e.code, message=str(e))
-            if queue.add(item):
-                found.skipped.append(item)
-            continue
-        if (c.model.lower(), c.revision) in done:
-            found.already_audited.append(c.model)
-            continue
-        if queue.find(c.model, c.revision):
-            continue
-        try:
-            hashes = weight_hashes(c.model, c.revision, api)
-        except Exception as e:  # queue it anyway: only the identical-weights shortcut is lost
-            log.warning("%s: cannot read its weight hashes (%s); queued without them", c.model, e)
-            hashes = {}
-        original = weights.get(frozenset(hashes.values()))
-        if original is not None and hashes:
-            record_same_weights(index_root, c, hashes, original)
-            found.same_weights.append((c.model, c.revision, original))
-            continue
-        item = Item(
-            c.model,
-            c.revision,
-            "discovered",
-            "pending",
-            now(),
-            now(),
-            created_at=c.created_at,
-            downloads=c.downloads,
-            likes=c.likes,
-            base_model=c.base_model,
-            weights_sha256=hashes or None,
-        )
-        queue.add(item)
-        found.queued.append(item)
+        examine(info)
     if newest is not None:
         # Everything from the newest model down to where we stopped has now been examined.
         lower = stopped_at if stopped_at is not None else since_bound
         cursor.add(lower, newest)
+    recheck_modified(config, cursor, api, done, examine, found, limit)
     return found
+
+
+def recheck_modified(config: Config, cursor: Cursor, api, done, examine, found: Discovery, limit: int) -> None:
+    """Models of the index changed since the last run: a new commit is examined like a new model."""
+    indexed = {model for model, _ in done}
+    mark = parse(cursor.modified) if cursor.modified else None
+    newest, complete = None, True
+    listing = api.list_models(
+        pipeline_tag=config.discover.pipeline_tag, sort="last_modified", expand=[*EXPAND, "lastModified"]
+    )
+    for info in listing:
+        t = info.last_modified
+        newest = newest or t
+        if mark is None or t is None or t <= mark:  # the first run only sets the mark
+            break
+        if info.id.lower() not in indexed or (info.id.lower(), info.sha) in done:
+            continue
+        if found.examined >= limit:
+            complete = False  # the rest waits for the next run: keep the mark where it was
+            break
+        examine(info)
+    if newest is not None and complete:
+        cursor.modified = stamp(newest)
+
+
+def _examine(info, *, done, weights, config: Config, queue: Queue, index_root: Path, api, found: Discovery) -> None:
+    """Check one listed model and queue it, skip it with its reason, or record identical weights."""
+    found.examined += 1
+    try:
+        c = check_model(info, config)
+    except Ineligible as e:
+        item = Item(info.id, info.sha, "discovered", "skipped", now(), now(), code=e.code, message=str(e))
+        if queue.add(item):
+            found.skipped.append(item)
+        return
+    if (c.model.lower(), c.revision) in done:
+        found.already_audited.append(c.model)
+        return
+    if queue.find(c.model, c.revision):
+        return
+    try:
+        hashes = weight_hashes(c.model, c.revision, api)
+    except Exception as e:  # queue it anyway: only the identical-weights shortcut is lost
+        log.warning("%s: cannot read its weight hashes (%s); queued without them", c.model, e)
+        hashes = {}
+    original = weights.get(frozenset(hashes.values()))
+    if original is not None and hashes:
+        record_same_weights(index_root, c, hashes, original)
+        found.same_weights.append((c.model, c.revision, original))
+        return
+    item = Item(
+        c.model,
+        c.revision,
+        "discovered",
+        "pending",
+        now(),
+        now(),
+        created_at=c.created_at,
+        downloads=c.downloads,
+        likes=c.likes,
+        base_model=c.base_model,
+        weights_sha256=hashes or None,
+    )
+    queue.add(item)
+    found.queued.append(item)

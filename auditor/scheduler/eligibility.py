@@ -14,6 +14,7 @@ person can act on:
 | `unsupported_architecture` | not a causal LM, or a layout the detector does not know |
 | `license` | no license, or one outside the configured allow-list |
 | `too_large` | the weights do not fit the runner's memory budget |
+| `bad_metadata` | the Hub's metadata for it has an unexpected shape |
 """
 
 from __future__ import annotations
@@ -107,6 +108,13 @@ def check_model(info: Any, config: Config) -> Candidate:
     except Ineligible as e:
         e.revision = getattr(info, "sha", None)
         raise
+    except Exception as e:  # metadata of a shape nobody expected: that model only, never the whole run
+        name = getattr(info, "id", "?")
+        raise Ineligible(
+            "bad_metadata",
+            f"{name}: its metadata on the Hub cannot be read ({type(e).__name__}: {e})",
+            getattr(info, "sha", None),
+        ) from None
 
 
 def _check_model(info: Any, config: Config) -> Candidate:

@@ -5,8 +5,8 @@ Each item is a model pinned to a commit, in one of these states:
     pending -> running -> done | failed | skipped
 
 `failed` and `skipped` carry a reason `code` and a `message` (see `eligibility` and `auditor.errors`).
-Items that failed for a passing reason (`download_error`, `crashed`) go back to pending until they have
-been tried `run.max_attempts` times. Done items leave the queue: their record is in the index.
+Items that failed for a passing reason (`download_error`, `crashed`, `killed`) go back to pending until they
+have been tried `run.max_attempts` times. Done items leave the queue: their record is in the index.
 
 Requests go before discovered models; discovered ones are ordered by the configured priority. The file is
 written atomically after every change, so a run killed at any point leaves a consistent queue, and an item
@@ -27,12 +27,15 @@ from ..fileio import atomic_write
 from ..records import from_dict, to_dict
 
 State = Literal["pending", "running", "done", "failed", "skipped"]
-TRANSIENT = {"download_error", "crashed"}
+TRANSIENT = {"download_error", "crashed", "killed"}
 MAX_QUEUE_BYTES = 64 * 1024 * 1024
 HEADER = (
     "# Written by superweight's scheduler: do not edit by hand. Models waiting for an audit, and those\n"
     "# that could not be audited, with the reason. To ask for an audit, add a file under requests/.\n"
 )
+TIME = "^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\\.[0-9]+)?(Z|[+-][0-9]{2}:[0-9]{2})$"
+TEXT = {"type": ["string", "null"], "maxLength": 4000}
+COUNT = {"type": "integer", "minimum": 0}
 QUEUE_SCHEMA = {
     "type": "object",
     "additionalProperties": False,
@@ -43,12 +46,30 @@ QUEUE_SCHEMA = {
             "type": "array",
             "items": {
                 "type": "object",
+                "additionalProperties": False,
                 "required": ["model", "revision", "origin", "state", "added", "updated"],
                 "properties": {
                     "model": {"type": "string", "pattern": "^[A-Za-z0-9][\\w.-]*/[A-Za-z0-9][\\w.-]*$"},
                     "revision": {"type": ["string", "null"], "pattern": "^[0-9a-f]{40}$"},
                     "origin": {"enum": ["request", "discovered"]},
                     "state": {"enum": ["pending", "running", "failed", "skipped"]},
+                    "added": {"type": "string", "pattern": TIME},
+                    "updated": {"type": "string", "pattern": TIME},
+                    "attempts": COUNT,
+                    "code": TEXT,
+                    "message": TEXT,
+                    "requested_by": TEXT,
+                    "request_reason": TEXT,
+                    "request_files": {"type": "array", "items": {"type": "string", "pattern": "^requests/[^/]+$"}},
+                    "created_at": {"type": ["string", "null"], "pattern": TIME},
+                    "downloads": COUNT,
+                    "likes": COUNT,
+                    "base_model": {"type": "boolean"},
+                    "weights_sha256": {
+                        "type": ["object", "null"],
+                        "additionalProperties": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
+                    },
+                    "run": TEXT,
                 },
             },
         },
@@ -78,8 +99,8 @@ class Item:
     message: str | None = None
     requested_by: str | None = None
     request_reason: str | None = None
-    request_file: str | None = None
-    """The request file it came from (gone from requests/ once taken), for the status comment."""
+    request_files: list[str] = field(default_factory=list)
+    """The request files that asked for it (gone from requests/ once taken), for the status comments."""
     created_at: str | None = None
     downloads: int = 0
     likes: int = 0
@@ -147,9 +168,14 @@ def load_queue(path: Path) -> Queue:
         if errors:
             where = ".".join(map(str, errors[0].instance_path)) or "file"
             raise QueueError(f"{path}: {where}: {errors[0].message}")
-        return Queue([from_dict(Item, i) for i in data["items"]])
-    except (yamlio.YamlError, ValueError, TypeError) as e:
+        queue = Queue([from_dict(Item, i) for i in data["items"]])
+    except (yamlio.YamlError, ValueError, TypeError, OSError) as e:
         raise QueueError(f"{path}: {e}") from None
+    keys = [i.key for i in queue.items]
+    if len(set(keys)) != len(keys):
+        twice = next(k for k in keys if keys.count(k) > 1)
+        raise QueueError(f"{path}: {twice[0]} at {twice[1]} is listed twice")
+    return queue
 
 
 def save_queue(path: Path, queue: Queue) -> None:

@@ -71,6 +71,8 @@ def read_request(path: Path) -> AuditRequest:
         Ineligible: code `invalid_request`, saying what to fix.
     """
     import jsonschema_rs
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
 
     try:
         raw = read_regular_file(path, MAX_REQUEST_BYTES)
@@ -89,6 +91,10 @@ def read_request(path: Path) -> AuditRequest:
         raise Ineligible(
             "invalid_request", f"{path}: {message}. Expected: model, and optionally revision, requested_by, reason"
         )
+    try:  # the Hub's own rules: no "--" or "..", no leading or trailing "-" or "."
+        validate_repo_id(data["model"])
+    except HFValidationError:
+        raise Ineligible("invalid_request", f"{path}: model {data['model']!r} is not a valid Hub model id") from None
     return from_dict(AuditRequest, data)
 
 

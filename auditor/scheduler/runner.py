@@ -3,7 +3,8 @@
 One run at a time: a lock file that the operating system releases when the holder dies (even by
 `kill -9`), so a crashed run never blocks the next. A run:
 
-1. puts back to pending any item a dead run left `running`;
+1. settles any item a dead run left `running`: done if its record reached the index, else back to pending
+   (or failed after `max_attempts`);
 2. takes the request files (`requests/*.yaml`): each is checked and pinned to a commit, queued (or queued
    as skipped with its reason), and only then removed; a malformed file stays, and the summary says why;
 3. discovers new models on the Hub (`discover`);
@@ -27,16 +28,24 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from .. import __version__
 from ..errors import AuditorError
 from ..fileio import atomic_write, git_blob_sha
-from ..index import MeasuredRecord, ModelRef, append_record
+from ..index import MeasuredRecord, ModelRef, append_record, lookup
 from ..index.entries import record_from_dict
 from .config import Config, parse_duration
-from .discover import Discovery, audited_index, discover, load_cursor, record_same_weights, save_cursor
+from .discover import (
+    Discovery,
+    audited_index,
+    discover,
+    load_cursor,
+    record_same_weights,
+    save_cursor,
+    weight_hashes,
+)
 from .eligibility import Candidate, Ineligible
 from .queue import TRANSIENT, Item, Queue, load_queue, now, save_queue
 from .requestfiles import check_request, read_request, request_files
@@ -80,6 +89,31 @@ class RunInProgressError(AuditorError):
     code = "run_in_progress"
 
 
+@contextlib.contextmanager
+def run_lock(paths: RepoPaths):
+    """Held by whatever writes the queue (`run`, `discover`): the operating system releases it when the
+    holder dies, even by kill -9, so a crashed run never blocks the next."""
+    from filelock import FileLock, Timeout
+
+    paths.work.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(paths.work / "run.lock")
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        raise RunInProgressError(f"another run holds {paths.work / 'run.lock'}; one run at a time") from None
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def new_run_id(runs: Path) -> str:
+    """The start time, UTC; a suffix keeps two runs in one second apart."""
+    base = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    suffixes = ("", *(f"-{n}" for n in range(2, 1000)))
+    return next(base + s for s in suffixes if not (runs / f"{base}{s}.json").exists())
+
+
 def run(
     root: Path,
     config: Config,
@@ -91,19 +125,12 @@ def run(
     log=lambda message: print(message, file=sys.stderr),
 ) -> RunReport:
     """Run the scheduled job in the repository at `root` (see the module docstring)."""
-    from filelock import FileLock, Timeout
-
     paths = RepoPaths.of(root, config)
-    paths.work.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(paths.work / "run.lock")
-    try:
-        lock.acquire(timeout=0)
-    except Timeout:
-        raise RunInProgressError(f"another run holds {paths.work / 'run.lock'}; one run at a time") from None
-    try:
-        report = RunReport(run_id=time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()), started=now())
+    budget = parse_duration(time_budget or config.run.time_budget)  # a bad value fails before anything changes
+    with run_lock(paths):
+        report = RunReport(run_id=new_run_id(paths.work / "runs"), started=now())
         queue = load_queue(paths.queue)
-        recover(queue, config, report)
+        recover(queue, config, report, paths)
         save_queue(paths.queue, queue)
         take_requests(paths, config, queue, report, api, log)
         if discover_models and config.discover.limit > 0:
@@ -113,7 +140,7 @@ def run(
             save_queue(paths.queue, queue)  # queue before cursor: a crash in between re-examines, never skips
             save_cursor(paths.cursor, cursor)
             log(f"discovery: {report.discovery.examined} examined, {len(report.discovery.queued)} queued")
-        audit_pending(paths, config, queue, report, max_models, time_budget, log)
+        audit_pending(paths, config, queue, report, max_models, budget, log)
         report.pending = len(queue.pending(config.priority))
         report.finished = now()
         from .summary import manifest, render
@@ -122,16 +149,38 @@ def run(
         atomic_write(paths.work / "runs" / f"{report.run_id}.md", summary)
         atomic_write(paths.work / "runs" / f"{report.run_id}.json", json.dumps(manifest(report, queue, summary)))
         return report
-    finally:
-        lock.release()
 
 
-def recover(queue: Queue, config: Config, report: RunReport) -> None:
-    """Items left `running` belong to a run that died: try them again, or give up after max_attempts."""
+def recover(queue: Queue, config: Config, report: RunReport, paths: RepoPaths) -> None:
+    """Items left `running` belong to a run that died. If it died after the record reached the index, the
+    audit is done (and reported now); otherwise try again, or give up after max_attempts."""
     for item in [i for i in queue.items if i.state == "running"]:
+        record = indexed_record(paths.index, item)
+        if record is not None:
+            queue.set(item, "done")
+            report.audited.append((item, record))
+            drop_download(paths, item)
+            continue
         message = f"the run auditing it (run {item.run}) stopped before it finished"
         state = "pending" if item.attempts < config.run.max_attempts else "failed"
         report.recovered.append(queue.set(item, state, code="crashed", message=message))
+        if state == "failed":
+            drop_download(paths, item)
+
+
+def indexed_record(index_root: Path, item: Item) -> MeasuredRecord | None:
+    """This tool version's record of the item's model at its commit, if the index has one."""
+    if not index_root.is_dir():
+        return None
+    records = lookup(item.model, item.revision, root=index_root)
+    mine = [r for r in records if isinstance(r, MeasuredRecord) and r.tool_version == __version__]
+    return mine[-1] if mine else None
+
+
+def drop_download(paths: RepoPaths, item: Item) -> None:
+    """The model's files in the runner's Hub cache: gone once it is done or given up on, so the disk does
+    not fill (a model that will be retried keeps its partial download)."""
+    shutil.rmtree(paths.hub_cache / f"models--{item.model.replace('/', '--')}", ignore_errors=True)
 
 
 def take_requests(paths: RepoPaths, config: Config, queue: Queue, report: RunReport, api, log) -> None:
@@ -140,51 +189,14 @@ def take_requests(paths: RepoPaths, config: Config, queue: Queue, report: RunRep
     for path in request_files(paths.requests) if paths.requests.is_dir() else []:
         rel = path.relative_to(paths.root).as_posix()
         try:
-            request = read_request(path)
+            outcome = take_request(path, rel, config, queue, paths, api)
         except Ineligible as e:
-            report.requests.append((rel, f"left in place: {e}"))
+            why = "left in place, the Hub could not be asked" if e.code == "download_error" else "left in place"
+            report.requests.append((rel, f"{why}: {e}"))
             continue
-        base = dict(
-            origin="request",
-            added=now(),
-            updated=now(),
-            requested_by=request.requested_by,
-            request_reason=request.reason,
-            request_file=rel,
-        )
-        try:
-            c: Candidate = check_request(request, config, index_root=paths.index, api=api)
-            item = Item(
-                c.model,
-                c.revision,
-                state="pending",
-                created_at=c.created_at,
-                downloads=c.downloads,
-                likes=c.likes,
-                base_model=c.base_model,
-                **base,
-            )
-            outcome = f"queued {c.model} at {c.revision}"
-        except Ineligible as e:
-            if e.code == "download_error":
-                report.requests.append((rel, f"left in place, the Hub could not be asked: {e}"))
-                continue
-            if e.code == "already_audited":
-                item, outcome = None, f"not queued: {e}"
-            else:
-                item = Item(request.model, e.revision, state="skipped", code=e.code, message=str(e), **base)
-                outcome = f"skipped ({e.code}): {e}"
-        if item is not None and not queue.add(item):
-            existing = queue.find(item.model, item.revision)
-            queue.set(
-                existing,
-                existing.state,
-                code=existing.code,
-                message=existing.message,
-                request_file=rel,
-                requested_by=existing.requested_by or request.requested_by,
-            )
-            outcome = f"already queued: {item.model} at {item.revision}"
+        except Exception as e:  # anything unforeseen: this request waits, the run goes on
+            report.requests.append((rel, f"left in place, it could not be checked: {type(e).__name__}: {e}"))
+            continue
         save_queue(paths.queue, queue)  # the request is safe in the queue before its file goes
         report.taken.append((rel, git_blob_sha(path.read_bytes())))
         path.unlink()
@@ -192,9 +204,71 @@ def take_requests(paths: RepoPaths, config: Config, queue: Queue, report: RunRep
         log(f"request {rel}: {outcome}")
 
 
-def audit_pending(paths, config, queue, report, max_models, time_budget, log) -> None:
+def take_request(path: Path, rel: str, config: Config, queue: Queue, paths: RepoPaths, api) -> str:
+    """Put one request in the queue; what became of it, in words.
+
+    Raises:
+        Ineligible: the file stays (unreadable, or the Hub could not be asked).
+    """
+    request = read_request(path)
+    base = dict(origin="request", added=now(), updated=now(), request_reason=request.reason)
+    try:
+        c: Candidate = check_request(request, config, index_root=paths.index, api=api)
+    except Ineligible as e:
+        if e.code == "download_error":
+            raise
+        if e.code == "already_audited":
+            return f"not queued: {e}"
+        item = Item(request.model, e.revision, state="skipped", code=e.code, message=str(e), **base)
+        item = replace(item, requested_by=request.requested_by, request_files=[rel])
+        if not queue.add(item):
+            existing = queue.find(item.model, item.revision)
+            queue.set(
+                existing, existing.state, code=existing.code, message=existing.message, **asked(existing, rel, request)
+            )
+        return f"skipped ({e.code}): {e}"
+    existing = queue.find(c.model, c.revision)
+    if existing is not None:
+        # Asked for again: it goes first now, and a model that failed gets another chance.
+        state, code, message, attempts = existing.state, existing.code, existing.message, existing.attempts
+        if state in ("failed", "skipped"):
+            state, code, message, attempts = "pending", None, None, 0
+        queue.set(existing, state, code=code, message=message, attempts=attempts, **asked(existing, rel, request))
+        return f"queued {c.model} at {c.revision} (it was {existing.state} already)"
+    try:
+        hashes = weight_hashes(c.model, c.revision, api)  # identical weights to an audited model: no download
+    except Exception:
+        hashes = {}
+    item = Item(
+        c.model,
+        c.revision,
+        state="pending",
+        created_at=c.created_at,
+        downloads=c.downloads,
+        likes=c.likes,
+        base_model=c.base_model,
+        weights_sha256=hashes or None,
+        requested_by=request.requested_by,
+        request_files=[rel],
+        **base,
+    )
+    queue.add(item)
+    return f"queued {c.model} at {c.revision}"
+
+
+def asked(item: Item, rel: str, request) -> dict:
+    """The changes to a queued item that one more request for it makes."""
+    return dict(
+        origin="request",
+        request_files=[*item.request_files, rel] if rel not in item.request_files else item.request_files,
+        requested_by=item.requested_by or request.requested_by,
+        request_reason=item.request_reason or request.reason,
+    )
+
+
+def audit_pending(paths, config, queue, report, max_models, budget: float, log) -> None:
     limit = config.run.max_models if max_models is None else max_models
-    deadline = time.monotonic() + parse_duration(time_budget or config.run.time_budget)
+    deadline = time.monotonic() + budget
     done, weights = audited_index(paths.index)
     started = 0
     for item in queue.pending(config.priority):
@@ -203,6 +277,7 @@ def audit_pending(paths, config, queue, report, max_models, time_budget, log) ->
         if (item.model.lower(), item.revision) in done:
             queue.set(item, "done")
             save_queue(paths.queue, queue)
+            drop_download(paths, item)
             continue
         original = weights.get(frozenset((item.weights_sha256 or {}).values()))
         if item.weights_sha256 and original is not None:
@@ -237,8 +312,8 @@ def audit_pending(paths, config, queue, report, max_models, time_budget, log) ->
             (report.retrying if again else report.failed).append(new)
             log(f"  {'will retry' if again else 'failed'} ({code}): {message}")
         save_queue(paths.queue, queue)
-        if "record" in outcome or not again:  # keep partial downloads of a model that will be retried
-            shutil.rmtree(paths.hub_cache / f"models--{item.model.replace('/', '--')}", ignore_errors=True)
+        if "record" in outcome or not again:
+            drop_download(paths, item)
 
 
 def die_with_parent() -> None:
@@ -287,8 +362,6 @@ def audit_in_worker(item: Item, config: Config, paths: RepoPaths, run_id: str) -
         outcome = json.loads(result.read_text(encoding="utf-8"))
         result.unlink()
         return outcome
-    if proc.returncode == -signal.SIGKILL:
-        return {
-            "error": {"code": "out_of_memory", "message": "the audit was killed (SIGKILL): most likely out of memory"}
-        }
+    if proc.returncode == -signal.SIGKILL:  # the kernel's OOM killer, or someone: worth another try
+        return {"error": {"code": "killed", "message": "the audit was killed (SIGKILL): out of memory, or by hand"}}
     return {"error": {"code": "crashed", "message": f"the audit process exited with status {proc.returncode}"}}

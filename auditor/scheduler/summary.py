@@ -86,7 +86,7 @@ def manifest(report: RunReport, queue, summary: str) -> dict:
         }
 
     updates: dict[str, dict] = {}
-    queued = {i.request_file: i for i in queue.items if i.request_file}
+    queued = {f: i for i in queue.items for f in i.request_files}
     taken = dict(report.taken)
     for path, outcome in report.requests:
         if path in queued:
@@ -94,12 +94,12 @@ def manifest(report: RunReport, queue, summary: str) -> dict:
         elif path in taken:
             updates[path] = {"state": "not_queued", "message": outcome}
     for item in report.failed + report.retrying:
-        if item.request_file:
-            updates[item.request_file] = state(item)
+        for file in item.request_files:
+            updates[file] = state(item)
     for item, record in report.audited:
-        if item.request_file:
+        for file in item.request_files:
             a = record.ablation
-            updates[item.request_file] = {
+            updates[file] = {
                 "model": item.model,
                 "revision": item.revision,
                 "state": "done",
