@@ -16,6 +16,7 @@ and settings) is not added twice.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import multiprocessing
@@ -63,29 +64,31 @@ def check_model_id(model_id: str) -> str:
 def scan(root: Path) -> tuple[list[Path], list[Problem]]:
     """Every index file (`<org>/<name>.yaml` under the root), and a problem for anything else there: a link,
     a stray file, a folder or a .yml. Dotfiles are passed over (the writers' lock, an interrupted write's
-    temp file)."""
+    temp file). Directory entries carry their type, so this costs no stat per file."""
     files, problems = [], []
 
-    def odd(path: Path, level: int) -> str | None:
-        if path.is_symlink():
+    def odd(entry: os.DirEntry, level: int) -> str | None:
+        if entry.is_symlink():
             return "is a symbolic link; the index holds plain files"
-        if (level == 0 and not path.is_dir()) or (level == 1 and path.suffix != ".yaml"):
+        if (level == 0 and not entry.is_dir()) or (level == 1 and not entry.name.endswith(".yaml")):
             return "is out of place: the index holds <org>/<name>.yaml files"
-        if level == 1 and not path.is_file():
+        if level == 1 and not entry.is_file():
             return "is not a plain file"
         return None
 
-    for org in sorted(root.iterdir()):
+    for org in sorted(os.scandir(root), key=lambda e: e.name):
         if org.name.startswith(".") or org.name in ROOT_FILES:
             continue
-        why = odd(org, 0)
-        for path in [] if why else sorted(p for p in org.iterdir() if not p.name.startswith(".")):
-            if reason := odd(path, 1):
-                problems.append(Problem(path.relative_to(root).as_posix(), reason))
+        if why := odd(org, 0):
+            problems.append(Problem(org.name, why))
+            continue
+        for entry in sorted(os.scandir(org.path), key=lambda e: e.name):
+            if entry.name.startswith("."):
+                continue
+            if reason := odd(entry, 1):
+                problems.append(Problem(f"{org.name}/{entry.name}", reason))
             else:
-                files.append(path)
-        if why:
-            problems.append(Problem(org.relative_to(root).as_posix(), why))
+                files.append(root / org.name / entry.name)
     return files, problems
 
 
@@ -103,18 +106,21 @@ def find_file(root: Path, model_id: str) -> Path | None:
     return None
 
 
-def read_file(path: Path, root: Path) -> tuple[str, bytes | None, list[Problem]]:
+def read_file(path: Path, root: Path, *, folder_checked: bool = False) -> tuple[str, bytes | None, list[Problem]]:
     """(path relative to the root, bytes, problems): index files are plain files, never links, in folders
-    that are not links either, and no bigger than the YAML reader takes."""
+    that are not links either (`scan` has checked the folders of the files it lists), and no bigger than
+    the YAML reader takes."""
     rel = path.relative_to(root).as_posix()
-    if path.is_symlink() or path.parent.is_symlink():
-        return rel, None, [Problem(rel, "is a symbolic link, or in a linked folder; index files are plain files")]
+    if not folder_checked and path.parent.is_symlink():
+        return rel, None, [Problem(rel, "is in a linked folder; the index holds plain files")]
     try:
         with open(path, "rb", opener=lambda p, flags: os.open(p, flags | os.O_NONBLOCK | os.O_NOFOLLOW)) as f:
             if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
                 return rel, None, [Problem(rel, "is not a plain file")]
             raw = f.read(yamlio.MAX_BYTES + 1)
     except OSError as e:
+        if e.errno == errno.ELOOP:  # O_NOFOLLOW met a link
+            return rel, None, [Problem(rel, "is a symbolic link; the index holds plain files")]
         return rel, None, [Problem(rel, f"cannot be read ({e.strerror})")]
     if len(raw) > yamlio.MAX_BYTES:
         return rel, None, [Problem(rel, f"is over the {yamlio.MAX_BYTES:,}-byte limit")]
@@ -237,7 +243,7 @@ def load_index(root: str | Path | None = None, *, cache: bool = True) -> Index:
     misses: list[tuple[str, bytes]] = []
     files, problems = scan(root)
     for path in files:
-        rel, raw, found = read_file(path, root)
+        rel, raw, found = read_file(path, root, folder_checked=True)
         if raw is None:
             problems += found
             continue

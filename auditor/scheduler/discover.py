@@ -30,7 +30,7 @@ from ..records import from_dict, to_dict
 from ..source import SHARD_INDEX, read_config, weights_to_load, with_retries
 from .config import Config
 from .eligibility import Candidate, Ineligible, check_model
-from .queue import Item, Queue, now
+from .queue import TIME, Item, Queue, now
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,6 @@ EXPAND = [
     "tags",
 ]
 CURSOR_HEADER = "# Written by superweight's scheduler: the creation times of Hub models already examined.\n"
-TIME = "^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\\.[0-9]+)?Z$"
 CURSOR_SCHEMA = {
     "type": "object",
     "additionalProperties": False,
