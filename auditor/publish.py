@@ -272,8 +272,13 @@ def is_bots(gh: GitHub, pull: dict) -> bool:
     return (
         pull["head"]["ref"].startswith(BRANCH_PREFIX)
         and head_repo.lower() == gh.repo.lower()
-        and pull["user"]["login"] == gh.login
+        and login_of(pull) == gh.login
     )
+
+
+def login_of(thing: dict) -> str | None:
+    """Who made a pull request or comment: None for a deleted account (GitHub sends `"user": null`)."""
+    return (thing.get("user") or {}).get("login")
 
 
 def tree_entry(gh: GitHub, path: str, data: bytes) -> dict:
@@ -350,7 +355,7 @@ def request_pull(gh: GitHub, file: str, base: str) -> int | None:
     from a pull request someone other than the bot opened."""
     for commit in gh.paginate("commits", path=file, sha=base):
         for pull in gh.get(f"commits/{commit['sha']}/pulls"):
-            if pull["user"]["login"] != gh.login:
+            if login_of(pull) != gh.login:
                 return pull["number"]
     return None
 
@@ -361,7 +366,7 @@ def comment(gh: GitHub, number: int, marker: str, body: str) -> None:
     mine = [
         c
         for c in gh.paginate(f"issues/{number}/comments")
-        if c["user"]["login"] == gh.login and (c.get("body") or "").startswith(marker)
+        if login_of(c) == gh.login and (c.get("body") or "").startswith(marker)
     ]
     if mine:
         if mine[0]["body"] != body:

@@ -13,8 +13,8 @@ file names and JSON only, so a hostile repository is refused before a byte of it
   stored numbers are not the weights;
 - the model type must be a causal language model.
 
-Only the weight files transformers reads are fetched: the shards `model.safetensors.index.json` lists, or
-`model.safetensors` (some repos also ship the same weights in another layout, e.g. Mistral's
+Only the weight files transformers reads are fetched: `model.safetensors`, or else the shards
+`model.safetensors.index.json` lists (some repos also ship the same weights in another layout, e.g. Mistral's
 `consolidated.safetensors`).
 """
 
@@ -119,18 +119,19 @@ def check_checkpoint_dir(path: Path) -> dict[str, Any]:
 
 
 def weights_to_load(names: list[str], read_index: Callable[[], dict[str, Any]], where: str) -> tuple[str, ...]:
-    """The safetensors files transformers loads from a folder or repo holding `names`: the shards its
-    index lists, else `model.safetensors`. `read_index` reads the index, when there is one."""
+    """The safetensors files transformers loads from a folder or repo holding `names`, in its order:
+    `model.safetensors`, else the shards its index lists. `read_index` reads the index."""
+    if SINGLE_FILE in names:
+        return (SINGLE_FILE,)
     if SHARD_INDEX in names:
-        shards = (read_index().get("weight_map") or {}).values()
+        weight_map = read_index().get("weight_map")
+        shards = list(weight_map.values()) if isinstance(weight_map, dict) else []
         if not shards or not all(isinstance(s, str) and "/" not in s and s.endswith(".safetensors") for s in shards):
             raise CorruptCheckpointError(f"{where}: {SHARD_INDEX} lists no shards, or odd ones")
         missing = sorted(set(shards) - set(names))
         if missing:
             raise CorruptCheckpointError(f"{where}: shard index lists missing files: {', '.join(missing[:3])}")
         return tuple(sorted(set(shards)))
-    if SINGLE_FILE in names:
-        return (SINGLE_FILE,)
     raise NotACheckpointError(f"{where} has neither {SINGLE_FILE} nor {SHARD_INDEX}, which transformers loads")
 
 
@@ -176,7 +177,8 @@ def check_config(config: dict[str, Any], where: str) -> None:
             "repository (trust_remote_code), which the auditor never runs"
         )
     if config.get("quantization_config"):
-        method = (config["quantization_config"] or {}).get("quant_method", "quantized")
+        quantization = config["quantization_config"]
+        method = quantization.get("quant_method", "quantized") if isinstance(quantization, dict) else "quantized"
         raise UnsupportedModelError(
             f"{where} is pre-quantized ({method}): its stored numbers are not the weights; audit the original"
         )

@@ -153,7 +153,9 @@ class IndexDumper(Dumper):
         return True  # repeated objects are written out again: the reader refuses aliases
 
     def represent_str(self, data: str) -> yaml.ScalarNode:
-        style = "'" if AMBIGUOUS.match(data) else None
+        # A text of several lines goes on one line, its breaks escaped: a continuation line could otherwise
+        # look to the reader's nesting check like block levels opened on one line ("- - - -").
+        style = '"' if "\n" in data else "'" if AMBIGUOUS.match(data) else None
         return self.represent_scalar("tag:yaml.org,2002:str", data, style=style)
 
     def represent_list(self, data: list | tuple) -> yaml.SequenceNode:

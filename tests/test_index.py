@@ -253,6 +253,23 @@ def test_strings_yaml_would_coerce_stay_strings(record):
 # -- writing ----------------------------------------------------------------------------------------
 
 
+def test_a_text_of_several_lines_reads_back_whatever_its_lines_look_like(tmp_path, record):
+    from auditor.index import ReportedRecord
+
+    note = "a summary\n- - - - - - - - - - - -\n? ? ? ? ? ? ? ? ? ?\nend"  # like nesting, if written as lines
+    reported = ReportedRecord(
+        revision=None,
+        date="2026-11-20",
+        citation="A paper",
+        note=note,
+        architecture="LlamaForCausalLM",
+        num_layers=4,
+        super_weights=[record.super_weights[0]],
+    )
+    append_record("demo/tiny-llama", reported, root=tmp_path)
+    assert lookup("demo/tiny-llama", root=tmp_path)[0].note == note
+
+
 def test_rewriting_unchanged_data_gives_an_empty_diff(tmp_path, record):
     path = append_record("demo/tiny-llama", record, root=tmp_path)
     before = path.read_bytes()

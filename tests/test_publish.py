@@ -461,3 +461,30 @@ def test_a_tree_too_large_to_list_stops_the_publish(gh_server, local):
     )
     with pytest.raises(GitHubError, match="too large for GitHub to list whole"):
         publish(local, client(gh_server))
+
+
+def test_a_deleted_accounts_comments_and_pull_requests_are_passed_over():
+    from auditor.publish import comment, is_bots, request_pull
+
+    class Stub:  # GitHub sends "user": null for a deleted account ("ghost")
+        repo, login = "org/index", "superweight-bot"
+
+        def __init__(self):
+            self.posted = []
+
+        def paginate(self, endpoint, **params):
+            if endpoint == "commits":
+                return [{"sha": "a" * 40}]
+            return [{"id": 1, "user": None, "body": MARKER.format(file=REQUEST) + "\nold"}]
+
+        def get(self, endpoint, **params):
+            return [{"number": 7, "user": None, "head": {"ref": "x", "repo": None}}]
+
+        def post(self, endpoint, body, **kw):
+            self.posted.append((endpoint, body))
+
+    gh = Stub()
+    comment(gh, 1, MARKER.format(file=REQUEST), "new")
+    assert gh.posted == [("issues/1/comments", {"body": "new"})]  # a comment of its own, not the ghost's
+    assert request_pull(gh, REQUEST, "main") == 7
+    assert not is_bots(gh, {"user": None, "head": {"ref": "superweight/run-1", "repo": None}})

@@ -716,17 +716,28 @@ def test_a_queue_listing_one_model_twice_is_refused(repo):
         load_queue(repo / "queue" / "queue.yaml")
 
 
-def test_a_new_commit_to_an_audited_model_is_examined_again(zoo, hub, repo, config, audit_result, build_checkpoint):
+def test_a_new_commit_to_an_indexed_model_is_examined_again(zoo, hub, repo, config, audit_result, build_checkpoint):
     base = zoo["org/good-base"]
-    indexed(repo, "org/good-base", base, MeasuredRecord.from_audit(audit_result), {})
+    older = replace(MeasuredRecord.from_audit(audit_result), tool_version="0.0.9")  # any version's record counts
+    indexed(repo, "org/good-base", base, older, {})
     cursor = Cursor()
-    discover(config, queue=Queue(), cursor=cursor, index_root=repo / "index")  # the first run sets the mark
-    assert cursor.modified is not None
+    discover(config, queue=Queue(), cursor=cursor, index_root=repo / "index", limit=1)  # the first run: a mark
+    assert cursor.modified.spans and cursor.modified.spans[0].after is None
 
     new = hub.add_commit("org/good-base", files_of(build_checkpoint("llama", [Plant(2, 11, 50)])))
-    found = discover(config, queue=(queue := Queue()), cursor=cursor, index_root=repo / "index")
+    found = discover(config, queue=(queue := Queue()), cursor=cursor, index_root=repo / "index", limit=1)
 
-    assert [(i.model, i.revision) for i in found.queued] == [("org/good-base", new)] and new != base
-    assert queue.find("org/good-base", new).state == "pending"
-    again = discover(config, queue=queue, cursor=cursor, index_root=repo / "index")
+    # The new-model listing used up its budget of one; the changed model has a budget of its own.
+    assert found.examined == 2 and ("org/good-base", new) in [(i.model, i.revision) for i in found.queued]
+    assert queue.find("org/good-base", new).state == "pending" and new != base
+    again = discover(config, queue=queue, cursor=cursor, index_root=repo / "index", limit=0)
     assert again.examined == 0  # seen once, not every run
+
+
+def test_a_long_error_message_is_cut_to_what_the_queue_keeps(repo):
+    from auditor.scheduler.queue import Item, save_queue
+
+    item = Item("org/m", "a" * 40, "discovered", "failed", "2026-11-22T00:00:00Z", "2026-11-22T00:00:00Z")
+    save_queue(repo / "queue" / "queue.yaml", Queue([replace(item, message="RuntimeError: " + "x" * 5000)]))
+    [back] = load_queue(repo / "queue" / "queue.yaml").items
+    assert len(back.message) == 4000 and back.message.endswith("…")

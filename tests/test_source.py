@@ -183,3 +183,26 @@ def test_gguf_loads_dequantized_and_gives_the_same_coordinates(build_checkpoint,
     assert lm.info.loaded_from == "gguf" and lm.info.dtype == "float32"
     assert [(w.layer, w.row, w.col) for w in result.super_weights] == [(1, 7, 33)]
     assert result.super_weights[0].value == pytest.approx(-2.0)
+
+
+def test_a_single_file_wins_over_a_stale_shard_index_as_in_transformers(checkpoint_copy):
+    index = {"metadata": {}, "weight_map": {"w": "model-00001-of-00002.safetensors"}}
+    (checkpoint_copy / "model.safetensors.index.json").write_text(json.dumps(index))
+    assert resolve(str(checkpoint_copy)).weight_files == ("model.safetensors",)
+
+
+@pytest.mark.parametrize(
+    ("change", "error", "message"),
+    [
+        ({"quantization_config": "gptq"}, UnsupportedModelError, "pre-quantized"),
+        ({"weight_map": ["model-1.safetensors"]}, CorruptCheckpointError, "lists no shards, or odd ones"),
+    ],
+)
+def test_odd_configs_and_indexes_are_refused_cleanly(checkpoint_copy, change, error, message):
+    if "weight_map" in change:
+        (checkpoint_copy / "model.safetensors").rename(checkpoint_copy / "model-1.safetensors")
+        (checkpoint_copy / "model.safetensors.index.json").write_text(json.dumps(change))
+    else:
+        edit_config(checkpoint_copy, **change)
+    with pytest.raises(error, match=message):
+        resolve(str(checkpoint_copy))

@@ -5,8 +5,10 @@ headers). A run examines at most `limit` models it has not examined before; the 
 records the creation-time spans already examined, so the next run first takes what appeared since, then
 carries on further back from where this one stopped. `since` bounds how far back discovery ever goes.
 
-New commits to models already in the index are found by a second listing, by last modification, back to
-the newest modification the previous run saw (the cursor's `modified` mark; the first run only sets it).
+New commits to models already in the index are found the same way in a second listing, by last
+modification, with spans of its own (`modified`; the first run only marks everything before it as seen).
+It examines at most `limit` changed models of the index, and lists at most 20 times as many models it has
+not seen, so that a busy day on the Hub costs a bounded number of pages.
 
 Each examined model is checked from its metadata (`eligibility`): refused ones are queued as `skipped` with
 their reason; a model already audited at that commit by this tool version is left alone; one whose weight
@@ -68,7 +70,7 @@ CURSOR_SCHEMA = {
                 },
             },
         },
-        "modified": {"type": ["string", "null"], "pattern": TIME},
+        "modified": {"$ref": "#/properties/examined"},
     },
 }
 
@@ -86,10 +88,10 @@ class Span:
 
 
 @dataclass
-class Cursor:
+class Spans:
+    """Time spans of a newest-first listing already walked."""
+
     spans: list[Span] = field(default_factory=list)
-    modified: str | None = None
-    """The newest last-modification time the previous run's second listing saw."""
 
     def covers(self, t: datetime) -> bool:
         return any((s.after is None or t > parse(s.after)) and t <= parse(s.until) for s in self.spans)
@@ -115,6 +117,13 @@ class Cursor:
         self.spans = [Span(until=stamp(hi), after=stamp(lo) if lo else None) for lo, hi in reversed(merged)]
 
 
+@dataclass
+class Cursor(Spans):
+    """Discovery's place: creation-time spans examined (`spans`), and last-modification ones (`modified`)."""
+
+    modified: Spans = field(default_factory=Spans)
+
+
 def parse(text: str) -> datetime:
     return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
@@ -137,13 +146,16 @@ def load_cursor(path: Path) -> Cursor:
     if errors:
         where = ".".join(map(str, errors[0].instance_path)) or "file"
         raise CursorError(f"{path}: {where}: {errors[0].message} (delete the file to start discovery over)")
-    return Cursor([from_dict(Span, s) for s in data["examined"]], data.get("modified"))
+    spans = [from_dict(Span, s) for s in data["examined"]]
+    return Cursor(spans, Spans([from_dict(Span, s) for s in data.get("modified", [])]))
 
 
 def save_cursor(path: Path, cursor: Cursor) -> None:
-    data = {"schema_version": 1, "examined": [to_dict(s, omit_none=True) for s in cursor.spans]}
-    if cursor.modified:
-        data["modified"] = cursor.modified
+    data = {
+        "schema_version": 1,
+        "examined": [to_dict(s, omit_none=True) for s in cursor.spans],
+        "modified": [to_dict(s, omit_none=True) for s in cursor.modified.spans],
+    }
     atomic_write(path, CURSOR_HEADER + yamlio.dump(data))
 
 
@@ -215,53 +227,58 @@ def discover(
     examine = partial(
         _examine, done=done, weights=weights, config=config, queue=queue, index_root=index_root, api=api, found=found
     )
-    newest = stopped_at = None
-    floor = cursor.floor(since_bound)
-    listing = api.list_models(pipeline_tag=config.discover.pipeline_tag, sort="created_at", expand=EXPAND)
-    for info in listing:
-        t = info.created_at
-        newest = newest or t
-        if (since_bound and t < since_bound) or (floor and t <= floor):
-            break
-        if cursor.covers(t):
-            continue
-        if found.examined == limit:
-            stopped_at = t
-            break
+    tag = config.discover.pipeline_tag
+    listing = api.list_models(pipeline_tag=tag, sort="created_at", expand=EXPAND)
+    walk(listing, cursor, lambda info: info.created_at, since=since_bound, limit=limit, handle=examine)
+
+    listing = api.list_models(pipeline_tag=tag, sort="last_modified", expand=[*EXPAND, "lastModified"])
+    if not cursor.modified.spans:  # the first run: changes from the newest one on (the Hub's clock, not ours)
+        newest = next((info.last_modified for info in listing if info.last_modified), None)
+        if newest is not None:
+            cursor.modified.add(None, newest)
+        return found
+    indexed = {model.lower() for model in load_index(index_root).models()} if index_root.is_dir() else set()
+
+    def changed(info) -> bool:
+        """A model of the index at a commit not yet audited or queued."""
+        key = (info.id.lower(), info.sha)
+        if key[0] not in indexed or key in done or queue.find(info.id, info.sha):
+            return False
         examine(info)
-    if newest is not None:
-        # Everything from the newest model down to where we stopped has now been examined.
-        lower = stopped_at if stopped_at is not None else since_bound
-        cursor.add(lower, newest)
-    recheck_modified(config, cursor, api, done, examine, found, limit)
+        return True
+
+    walk(listing, cursor.modified, lambda info: info.last_modified, limit=limit, max_seen=20 * limit, handle=changed)
     return found
 
 
-def recheck_modified(config: Config, cursor: Cursor, api, done, examine, found: Discovery, limit: int) -> None:
-    """Models of the index changed since the last run: a new commit is examined like a new model."""
-    indexed = {model for model, _ in done}
-    mark = parse(cursor.modified) if cursor.modified else None
-    newest, complete = None, True
-    listing = api.list_models(
-        pipeline_tag=config.discover.pipeline_tag, sort="last_modified", expand=[*EXPAND, "lastModified"]
-    )
+def walk(listing, spans: Spans, when, *, limit: int, handle, since: datetime | None = None, max_seen=None) -> None:
+    """Go down a newest-first listing through what `spans` does not cover yet, handing each model to
+    `handle` (which says whether it examined it) until `limit` were examined or `max_seen` were listed; then
+    add the stretch walked to `spans`, so the next run takes what is newer, then carries on below."""
+    floor = spans.floor(since)
+    newest = stopped_at = None
+    examined = seen = 0
     for info in listing:
-        t = info.last_modified
-        newest = newest or t
-        if mark is None or t is None or t <= mark:  # the first run only sets the mark
-            break
-        if info.id.lower() not in indexed or (info.id.lower(), info.sha) in done:
+        t = when(info)
+        if t is None:
             continue
-        if found.examined >= limit:
-            complete = False  # the rest waits for the next run: keep the mark where it was
+        newest = newest or t
+        if (since and t < since) or (floor and t <= floor):
             break
-        examine(info)
-    if newest is not None and complete:
-        cursor.modified = stamp(newest)
+        if spans.covers(t):
+            continue
+        if examined == limit or seen == max_seen:
+            stopped_at = t
+            break
+        seen += 1
+        examined += bool(handle(info))
+    if newest is not None:
+        spans.add(stopped_at if stopped_at is not None else since, newest)
 
 
-def _examine(info, *, done, weights, config: Config, queue: Queue, index_root: Path, api, found: Discovery) -> None:
-    """Check one listed model and queue it, skip it with its reason, or record identical weights."""
+def _examine(info, *, done, weights, config: Config, queue: Queue, index_root: Path, api, found: Discovery) -> bool:
+    """Check one listed model and queue it, skip it with its reason, or record identical weights (True:
+    it was examined, whatever came of it)."""
     found.examined += 1
     try:
         c = check_model(info, config)
@@ -269,12 +286,12 @@ def _examine(info, *, done, weights, config: Config, queue: Queue, index_root: P
         item = Item(info.id, info.sha, "discovered", "skipped", now(), now(), code=e.code, message=str(e))
         if queue.add(item):
             found.skipped.append(item)
-        return
+        return True
     if (c.model.lower(), c.revision) in done:
         found.already_audited.append(c.model)
-        return
+        return True
     if queue.find(c.model, c.revision):
-        return
+        return True
     try:
         hashes = weight_hashes(c.model, c.revision, api)
     except Exception as e:  # queue it anyway: only the identical-weights shortcut is lost
@@ -284,7 +301,7 @@ def _examine(info, *, done, weights, config: Config, queue: Queue, index_root: P
     if original is not None and hashes:
         record_same_weights(index_root, c, hashes, original)
         found.same_weights.append((c.model, c.revision, original))
-        return
+        return True
     item = Item(
         c.model,
         c.revision,
@@ -300,3 +317,4 @@ def _examine(info, *, done, weights, config: Config, queue: Queue, index_root: P
     )
     queue.add(item)
     found.queued.append(item)
+    return True

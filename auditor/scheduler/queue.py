@@ -34,7 +34,8 @@ HEADER = (
     "# that could not be audited, with the reason. To ask for an audit, add a file under requests/.\n"
 )
 TIME = "^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\\.[0-9]+)?(Z|[+-][0-9]{2}:[0-9]{2})$"
-TEXT = {"type": ["string", "null"], "maxLength": 4000}
+MAX_MESSAGE = 4000
+TEXT = {"type": ["string", "null"], "maxLength": MAX_MESSAGE}
 COUNT = {"type": "integer", "minimum": 0}
 QUEUE_SCHEMA = {
     "type": "object",
@@ -107,6 +108,10 @@ class Item:
     base_model: bool = True
     weights_sha256: dict[str, str] | None = None
     run: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.message is not None and len(self.message) > MAX_MESSAGE:  # an exception can say a lot
+            object.__setattr__(self, "message", self.message[: MAX_MESSAGE - 1] + "…")
 
     @property
     def key(self) -> tuple[str, str | None]:
