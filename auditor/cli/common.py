@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import warnings
+from pathlib import Path
 from typing import Any
 
 
@@ -24,6 +25,21 @@ def quiet_libraries(progress: bool) -> None:
     if not progress:
         tlog.disable_progress_bar()
         disable_progress_bars()
+
+
+def repo_options() -> argparse.ArgumentParser:
+    """A parent parser for the commands that work on the index repository and its auditor.yaml."""
+    p = argparse.ArgumentParser(add_help=False)
+    p.add_argument("--repo", type=Path, default=Path("."), help="the index repository (default: .)")
+    p.add_argument("--config", type=Path, help="the configuration file (default: REPO/auditor.yaml)")
+    return p
+
+
+def config_of(args: argparse.Namespace):
+    """The configuration that --config or --repo names."""
+    from ..scheduler.config import load_config
+
+    return load_config(args.config, repo=args.repo)
 
 
 def positive(kind: type, minimum: float = 0):

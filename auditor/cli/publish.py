@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from pathlib import Path
 
 from ..errors import UsageError
+from .common import config_of, repo_options
 
 
 def client(args: argparse.Namespace, config):
@@ -70,16 +70,12 @@ def sync_repo(args: argparse.Namespace, config) -> None:
 
 
 def cmd_sync(args: argparse.Namespace) -> int:
-    from ..scheduler.config import load_config
-
-    sync_repo(args, load_config(args.config, repo=args.repo))
+    sync_repo(args, config_of(args))
     return 0
 
 
 def cmd_publish(args: argparse.Namespace) -> int:
-    from ..scheduler.config import load_config
-
-    return publish_run(args, load_config(args.config, repo=args.repo), args.run)
+    return publish_run(args, config_of(args), args.run)
 
 
 def add_github_options(p: argparse.ArgumentParser) -> None:
@@ -91,24 +87,22 @@ def add_github_options(p: argparse.ArgumentParser) -> None:
 def register(sub) -> None:
     p = sub.add_parser(
         "publish",
+        parents=[repo_options()],
         help="publish a run's results to GitHub (a pull request, request status comments)",
         description="Commit a run's changes through GitHub's REST API, open or update its pull request and "
         "comment on request pull requests. The token comes from SUPERWEIGHT_GITHUB_TOKEN or GITHUB_TOKEN; "
         "without one, nothing remote changes and the plan is printed.",
     )
-    p.add_argument("--repo", type=Path, default=Path("."), help="the index repository (default: .)")
-    p.add_argument("--config", type=Path, help="the configuration file (default: REPO/auditor.yaml)")
     p.add_argument("--run", metavar="RUN_ID", help="the run to publish (default: the latest)")
     add_github_options(p)
     p.set_defaults(func=cmd_publish)
 
     p = sub.add_parser(
         "sync",
+        parents=[repo_options()],
         help="catch the runner's clone up with GitHub: new index records and requests (no git pull)",
         description="Merge index records added on GitHub into the local index (records are append-only) and "
         "fetch request files merged there since, through the REST API. `run --publish` does this first.",
     )
-    p.add_argument("--repo", type=Path, default=Path("."), help="the index repository (default: .)")
-    p.add_argument("--config", type=Path, help="the configuration file (default: REPO/auditor.yaml)")
     add_github_options(p)
     p.set_defaults(func=cmd_sync)

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from ..records import to_dict
-from .common import emit_json, positive, quiet_libraries
+from .common import config_of, emit_json, positive, quiet_libraries, repo_options
 from .publish import add_github_options
 
 
@@ -33,12 +33,6 @@ def duration(text: str) -> str:
     except AuditorError as e:
         raise argparse.ArgumentTypeError(str(e)) from None
     return text
-
-
-def config_of(args: argparse.Namespace):
-    from ..scheduler.config import load_config
-
-    return load_config(args.config, repo=args.repo)
 
 
 def cmd_discover(args: argparse.Namespace) -> int:
@@ -131,9 +125,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def register(sub) -> None:
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--repo", type=Path, default=Path("."), help="the index repository (default: .)")
-    common.add_argument("--config", type=Path, help="the configuration file (default: REPO/auditor.yaml)")
+    common = repo_options()
 
     p = sub.add_parser("discover", parents=[common], help="find new open checkpoints on the Hub and queue them")
     p.add_argument("--since", metavar="YYYY-MM-DD", type=date, help="do not look at models created before this date")
