@@ -27,7 +27,7 @@ from pathlib import Path
 from .. import __version__, yamlio
 from ..errors import AuditorError
 from ..fileio import atomic_write
-from ..index import MeasuredRecord, ModelRef, SameWeightsRecord, append_record, load_index
+from ..index import Index, MeasuredRecord, ModelRef, SameWeightsRecord, append_record, load_index, lookup
 from ..records import from_dict, to_dict
 from ..source import SHARD_INDEX, read_config, weights_to_load, with_retries
 from .config import Config
@@ -171,10 +171,12 @@ class Discovery:
 
 def audited_index(root: Path) -> tuple[set[tuple[str, str]], dict[frozenset, ModelRef]]:
     """(model, revision) pairs audited by this tool version, and audited weight-file hashes -> record."""
+    return audited(load_index(root)) if root.is_dir() else (set(), {})
+
+
+def audited(index: Index) -> tuple[set[tuple[str, str]], dict[frozenset, ModelRef]]:
     done, weights = set(), {}
-    if not root.is_dir():
-        return done, weights
-    for entry in load_index(root):
+    for entry in index:
         for r in entry.records:
             if isinstance(r, MeasuredRecord):
                 if r.tool_version == __version__:
@@ -197,6 +199,28 @@ def weight_hashes(model: str, revision: str, api=None) -> dict[str, str]:
         return read_config(Path(path))
 
     return {n: files[n].lfs.sha256 for n in weights_to_load(list(files), read_index, model) if files[n].lfs}
+
+
+def indexed_record(index_root: Path, model: str, revision: str | None) -> MeasuredRecord | None:
+    """This tool version's record of `model` at `revision`, if the index has one (reads that file only)."""
+    if not index_root.is_dir():
+        return None
+    mine = [
+        r
+        for r in lookup(model, revision, root=index_root)
+        if isinstance(r, MeasuredRecord) and r.tool_version == __version__
+    ]
+    return mine[-1] if mine else None
+
+
+def known_weight_hashes(model: str, revision: str, api=None) -> dict[str, str]:
+    """`weight_hashes`, or {} when the Hub cannot tell: the model is queued anyway, only the identical-weights
+    shortcut is lost."""
+    try:
+        return weight_hashes(model, revision, api)
+    except Exception as e:
+        log.warning("%s: cannot read its weight hashes (%s); queued without them", model, e)
+        return {}
 
 
 def record_same_weights(index_root: Path, c: Candidate, hashes: dict[str, str], original: ModelRef) -> None:
@@ -222,7 +246,8 @@ def discover(
     since_bound = parse(since or config.discover.since) if (since or config.discover.since) else None
     if since_bound and since_bound.tzinfo is None:
         since_bound = since_bound.replace(tzinfo=timezone.utc)
-    done, weights = audited_index(index_root)
+    index = load_index(index_root) if index_root.is_dir() else Index(index_root)
+    done, weights = audited(index)
     found = Discovery()
     examine = partial(
         _examine, done=done, weights=weights, config=config, queue=queue, index_root=index_root, api=api, found=found
@@ -237,7 +262,7 @@ def discover(
         if newest is not None:
             cursor.modified.add(None, newest)
         return found
-    indexed = {model.lower() for model in load_index(index_root).models()} if index_root.is_dir() else set()
+    indexed = {model.lower() for model in index.models()}
 
     def changed(info) -> bool:
         """A model of the index at a commit not yet audited or queued."""
@@ -292,11 +317,7 @@ def _examine(info, *, done, weights, config: Config, queue: Queue, index_root: P
         return True
     if queue.find(c.model, c.revision):
         return True
-    try:
-        hashes = weight_hashes(c.model, c.revision, api)
-    except Exception as e:  # queue it anyway: only the identical-weights shortcut is lost
-        log.warning("%s: cannot read its weight hashes (%s); queued without them", c.model, e)
-        hashes = {}
+    hashes = known_weight_hashes(c.model, c.revision, api)
     original = weights.get(frozenset(hashes.values()))
     if original is not None and hashes:
         record_same_weights(index_root, c, hashes, original)

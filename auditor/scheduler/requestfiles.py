@@ -20,7 +20,7 @@ from .. import yamlio
 from ..records import from_dict
 from ..source import hub_error, with_retries
 from .config import Config
-from .discover import audited_index
+from .discover import indexed_record
 from .eligibility import Candidate, Ineligible, check_model
 
 REQUEST_SCHEMA = {
@@ -115,7 +115,7 @@ def check_request(request: AuditRequest, config: Config, *, index_root: Path, ap
         code = "not_found" if error.code == "not_found" else "download_error"
         raise Ineligible(code, str(error)) from None
     candidate = check_model(info, config)
-    if (candidate.model.lower(), candidate.revision) in audited_index(index_root)[0]:
+    if indexed_record(index_root, candidate.model, candidate.revision) is not None:  # that model's file only
         message = f"{candidate.model} is already in the index at {candidate.revision} (this tool version)"
         raise Ineligible("already_audited", message, candidate.revision)
     return candidate

@@ -28,23 +28,24 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import __version__
 from ..errors import AuditorError
 from ..fileio import atomic_write, git_blob_sha
-from ..index import MeasuredRecord, ModelRef, append_record, lookup
+from ..index import MeasuredRecord, ModelRef, append_record
 from ..index.entries import record_from_dict
 from .config import Config, parse_duration
 from .discover import (
     Discovery,
     audited_index,
     discover,
+    indexed_record,
+    known_weight_hashes,
     load_cursor,
     record_same_weights,
     save_cursor,
-    weight_hashes,
 )
 from .eligibility import Candidate, Ineligible
 from .queue import TRANSIENT, Item, Queue, load_queue, now, save_queue
@@ -155,7 +156,7 @@ def recover(queue: Queue, config: Config, report: RunReport, paths: RepoPaths) -
     """Items left `running` belong to a run that died. If it died after the record reached the index, the
     audit is done (and reported now); otherwise try again, or give up after max_attempts."""
     for item in [i for i in queue.items if i.state == "running"]:
-        record = indexed_record(paths.index, item)
+        record = indexed_record(paths.index, item.model, item.revision)
         if record is not None:
             queue.set(item, "done")
             report.audited.append((item, record))
@@ -166,15 +167,6 @@ def recover(queue: Queue, config: Config, report: RunReport, paths: RepoPaths) -
         report.recovered.append(queue.set(item, state, code="crashed", message=message))
         if state == "failed":
             drop_download(paths, item)
-
-
-def indexed_record(index_root: Path, item: Item) -> MeasuredRecord | None:
-    """This tool version's record of the item's model at its commit, if the index has one."""
-    if not index_root.is_dir():
-        return None
-    records = lookup(item.model, item.revision, root=index_root)
-    mine = [r for r in records if isinstance(r, MeasuredRecord) and r.tool_version == __version__]
-    return mine[-1] if mine else None
 
 
 def drop_download(paths: RepoPaths, item: Item) -> None:
@@ -211,7 +203,14 @@ def take_request(path: Path, rel: str, config: Config, queue: Queue, paths: Repo
         Ineligible: the file stays (unreadable, or the Hub could not be asked).
     """
     request = read_request(path)
-    base = dict(origin="request", added=now(), updated=now(), request_reason=request.reason)
+    base = dict(
+        origin="request",
+        added=now(),
+        updated=now(),
+        requested_by=request.requested_by,
+        request_reason=request.reason,
+        request_files=[rel],
+    )
     try:
         c: Candidate = check_request(request, config, index_root=paths.index, api=api)
     except Ineligible as e:
@@ -220,7 +219,6 @@ def take_request(path: Path, rel: str, config: Config, queue: Queue, paths: Repo
         if e.code == "already_audited":
             return f"not queued: {e}"
         item = Item(request.model, e.revision, state="skipped", code=e.code, message=str(e), **base)
-        item = replace(item, requested_by=request.requested_by, request_files=[rel])
         if not queue.add(item):
             existing = queue.find(item.model, item.revision)
             queue.set(
@@ -235,10 +233,7 @@ def take_request(path: Path, rel: str, config: Config, queue: Queue, paths: Repo
             state, code, message, attempts = "pending", None, None, 0
         queue.set(existing, state, code=code, message=message, attempts=attempts, **asked(existing, rel, request))
         return f"queued {c.model} at {c.revision} (it was {existing.state} already)"
-    try:
-        hashes = weight_hashes(c.model, c.revision, api)  # identical weights to an audited model: no download
-    except Exception:
-        hashes = {}
+    hashes = known_weight_hashes(c.model, c.revision, api)  # identical weights to an audited one: no download
     item = Item(
         c.model,
         c.revision,
@@ -248,8 +243,6 @@ def take_request(path: Path, rel: str, config: Config, queue: Queue, paths: Repo
         likes=c.likes,
         base_model=c.base_model,
         weights_sha256=hashes or None,
-        requested_by=request.requested_by,
-        request_files=[rel],
         **base,
     )
     queue.add(item)
