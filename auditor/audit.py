@@ -11,12 +11,11 @@ Each stage is usable alone: `auditor.source.resolve`, `auditor.loading.load`, `a
 from __future__ import annotations
 
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
 
-from . import __version__, evaltext, loading, source
+from . import __version__, clock, evaltext, loading, source
 from .ablation import ablate
 from .detect import detect
 from .errors import OutOfMemoryError
@@ -89,7 +88,7 @@ def audit(
         torch=str(torch.__version__),
         transformers=_transformers_version(),
         hardware=loading.hardware(loaded.info.device),
-        created_at=datetime.now(timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z"),
+        created_at=clock.stamp(),
         elapsed_s=round(time.monotonic() - started, 3),
     )
     return AuditResult(loaded.info, detection, result, environment)

@@ -14,6 +14,10 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Every date the tool writes comes from auditor.clock, which reads SOURCE_DATE_EPOCH when set: one frozen
+# instant (FROZEN) for this process and every process it starts, so no assertion depends on today's date. CI
+# also runs the suite under a shifted system clock (faketime) to catch any test that reads the clock itself.
+os.environ["SOURCE_DATE_EPOCH"] = "1795348800"
 
 from fakehub import FakeHub, point_client_at
 from huggingface_hub import constants
@@ -21,6 +25,7 @@ from huggingface_hub import constants
 from auditor import synthetic
 from auditor.synthetic import Plant
 
+FROZEN = "2026-11-22T12:00:00Z"  # SOURCE_DATE_EPOCH above
 MOE = {"mixtral", "qwen2_moe", "qwen3_moe", "olmoe"}
 ONE_PLANT = (Plant(1, 7, 33),)
 

@@ -7,11 +7,14 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from auditor.cli import main
 from auditor.synthetic import Plant
+
+REPO = Path(__file__).resolve().parent.parent
 
 
 def run(capsys, *argv: str) -> tuple[int, str, str]:
@@ -156,20 +159,17 @@ def test_demo_then_audit_offline_into_an_index(tmp_path, capsys, monkeypatch):
     code, out, _ = run(capsys, "demo", str(demo), "--gguf")
     assert code == 0
     assert (demo / "model.gguf").exists() and (demo / "eval.txt").exists()
-    command = (
-        f"HF_HUB_OFFLINE=1 HF_HUB_CACHE={demo / 'hub'} superweight audit demo/tiny-llama "
-        f"--eval-text {demo / 'eval.txt'} --index {demo / 'index'}"
-    )
-    assert command in out
+    assert f"  export HF_HUB_OFFLINE=1 HF_HUB_CACHE={demo / 'hub'}\n" in out
+    assert f"  superweight audit demo/tiny-llama --eval-text {demo / 'eval.txt'} --index {demo / 'index'}\n" in out
 
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(demo / "hub"))
     argv = ["audit", "demo/tiny-llama", "--eval-text", str(demo / "eval.txt"), "--index", str(demo / "index")]
-    code, out, err = run(capsys, *argv, "--quiet", "--max-tokens", "1024")
+    code, out, _ = run(capsys, *argv, "--quiet", "--max-tokens", "1024")
     assert code == 0 and "Verdict: confirmed" in out
-    assert f"wrote {demo / 'index' / 'demo' / 'tiny-llama.yaml'}" in err
-    code, _, err = run(capsys, *argv, "--quiet", "--max-tokens", "1024")
-    assert code == 0 and "already recorded in" in err  # the same audit is not written twice
+    assert out.endswith(f"\nwrote {demo / 'index' / 'demo' / 'tiny-llama.yaml'}\n")
+    code, out, _ = run(capsys, *argv, "--quiet", "--max-tokens", "1024")
+    assert code == 0 and "already recorded in" in out  # the same audit is not written twice
 
     code, out, _ = run(capsys, "detect", str(demo / "model.gguf"), "--json", "--quiet")
     data = json.loads(out)
@@ -205,3 +205,50 @@ def test_console_script_json_on_stdout_progress_on_stderr(build_checkpoint):
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["super_weights"][0]["row"] == 7
     assert "detecting" in proc.stderr or "Loading" in proc.stderr
+
+
+def test_audit_json_is_alone_on_stdout_and_the_record_path_is_reported(hub_cache, eval_text, tmp_path):
+    env = {"HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(hub_cache), "SUPERWEIGHT_INDEX": str(tmp_path / "index")}
+    common = ["demo/tiny-llama", "--eval-text", str(eval_text), "--max-tokens", "512", "--seq-len", "256"]
+
+    proc = console("audit", *common, "--json", "--index", **env)  # --index alone: $SUPERWEIGHT_INDEX
+
+    record = tmp_path / "index" / "demo" / "tiny-llama.yaml"
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["ablation"]["verdict"] == "confirmed"  # nothing but the JSON on stdout
+    assert f"wrote {record}" in proc.stderr and record.is_file()
+    proc = console("audit", *common, "--index", str(tmp_path / "index"), "--quiet", **env)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines()[-1] == f"already recorded in {record}"  # on stdout, after the report
+
+
+LIGHT = """
+import sys
+for name in {modules!r}:
+    sys.modules[name] = None  # as if the audit extra were not installed
+from auditor.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_the_base_install_reads_the_index_and_names_the_extra_for_audits(tmp_path):
+    """Without torch, transformers or huggingface_hub: index and site work; audits say what to install."""
+    from auditor.cli import AUDIT_MODULES
+
+    script = tmp_path / "light.py"
+    script.write_text(LIGHT.format(modules=sorted(AUDIT_MODULES)))
+
+    def light(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True, timeout=120)
+
+    index = str(REPO / "index")
+    assert light("index", "validate", index).returncode == 0
+    assert "layer 2 [3968, 7003]" in light("index", "lookup", "huggyllama/llama-7b", "--index", index).stdout
+    site = tmp_path / "site"
+    assert light("site", "build", "--index", index, "--out", str(site)).returncode == 0
+    assert light("site", "check", str(site)).returncode == 0
+    for argv in (["audit", "org/model"], ["detect", "org/model"], ["demo", str(tmp_path / "d")]):
+        proc = light(*argv)
+        assert proc.returncode == 1 and "Traceback" not in proc.stderr
+        assert proc.stderr.startswith("superweight: error: this command needs the audit dependencies (")
+        assert "pip install 'superweight-index[audit]'" in proc.stderr

@@ -96,3 +96,32 @@ def test_measured_records_sit_beside_reported_ones(tmp_path, audit_result, capsy
     assert code == 0 and out.startswith(f"measured {record.date} @ {record.revision}: confirmed (zeroed x")
     code, _, _ = run(capsys, "index", "validate", str(index))
     assert code == 0
+
+
+def test_every_index_command_reads_superweight_index_and_index_alike(tmp_path, capsys, monkeypatch):
+    """--index DIR and $SUPERWEIGHT_INDEX name the same thing for every command that reads the index."""
+    monkeypatch.chdir(tmp_path)  # no ./index here: only the option or the variable can find it
+    index = shutil.copytree(REPO / "index", tmp_path / "elsewhere")
+    for how in (["--index", str(index)], []):
+        if not how:
+            monkeypatch.setenv("SUPERWEIGHT_INDEX", str(index))
+        code, out, err = run(capsys, "index", "lookup", "huggyllama/llama-7b", *how)
+        assert code == 0 and "layer 2 [3968, 7003]" in out, err
+        code, _, err = run(capsys, "index", "validate", *how)
+        assert code == 0 and "10 file(s)" in err
+        code, out, _ = run(capsys, "index", "export", *how)
+        assert code == 0 and len(json.loads(out)["models"]) == 10
+        site = tmp_path / f"site{len(how)}"
+        code, _, err = run(capsys, "site", "build", "--out", str(site), *how)
+        assert code == 0 and "built 10 model pages" in err
+    seeded = tmp_path / "seeded"
+    monkeypatch.setenv("SUPERWEIGHT_INDEX", str(seeded))
+    code, _, err = run(capsys, "index", "seed")
+    assert code == 0 and len(list(seeded.rglob("*.yaml"))) == 10
+    monkeypatch.delenv("SUPERWEIGHT_INDEX")
+    code, _, err = run(capsys, "index", "lookup", "huggyllama/llama-7b")
+    assert (
+        code == 1
+        and err
+        == "superweight: error: no index directory at index (run from the repository root or pass --index DIR)\n"
+    )

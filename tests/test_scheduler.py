@@ -416,6 +416,10 @@ def test_request_validate_command(zoo, repo, capsys):
     out, err = capsys.readouterr()
     assert out.splitlines()[0].startswith(f"{gated}: gated: org/gated is gated")
     assert "1 of 2 request(s) valid" in err
+    assert main(["request", "validate", "--repo", str(repo), "--json"]) == 1
+    out, err = capsys.readouterr()
+    assert [(r["file"], r["ok"]) for r in json.loads(out)] == [(str(gated), False), (str(good), True)]  # JSON alone
+    assert "1 of 2 request(s) valid" in err
 
 
 def test_discover_command_json(zoo, repo, capsys):

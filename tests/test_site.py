@@ -114,7 +114,11 @@ def test_every_internal_link_and_asset_resolves(site):
         "verdict/confirmed/index.html",
     }
     assert expected <= {p.relative_to(site).as_posix() for p in site.rglob("*") if p.is_file()}
-    assert 'href="/sub/models/demo/tiny-llama/"' in read(site, "index.html")  # every link under the base path
+    # Links are relative and name files: the same build works under /sub/ and from disk.
+    assert 'href="models/demo/tiny-llama/index.html"' in read(site, "index.html")
+    model = read(site, "models/demo/tiny-llama/index.html")
+    assert 'href="../../../about/index.html"' in model and 'href="../../../assets/style.' in model
+    assert 'href="/sub/index.html"' in read(site, "404.html")  # shown at any depth: from the base path
 
 
 def test_the_checker_finds_broken_links_and_foreign_resources(site, tmp_path):
@@ -123,13 +127,16 @@ def test_the_checker_finds_broken_links_and_foreign_resources(site, tmp_path):
     page.write_text(
         page.read_text().replace(
             "</main>",
-            '<a href="/sub/nowhere/">x</a><a href="/elsewhere/">y</a>'
-            '<script src="https://cdn.example.com/x.js"></script></main>',
+            '<a href="../nowhere.html">x</a><a href="../../elsewhere/index.html">y</a><a href="../queue/">z</a>'
+            '<a href="/sub/index.html">w</a><script src="https://cdn.example.com/x.js"></script></main>',
         )
     )
+    disk = "does not open from disk (links must be relative and name a file)"
     assert check_site(broken) == [
-        "about/index.html: /sub/nowhere/ does not resolve (no nowhere/index.html)",
-        "about/index.html: /elsewhere/ is outside the base path /sub/",
+        "about/index.html: ../nowhere.html does not resolve (no nowhere.html)",
+        "about/index.html: ../../elsewhere/index.html is outside the base path /sub/",
+        f"about/index.html: ../queue/ {disk}",
+        f"about/index.html: /sub/index.html {disk}",
         "about/index.html: loads https://cdn.example.com/x.js from another origin",
     ]
 
@@ -165,9 +172,12 @@ def test_the_model_page(site, audit_result):
     assert f'from_pretrained("demo/tiny-llama", revision="{sha}")' in html
     assert f'href="https://huggingface.co/demo/tiny-llama/commit/{sha}"' in html
     assert '<svg class="profile"' in html and '<rect class="marked"' in html and html.count("<polyline") == 2
+    assert html.count('<polyline class="input" fill="none" stroke="#0b5cad"') == 1  # draws without the CSS
     assert "super weights zeroed" in html and "control: 1 largest other weight zeroed" in html
     assert f"superweight audit demo/tiny-llama --revision {sha}" in html
-    alternate = 'type="application/json" title="demo/tiny-llama (JSON)" href="/sub/api/v1/models/demo/tiny-llama.json"'
+    alternate = (
+        'type="application/json" title="demo/tiny-llama (JSON)" href="../../../api/v1/models/demo/tiny-llama.json"'
+    )
     assert f'<link rel="alternate" {alternate}>' in html
     reported = read(site, "models/huggyllama/llama-7b/index.html")
     assert "Reported, not measured here" in reported and "arXiv:2411.07191" in reported
@@ -175,7 +185,7 @@ def test_the_model_page(site, audit_result):
         "70.1 to 35.1" in reported and "<code>model.model.layers[2].mlp.down_proj.weight[3968, 7003]</code>" in reported
     )
     copy = read(site, "models/other/copy/index.html")
-    assert "byte-identical" in copy and 'href="/sub/models/demo/tiny-llama/"' in copy
+    assert "byte-identical" in copy and 'href="../../../models/demo/tiny-llama/index.html"' in copy
 
 
 def test_the_home_table_and_its_views(site):
@@ -183,12 +193,12 @@ def test_the_home_table_and_its_views(site):
     rows = re.findall(r'<tr data-verdict="([a-z_]+)">', html)
     assert len(rows) == 13 and rows.count("reported") == 11
     assert rows.count("confirmed") == 2  # the audited model, and its byte-identical copy, which inherits it
-    copy = html[html.index('href="/sub/models/other/copy/"') :].split("</tr>")[0]
+    copy = html[html.index('href="models/other/copy/index.html"') :].split("</tr>")[0]
     assert "same weights" in copy and "L1 [7, 33]" in copy
-    demo = html[html.index('href="/sub/models/demo/tiny-llama/"') :].split("</tr>")[0]
+    demo = html[html.index('href="models/demo/tiny-llama/index.html"') :].split("</tr>")[0]
     assert "L1 [7, 33]" in demo
     assert int(re.search(r"×([\d,]+)<", demo).group(1).replace(",", "")) > 100  # the ablation's damage
-    phi3 = html[html.index('href="/sub/models/microsoft/Phi-3-mini-4k-instruct/"') :].split("</tr>")[0]
+    phi3 = html[html.index('href="models/microsoft/Phi-3-mini-4k-instruct/index.html"') :].split("</tr>")[0]
     coords = re.findall(r'<span class="coord">([^<]+)</span>', phi3)  # each kept on one line
     assert coords == ["L2 [525, 808]", "L2 [1693, 808]", "L2 [1113, 808]", "+3 more"]
     confirmed = read(site, "verdict/confirmed/index.html")
@@ -393,7 +403,7 @@ def natural(text: str) -> list:
 def test_a_model_page_shows_its_chart(page, served):
     page.goto(served)
     page.click("text=demo/tiny-llama")
-    page.wait_for_url("**/sub/models/demo/tiny-llama/")
+    page.wait_for_url("**/sub/models/demo/tiny-llama/index.html")
     chart = page.locator("svg.profile")
     assert chart.is_visible() and chart.bounding_box()["width"] > 300
     assert page.locator("svg.profile polyline.output").count() == 1
@@ -412,3 +422,37 @@ def test_the_page_works_without_javascript(served, page):
     plain.click("text=Confirmed (2)")
     assert plain.locator("#models tbody tr").count() == 2
     context.close()
+
+
+def computed(locator, prop: str) -> str:
+    return locator.evaluate(f"e => getComputedStyle(e).{prop}")
+
+
+def test_the_site_opened_from_disk_is_styled_and_its_links_work(page, site):
+    """What a reader gets by opening index.html from a file manager: no server, no base path."""
+    page.errors.clear()
+    page.goto(site.joinpath("index.html").as_uri())
+    assert computed(page.locator("header.site"), "backgroundColor") == "rgb(31, 58, 95)"  # the stylesheet loaded
+    assert page.locator("#filters").is_visible()  # and the table script ran
+    page.click("text=demo/tiny-llama")
+    page.wait_for_url(site.joinpath("models/demo/tiny-llama/index.html").as_uri())
+    output = page.locator("svg.profile polyline.output")
+    assert (computed(output, "fill"), computed(output, "stroke")) == ("none", "rgb(207, 34, 46)")
+    page.screenshot(path=str(ARTIFACTS / "model-from-disk.png"), full_page=True)
+    page.click("header.site >> text=About")
+    page.wait_for_url(site.joinpath("about/index.html").as_uri())
+    assert page.locator("h1").inner_text()
+    assert page.errors == []
+
+
+def test_the_chart_draws_without_the_stylesheet(page, site, tmp_path):
+    bare = shutil.copytree(site, tmp_path / "bare", symlinks=True)
+    for css in (bare / "assets").glob("*.css"):
+        css.unlink()
+    page.goto(bare.joinpath("models/demo/tiny-llama/index.html").as_uri())
+    page.errors.clear()  # the missing stylesheet's own error: removing it is the point
+    lines = page.locator("svg.profile polyline")
+    assert [(computed(line, "fill"), computed(line, "strokeWidth")) for line in lines.all()] == [("none", "2px")] * 2
+    shade = page.locator("svg.profile rect.marked")
+    assert computed(shade, "fillOpacity") == "0.25" and computed(shade, "fill") == "rgb(244, 180, 0)"
+    page.screenshot(path=str(ARTIFACTS / "model-without-css.png"), full_page=True)

@@ -17,6 +17,19 @@ from . import index, models, publish, scheduler, site
 
 EXIT_ERROR = 1
 EXIT_INTERRUPTED = 130
+# The top-level modules of the `audit` extra (pyproject.toml): the base install reads the index without them.
+AUDIT_MODULES = {
+    "accelerate",
+    "gguf",
+    "huggingface_hub",
+    "numpy",
+    "pyarrow",
+    "safetensors",
+    "tokenizers",
+    "torch",
+    "tqdm",
+    "transformers",
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,6 +55,14 @@ def main(argv: list[str] | None = None) -> int:
         print("superweight: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     except Exception as e:
+        missing = (getattr(e, "name", None) or "").split(".")[0] if isinstance(e, ModuleNotFoundError) else ""
+        if missing in AUDIT_MODULES:
+            print(
+                f"superweight: error: this command needs the audit dependencies ({missing} is not installed): "
+                "pip install 'superweight-index[audit]' (torch first, as the README says)",
+                file=sys.stderr,
+            )
+            return EXIT_ERROR
         if os.environ.get("SUPERWEIGHT_DEBUG"):
             raise
         first = (str(e).strip().splitlines() or [""])[0]

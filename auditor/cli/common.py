@@ -10,6 +10,13 @@ from pathlib import Path
 from typing import Any
 
 
+def index_option(p: argparse.ArgumentParser) -> None:
+    """--index DIR, for the commands that read or write the index; the default honours $SUPERWEIGHT_INDEX."""
+    p.add_argument(
+        "--index", type=Path, metavar="DIR", help="the index directory (default: $SUPERWEIGHT_INDEX, else index/)"
+    )
+
+
 def emit_json(data: Any) -> str:
     return json.dumps(data, indent=2, allow_nan=False) + "\n"
 

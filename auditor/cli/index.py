@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import argparse
 import sys
-from datetime import datetime, timezone
 from pathlib import Path
 
+from .. import clock
 from ..errors import AuditorError, UsageError
-from .common import emit_json
+from .common import emit_json, index_option
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -17,7 +17,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     from ..index.store import check_file, scan
 
     problems, records, files = [], 0, 0
-    for target in args.paths or [resolve_root(None)]:
+    for target in args.paths or [resolve_root(args.index)]:
         if target.is_dir():
             root, (paths, found) = target, scan(target)
             problems += found
@@ -95,11 +95,12 @@ def cmd_seed(args: argparse.Namespace) -> int:
     """Add the published coordinates as reported records; a second run adds nothing."""
     from ..index import append_record
     from ..index.published import PUBLISHED, reported_record
+    from ..index.store import index_path
 
-    today = datetime.now(timezone.utc).date().isoformat()
+    today = clock.today()
     added = 0
     for p in PUBLISHED:
-        path = append_record(p.model, reported_record(p, today), root=args.index)
+        path = append_record(p.model, reported_record(p, today), root=index_path(args.index))
         if path:
             added += 1
             print(f"added {path}")
@@ -112,22 +113,23 @@ def register(sub) -> None:
     commands = group.add_subparsers(dest="index_command", required=True, metavar="COMMAND")
 
     p = commands.add_parser("validate", help="check index files against the schema and its rules")
-    p.add_argument("paths", nargs="*", type=Path, metavar="PATH", help="files or index directories (default: index/)")
+    p.add_argument("paths", nargs="*", type=Path, metavar="PATH", help="files or index directories (default: --index)")
+    index_option(p)
     p.set_defaults(func=cmd_validate)
 
     p = commands.add_parser("lookup", help="one model's records (case-insensitive Hub id)")
     p.add_argument("model", metavar="MODEL")
     p.add_argument("--revision", help="only records of this commit sha")
     p.add_argument("--json", action="store_true", help="print JSON (the index file's shape)")
-    p.add_argument("--index", type=Path, help="the index directory (default: index/)")
+    index_option(p)
     p.set_defaults(func=cmd_lookup)
 
     p = commands.add_parser("export", help="the whole index as one JSON, JSON Lines or CSV file")
     p.add_argument("--format", choices=["json", "jsonl", "csv"], default="json")
     p.add_argument("--out", type=Path, metavar="FILE", help="write here instead of stdout")
-    p.add_argument("--index", type=Path, help="the index directory (default: index/)")
+    index_option(p)
     p.set_defaults(func=cmd_export)
 
     p = commands.add_parser("seed", help="add the published super weights as reported records")
-    p.add_argument("--index", type=Path, default=Path("index"), help="the index directory (default: index/)")
+    index_option(p)
     p.set_defaults(func=cmd_seed)

@@ -119,6 +119,10 @@ def cmd_detect_or_audit(args: argparse.Namespace) -> int:
     from ..report import render
 
     index_root = getattr(args, "index", None)
+    if index_root is True:  # --index alone
+        from ..index.store import index_path
+
+        index_root = index_path()
     if index_root is not None and ("/" not in args.model or Path(args.model).exists()):
         raise UsageError("--index takes Hub models only (org/name): a local path has no Hub id or commit to record")
     quiet_libraries(progress=not args.quiet)
@@ -139,8 +143,9 @@ def cmd_detect_or_audit(args: argparse.Namespace) -> int:
         from ..index import MeasuredRecord, append_record
 
         path = append_record(result.info.model, MeasuredRecord.from_audit(result), root=index_root)
-        where = path or f"{index_root}/{result.info.model}.yaml"
-        print(f"superweight: {'wrote' if path else 'already recorded in'} {where}", file=sys.stderr)
+        where = path or Path(index_root) / f"{result.info.model}.yaml"
+        # The record's path belongs on stdout with the report; with --json stdout holds the JSON alone.
+        print(f"{'wrote' if path else 'already recorded in'} {where}", file=sys.stderr if args.json else sys.stdout)
     return 0
 
 
@@ -162,10 +167,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if args.gguf:
         print(f"wrote a GGUF copy to {synthetic.write_gguf(snapshot, out / 'model.gguf')}")
     print("next, offline:")
-    print(
-        f"  HF_HUB_OFFLINE=1 HF_HUB_CACHE={out / 'hub'} superweight audit {repo_id} --eval-text {text} "
-        f"--index {out / 'index'}"
-    )
+    print(f"  export HF_HUB_OFFLINE=1 HF_HUB_CACHE={out / 'hub'}")
+    print(f"  superweight audit {repo_id} --eval-text {text} --index {out / 'index'}")
     return 0
 
 
@@ -186,7 +189,14 @@ def register(sub) -> None:
     )
     add_model_options(p)
     add_ablation_options(p)
-    p.add_argument("--index", metavar="DIR", type=Path, help="append the result to this index (Hub models only)")
+    p.add_argument(
+        "--index",
+        metavar="DIR",
+        nargs="?",
+        const=True,
+        type=Path,
+        help="append the result to the index in DIR; --index alone: $SUPERWEIGHT_INDEX, else ./index (Hub models only)",
+    )
     p.set_defaults(func=cmd_detect_or_audit)
 
     p = sub.add_parser(

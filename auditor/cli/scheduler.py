@@ -88,13 +88,18 @@ def cmd_request_validate(args: argparse.Namespace) -> int:
         try:
             candidate = check_request(read_request(path), config, index_root=args.repo / "index")
             results.append({"file": str(path), "ok": True, "model": candidate.model, "revision": candidate.revision})
-            print(f"{path}: ok: {candidate.model} pinned to {candidate.revision}")
         except Ineligible as e:
             bad += 1
             results.append({"file": str(path), "ok": False, "code": e.code, "message": str(e)})
-            print(f"{path}: {e.code}: {e}")
     if args.json:
         sys.stdout.write(emit_json(results))
+    else:
+        for r in results:
+            print(
+                f"{r['file']}: ok: {r['model']} pinned to {r['revision']}"
+                if r["ok"]
+                else f"{r['file']}: {r['code']}: {r['message']}"
+            )
     print(f"superweight: {len(files) - bad} of {len(files)} request(s) valid", file=sys.stderr)
     return 1 if bad else 0
 

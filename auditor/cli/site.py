@@ -6,6 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from .common import index_option
+
 
 def cmd_build(args: argparse.Namespace) -> int:
     from ..web.build import build_site
@@ -49,11 +51,11 @@ def register(sub) -> None:
         help="where the site is served, e.g. https://org.github.io/repo/ "
         "(default: /); links use its path, the feed and sitemap the full URL",
     )
-    p.add_argument("--index", type=Path, default=Path("index"), help="the index directory (default: index/)")
+    index_option(p)
     p.add_argument(
         "--queue", type=Path, default=Path("queue/queue.yaml"), help="the queue file (default: queue/queue.yaml)"
     )
-    p.add_argument("--site-dir", type=Path, help="templates and assets (default: the repository's site/)")
+    p.add_argument("--site-dir", type=Path, help="templates/ and assets/ to use instead of the built-in ones")
     p.add_argument("--repo-url", help="the repository on GitHub, for links to source files")
     p.set_defaults(func=cmd_build)
     p = commands.add_parser("check", help="check that every link and asset of a built site resolves")

@@ -28,7 +28,7 @@ from datetime import date, datetime, timedelta, timezone
 from importlib import resources
 from typing import Any
 
-from .. import yamlio
+from .. import clock, yamlio
 from ..errors import AuditorError
 from ..verdict import judge
 from .entries import (
@@ -175,7 +175,7 @@ def record_problems(record: Record, num_layers: int | None) -> list[str]:
     out = []
     try:
         when = parse_date(record.date)
-        if when > datetime.now(timezone.utc) + timedelta(days=1):
+        if when > clock.now() + timedelta(days=1):
             out.append(f"date {record.date} is in the future")
     except ValueError:
         out.append(f"date {record.date!r} is not a valid date")

@@ -14,9 +14,9 @@ import csv
 import io
 import json
 from collections.abc import Iterator
-from datetime import datetime, timezone
 from typing import Any
 
+from .. import clock
 from .entries import SCHEMA_VERSION, MeasuredRecord, ReportedRecord, SameWeightsRecord
 from .store import Index
 
@@ -45,10 +45,6 @@ CSV_COLUMNS = (
     "schema_version",
     "generated_at",
 )
-
-
-def now() -> str:
-    return datetime.now(timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
 
 
 def ordered(index: Index) -> list[str]:
@@ -107,7 +103,7 @@ def csv_rows(index: Index, generated_at: str) -> Iterator[dict[str, Any]]:
 
 def export(index: Index, fmt: str, *, generated_at: str | None = None) -> str:
     """The whole index as text in `fmt` (json, jsonl or csv)."""
-    generated_at = generated_at or now()
+    generated_at = generated_at or clock.stamp()
     if fmt == "json":
         # The cache already holds each file's validated data as JSON: splice it in rather than rebuild it.
         models = ",\n".join(index.payloads[key][1] for key in ordered(index))

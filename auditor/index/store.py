@@ -47,9 +47,14 @@ class IndexNotFoundError(AuditorError):
     code = "no_index"
 
 
+def index_path(root: str | Path | None = None) -> Path:
+    """Where the index is: `root`, else $SUPERWEIGHT_INDEX, else ./index (it may not exist yet)."""
+    return Path(root if root is not None else os.environ.get("SUPERWEIGHT_INDEX") or "index")
+
+
 def resolve_root(root: str | Path | None = None) -> Path:
-    """The index directory: `root`, else $SUPERWEIGHT_INDEX, else ./index."""
-    path = Path(root if root is not None else os.environ.get("SUPERWEIGHT_INDEX", "index"))
+    """The index directory, which must exist: `root`, else $SUPERWEIGHT_INDEX, else ./index."""
+    path = index_path(root)
     if not path.is_dir():
         raise IndexNotFoundError(f"no index directory at {path} (run from the repository root or pass --index DIR)")
     return path

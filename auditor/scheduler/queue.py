@@ -17,11 +17,11 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 from typing import Literal
 
-from .. import yamlio
+from .. import clock, yamlio
 from ..errors import AuditorError
 from ..fileio import atomic_write
 from ..records import from_dict, to_dict
@@ -79,7 +79,7 @@ QUEUE_SCHEMA = {
 
 
 def now() -> str:
-    return datetime.now(timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+    return clock.stamp()
 
 
 class QueueError(AuditorError):

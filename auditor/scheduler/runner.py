@@ -31,7 +31,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .. import __version__
+from .. import __version__, clock
 from ..errors import AuditorError
 from ..fileio import atomic_write, git_blob_sha
 from ..index import MeasuredRecord, ModelRef, append_record
@@ -110,7 +110,7 @@ def run_lock(paths: RepoPaths):
 
 def new_run_id(runs: Path) -> str:
     """The start time, UTC; a suffix keeps two runs in one second apart."""
-    base = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    base = clock.now().strftime("%Y%m%dT%H%M%SZ")
     suffixes = ("", *(f"-{n}" for n in range(2, 1000)))
     return next(base + s for s in suffixes if not (runs / f"{base}{s}.json").exists())
 

@@ -1,6 +1,6 @@
 """Build the static site: `superweight site build [--out DIR] [--base-url URL]`.
 
-Pages (jinja2 templates from the repository's `site/templates`, escaping on):
+Pages (jinja2 templates from `auditor/web/templates`, escaping on):
   index.html                  every model in one table (JavaScript adds sorting and filtering; without it
                               the table and the per-verdict views under verdict/<name>/ still work)
   models/<org>/<name>/        one page per model: coordinates, a profile chart (SVG, drawn here), the
@@ -10,8 +10,10 @@ Machine-readable (the versioned API; every payload has `schema_version` and `gen
   api/v1/index.json|jsonl|csv, api/v1/SHA256SUMS, api/v1/schema.json,
   api/v1/models/<org>/<name>.json and .yaml, feed.xml (Atom, newest audits first), sitemap.xml
 
-Every link is prefixed with the base path of `--base-url` (a GitHub Pages project site lives under
-`/<repo>/`). Assets carry a content hash in their names, so browsers never keep a stale copy. Nothing is
+Every link is relative and names a file (`../about/index.html`, never `/about/`), so one build works on
+GitHub Pages, under any sub-path, and opened straight from disk (`file://`); only 404.html, which a server
+shows at any depth, links from the base path of `--base-url`. Absolute URLs (the feed, the sitemap) need an
+absolute `--base-url`. Assets carry a content hash in their names, so browsers never keep a stale copy. Nothing is
 loaded from another origin, and a Content-Security-Policy says so. The site is built in a temporary
 directory and moved into place when complete.
 """
@@ -24,20 +26,21 @@ import shutil
 import tempfile
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from .. import __version__
+import jinja2
+
+from .. import __version__, clock
 from ..errors import UsageError
-from ..index import MeasuredRecord, export, load_index
+from ..index import MeasuredRecord, export, load_index, resolve_root
 from ..index.entries import SCHEMA_VERSION, record_to_dict
 from ..settings import AuditSettings
 from .chart import profile_svg
 from .views import VERDICT_LABELS, record_view, row, sort_value
 
 MARKER = ".superweight-site"
-DEFAULT_SITE_DIR = Path(__file__).resolve().parents[2] / "site"
+DEFAULT_SITE_DIR = Path(__file__).resolve().parent  # templates/ and assets/, shipped as package data
 FEED_ENTRIES = 200
 
 
@@ -65,14 +68,13 @@ def build_site(
     out: str | Path = "_site",
     *,
     base_url: str = "/",
-    index_root: str | Path = "index",
+    index_root: str | Path | None = None,
     queue_file: str | Path | None = "queue/queue.yaml",
     site_dir: str | Path | None = None,
     repo_url: str | None = None,
     generated_at: str | None = None,
 ) -> BuildResult:
     """Render the whole site into `out` (replacing a previous build there, never anything else)."""
-    import jinja2
 
     started = time.monotonic()
     out, site_dir = Path(out), Path(site_dir or DEFAULT_SITE_DIR)
@@ -82,7 +84,8 @@ def build_site(
         raise UsageError(f"no templates in {site_dir / 'templates'} (pass --site-dir)")
     site_url, base = split_base(base_url)
     feeds = bool(urlsplit(site_url).scheme)
-    generated_at = generated_at or datetime.now(timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+    generated_at = generated_at or clock.stamp()
+    index_root = resolve_root(index_root)  # None: $SUPERWEIGHT_INDEX, else ./index
     index = load_index(index_root)
     entries = sorted(index, key=lambda e: e.model.lower())
     queue = load_queue_items(queue_file)
@@ -99,9 +102,9 @@ def build_site(
             lstrip_blocks=True,
         )
         env.globals.update(
-            base=base,
             site_url=site_url,
-            asset=lambda name: base + assets[name],
+            link=link,
+            asset=jinja2.pass_context(lambda context, name: context["root"] + assets[name]),
             generated_at=generated_at,
             version=__version__,
             repo_url=repo_url,
@@ -112,15 +115,18 @@ def build_site(
             feeds=feeds,
         )
         writer = Writer(tmp)
+
+        def page(rel: str, template: str, **context) -> None:
+            root = base if rel == "404.html" else "../" * rel.count("/")
+            writer.text(rel, env.get_template(template).render(root=root, **context))
+
         rows = sorted((row(e, index.lookup) for e in entries), key=lambda r: r.date, reverse=True)
-        home = env.get_template("home.html")
         counts = {v: sum(r.verdict == v for r in rows) for v in VERDICT_LABELS}
-        writer.text("index.html", home.render(rows=rows, counts=counts, view=None))
+        page("index.html", "home.html", rows=rows, counts=counts, view=None)
         for verdict, n in counts.items():
             if n:
                 subset = [r for r in rows if r.verdict == verdict]
-                writer.text(f"verdict/{verdict}/index.html", home.render(rows=subset, counts=counts, view=verdict))
-        page = env.get_template("model.html")
+                page(f"verdict/{verdict}/index.html", "home.html", rows=subset, counts=counts, view=verdict)
         for entry in entries:
             views = [record_view(entry.model, r) for r in reversed(entry.records)]
             current = entry.latest()
@@ -131,25 +137,24 @@ def build_site(
                     {w.layer for w in current.super_weights},
                     f"Down-projection profile of {entry.model}",
                 )
-            writer.text(
+            page(
                 f"models/{entry.model}/index.html",
-                page.render(
-                    entry=entry,
-                    current=current and record_view(entry.model, current),
-                    records=views,
-                    chart=chart,
-                    row=row(entry, index.lookup),
-                ),
+                "model.html",
+                entry=entry,
+                current=current and record_view(entry.model, current),
+                records=views,
+                chart=chart,
+                row=row(entry, index.lookup),
             )
             # The index already holds the file's validated data as JSON; add generated_at, compactly.
             data = json.loads(index.payloads[entry.model.lower()][1])
             api = {"schema_version": SCHEMA_VERSION, "generated_at": generated_at, **data}
             writer.text(f"api/v1/models/{entry.model}.json", json.dumps(api, separators=(",", ":")) + "\n")
-            source = Path(index_root) / f"{entry.model}.yaml"
+            source = index_root / f"{entry.model}.yaml"
             writer.bytes(f"api/v1/models/{entry.model}.yaml", source.read_bytes())
         for name in ("about", "request", "queue"):
-            writer.text(f"{name}/index.html", env.get_template(f"{name}.html").render(queue=queue))
-        writer.text("404.html", env.get_template("404.html").render())
+            page(f"{name}/index.html", f"{name}.html", queue=queue)
+        page("404.html", "404.html")
         dumps = {f"index.{fmt}": export(index, fmt, generated_at=generated_at) for fmt in ("json", "jsonl", "csv")}
         for name, text in dumps.items():
             writer.text(f"api/v1/{name}", text)
@@ -182,6 +187,13 @@ def build_site(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return BuildResult(out, len(entries), writer.count, time.monotonic() - started, feeds)
+
+
+@jinja2.pass_context
+def link(context, path: str) -> str:
+    """A page's link to `path` (from the site root): relative to the page, and naming the file, since a
+    directory link opens as a folder listing from disk."""
+    return context["root"] + (path + "index.html" if path == "" or path.endswith("/") else path)
 
 
 class Writer:

@@ -2,6 +2,8 @@
 
 Two lines on a log scale: the largest |input| and the largest |output| of each layer's down projection.
 The layers holding super weights are shaded: the output spike that marks a super activation stands out.
+Colours and strokes are presentation attributes, not CSS: the chart draws the same without the stylesheet
+(an SVG's default fill is black, which turns a line chart into blobs).
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from ..records import LayerProfile
 
 WIDTH, HEIGHT = 720, 260
 LEFT, RIGHT, TOP, BOTTOM = 56, 16, 16, 44
+INPUT, OUTPUT, GRID, MUTED, MARKED = "#0b5cad", "#cf222e", "#d0d7de", "#57606a", "#f4b400"
+TEXT = 'font-family="system-ui, sans-serif" font-size="12"'
 
 
 def profile_svg(profile: list[LayerProfile], marked: set[int], title: str) -> str:
@@ -33,37 +37,45 @@ def profile_svg(profile: list[LayerProfile], marked: set[int], title: str) -> st
     def y(value: float) -> float:
         return TOP + plot_h * (high - math.log10(value)) / (high - low)
 
-    def line(index: int, css: str) -> str:
+    def line(index: int, css: str, colour: str) -> str:
         coords = " ".join(f"{x(p[0]):.1f},{y(p[index]):.1f}" for p in points if p[index] is not None and p[index] > 0)
-        return f'<polyline class="{css}" points="{coords}"/>'
+        return f'<polyline class="{css}" fill="none" stroke="{colour}" stroke-width="2" points="{coords}"/>'
 
     step = max(1, round(last / 16))
     band = max(plot_w / last * 0.8, 4)
     parts = [
-        f'<svg class="profile" viewBox="0 0 {WIDTH} {HEIGHT}" role="img" aria-labelledby="chart-title chart-desc" '
-        f'xmlns="http://www.w3.org/2000/svg">',
+        f'<svg class="profile" width="{WIDTH}" height="{HEIGHT}" viewBox="0 0 {WIDTH} {HEIGHT}" role="img" '
+        f'aria-labelledby="chart-title chart-desc" xmlns="http://www.w3.org/2000/svg">',
         f'<title id="chart-title">{escape(title)}</title>',
         '<desc id="chart-desc">Largest absolute input and output of each layer\'s MLP down projection, '
         "log scale; shaded layers hold super weights.</desc>",
     ]
     parts += [
-        f'<rect class="marked" x="{x(layer) - band / 2:.1f}" y="{TOP}" width="{band:.1f}" height="{plot_h}"/>'
+        f'<rect class="marked" x="{x(layer) - band / 2:.1f}" y="{TOP}" width="{band:.1f}" height="{plot_h}" '
+        f'fill="{MARKED}" fill-opacity="0.25"/>'
         for layer in sorted(marked)
     ]
     for exponent in range(low, high + 1):
         level = y(10**exponent)
-        parts.append(f'<line class="grid" x1="{LEFT}" x2="{WIDTH - RIGHT}" y1="{level:.1f}" y2="{level:.1f}"/>')
-        parts.append(f'<text class="tick" x="{LEFT - 6}" y="{level + 4:.1f}" text-anchor="end">1e{exponent}</text>')
+        parts.append(
+            f'<line class="grid" x1="{LEFT}" x2="{WIDTH - RIGHT}" y1="{level:.1f}" y2="{level:.1f}" stroke="{GRID}"/>'
+        )
+        parts.append(
+            f'<text class="tick" x="{LEFT - 6}" y="{level + 4:.1f}" text-anchor="end" fill="{MUTED}" {TEXT}>'
+            f"1e{exponent}</text>"
+        )
     for layer in range(0, last + 1, step):
         parts.append(
-            f'<text class="tick" x="{x(layer):.1f}" y="{HEIGHT - BOTTOM + 16}" text-anchor="middle">{layer}</text>'
+            f'<text class="tick" x="{x(layer):.1f}" y="{HEIGHT - BOTTOM + 16}" text-anchor="middle" fill="{MUTED}" '
+            f"{TEXT}>{layer}</text>"
         )
     parts += [
-        line(1, "input"),
-        line(2, "output"),
-        f'<text class="axis" x="{LEFT + plot_w / 2:.1f}" y="{HEIGHT - 6}" text-anchor="middle">layer</text>',
-        f'<text class="legend input" x="{LEFT + 8}" y="{TOP + 12}">max |input|</text>',
-        f'<text class="legend output" x="{LEFT + 108}" y="{TOP + 12}">max |output|</text>',
+        line(1, "input", INPUT),
+        line(2, "output", OUTPUT),
+        f'<text class="axis" x="{LEFT + plot_w / 2:.1f}" y="{HEIGHT - 6}" text-anchor="middle" fill="{MUTED}" {TEXT}>'
+        "layer</text>",
+        f'<text class="legend input" x="{LEFT + 8}" y="{TOP + 12}" fill="{INPUT}" {TEXT}>max |input|</text>',
+        f'<text class="legend output" x="{LEFT + 108}" y="{TOP + 12}" fill="{OUTPUT}" {TEXT}>max |output|</text>',
         "</svg>",
     ]
     return "".join(parts)

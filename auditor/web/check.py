@@ -2,6 +2,8 @@
 
 - every internal link, stylesheet, script and image of every page resolves to a file of the build, under
   the base path it was built for (fragments included: `#id` must exist on the target page);
+- internal links are relative and name a file, so the site also works opened from disk (404.html excepted:
+  a server shows it at any depth, so it links from the base path);
 - nothing is loaded from another origin (links out are fine; resources are not);
 - feed.xml and sitemap.xml (built for an absolute base URL) are well-formed XML, the JSON files parse,
   and SHA256SUMS matches the dumps.
@@ -76,6 +78,8 @@ def check_site(root: str | Path) -> list[str]:
                 if parts.scheme not in ("mailto",):
                     problems.append(f"{rel}: unexpected link scheme in {url}")
                 continue
+            if rel != "404.html" and (url.startswith("/") or (url.split("#")[0] and parts.path.endswith("/"))):
+                problems.append(f"{rel}: {url} does not open from disk (links must be relative and name a file)")
             file = target(root, base, parts.path)
             if file is None:
                 problems.append(f"{rel}: {url} is outside the base path {base}")
