@@ -81,8 +81,8 @@ def audit(
                 min_margin=settings.min_margin,
                 progress=progress,
             )
-    except torch.OutOfMemoryError:
-        raise OutOfMemoryError(f"{model} ran out of {loaded.info.device} memory; try a shorter --seq-len") from None
+    except torch.OutOfMemoryError as e:
+        raise OutOfMemoryError(f"{model} ran out of {loaded.info.device} memory; try a shorter --seq-len") from e
     environment = Environment(
         tool_version=__version__,
         torch=str(torch.__version__),

@@ -20,8 +20,8 @@ def now() -> datetime:
     if epoch:
         try:
             return datetime.fromtimestamp(int(epoch), timezone.utc)
-        except (ValueError, OverflowError, OSError):
-            raise UsageError(f"SOURCE_DATE_EPOCH={epoch!r} is not a number of seconds since 1970") from None
+        except (ValueError, OverflowError, OSError) as e:
+            raise UsageError(f"SOURCE_DATE_EPOCH={epoch!r} is not a number of seconds since 1970") from e
     return datetime.now(timezone.utc).replace(microsecond=0)
 
 

@@ -32,10 +32,10 @@ def from_file(path: str | Path) -> EvalText:
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise EvalTextError(f"--eval-text {path}: no such file") from None
+    except FileNotFoundError as e:
+        raise EvalTextError(f"--eval-text {path}: no such file") from e
     except (OSError, UnicodeDecodeError) as e:
-        raise EvalTextError(f"--eval-text {path}: cannot read it as UTF-8 text ({e})") from None
+        raise EvalTextError(f"--eval-text {path}: cannot read it as UTF-8 text ({e})") from e
     if not text.strip():
         raise EvalTextError(f"--eval-text {path} is empty")
     return EvalText(f"file:{path.name}", text)
@@ -54,7 +54,7 @@ def wikitext2() -> EvalText:
         )
     except Exception as e:
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise HubError(f"cannot fetch WikiText-2 from the Hub ({first}); pass --eval-text FILE offline") from None
+        raise HubError(f"cannot fetch WikiText-2 from the Hub ({first}); pass --eval-text FILE offline") from e
     lines = pq.read_table(local, columns=["text"]).column("text").to_pylist()
     return EvalText(WIKITEXT_NAME, "\n\n".join(lines))
 

@@ -92,7 +92,7 @@ class GitHub:
                 raise GitHubError(
                     f"cannot tell which account the token acts as (GET /user: {e.status}); set github.bot_login "
                     "in auditor.yaml (for a GitHub App: <app-name>[bot])"
-                ) from None
+                ) from e
         return self._login
 
     def url(self, endpoint: str) -> str:
@@ -146,7 +146,7 @@ class GitHub:
                 response = self._session.request(method, url, headers=headers, timeout=60, **kwargs)
             except requests.RequestException as e:
                 if attempt == self.max_retries or not retry_errors:
-                    raise GitHubError(f"{method} {url}: cannot reach GitHub ({type(e).__name__})") from None
+                    raise GitHubError(f"{method} {url}: cannot reach GitHub ({type(e).__name__})") from e
                 self.sleep(min(2**attempt, 60))
                 continue
             finally:

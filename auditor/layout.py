@@ -156,7 +156,7 @@ def _by_pattern(model: nn.Module, prefix: str, pattern: str) -> list[DownProject
     try:
         regex = re.compile(pattern)
     except re.error as e:
-        raise UnsupportedModelError(f"--module-pattern {pattern!r} is not a valid regex: {e}") from None
+        raise UnsupportedModelError(f"--module-pattern {pattern!r} is not a valid regex: {e}") from e
     layer_of = re.compile(rf"^{re.escape(prefix)}\.(\d+)\.")
     found = []
     for name, module in model.named_modules():

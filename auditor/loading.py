@@ -17,13 +17,14 @@ from typing import Any
 
 import torch
 
+from . import settings
 from .errors import CorruptCheckpointError, OutOfMemoryError, UnsupportedModelError, UsageError
 from .records import ModelInfo
 from .source import Checkpoint
 
 log = logging.getLogger(__name__)
 
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+DTYPES = {name: getattr(torch, name) for name in settings.DTYPES if name != "auto"}
 
 
 @dataclass
@@ -94,14 +95,14 @@ def load(checkpoint: Checkpoint, *, device: str = "auto", dtype: str = "auto") -
             if "attn" not in str(e).lower() and "attention" not in str(e).lower():
                 raise
             model, loading = load(attn_implementation="eager")
-    except torch.OutOfMemoryError:
-        raise OutOfMemoryError(f"{checkpoint.model} does not fit in {dev} memory at {torch_dtype}") from None
+    except torch.OutOfMemoryError as e:
+        raise OutOfMemoryError(f"{checkpoint.model} does not fit in {dev} memory at {torch_dtype}") from e
     except ImportError as e:
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise UnsupportedModelError(f"{checkpoint.model} needs a package that is not installed: {first}") from None
+        raise UnsupportedModelError(f"{checkpoint.model} needs a package that is not installed: {first}") from e
     except (OSError, ValueError, KeyError, RuntimeError, TypeError) as e:
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise CorruptCheckpointError(f"could not load {checkpoint.model}: {first}") from None
+        raise CorruptCheckpointError(f"could not load {checkpoint.model}: {first}") from e
     absent = sorted(loading["missing_keys"]) + sorted(key for key, *_ in loading["mismatched_keys"])
     if absent:
         raise CorruptCheckpointError(

@@ -79,9 +79,9 @@ def converter(tp: Any) -> Callable[[Any], Any]:
     def build(data: dict[str, Any]) -> Any:
         try:
             return tp(**{k: fields[k](v) for k, v in data.items()})
-        except KeyError:
+        except KeyError as e:
             unknown = sorted(set(data) - set(fields))
-            raise ValueError(f"unknown field(s) for {tp.__name__}: {', '.join(unknown)}") from None
+            raise ValueError(f"unknown field(s) for {tp.__name__}: {', '.join(unknown)}") from e
 
     return build
 

@@ -6,7 +6,11 @@ config file (`auditor.yaml`) and the CLI options map onto `AuditSettings` field 
 
 from __future__ import annotations
 
+import math
+import re
 from dataclasses import dataclass
+
+from .errors import UsageError
 
 DEFAULT_PROMPT = "Apple Inc. is a worldwide tech company."  # the paper's prompt
 DEFAULT_MIN_OUTPUT_RATIO = 100.0
@@ -17,6 +21,12 @@ DEFAULT_SEQ_LEN = 2048
 DEFAULT_MAX_TOKENS = 65536
 DEFAULT_MIN_DAMAGE = 2.0
 DEFAULT_MIN_MARGIN = 2.0
+DTYPES = ("auto", "float32", "float16", "bfloat16")
+DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
+
+
+class SettingsError(UsageError):
+    code = "settings"
 
 
 @dataclass(frozen=True)
@@ -38,3 +48,25 @@ class AuditSettings:
     """Tokens scored per perplexity measurement; 0 scores the whole text."""
     min_damage: float = DEFAULT_MIN_DAMAGE
     min_margin: float = DEFAULT_MIN_MARGIN
+
+    def __post_init__(self) -> None:
+        """Refuse settings that cannot work when they are made, from Python as from the CLI or auditor.yaml."""
+        if not DEVICE.fullmatch(str(self.device)):
+            raise SettingsError(f"device {self.device!r} is not auto, cpu, cuda or cuda:N")
+        if self.dtype not in DTYPES:
+            raise SettingsError(f"dtype {self.dtype!r} is not one of {', '.join(DTYPES)}")
+        if not isinstance(self.prompt, str) or not self.prompt.strip():
+            raise SettingsError("prompt must be some text")
+        for name in ("min_output_ratio", "min_input_ratio", "min_share", "min_damage", "min_margin"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < math.inf:
+                raise SettingsError(f"{name} must be a number, not negative, not {value!r}")
+        for name, least in (("max_super_weights", 1), ("seq_len", 2), ("max_tokens", 0)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                raise SettingsError(f"{name} must be a whole number of at least {least}, not {value!r}")
+        if self.module_pattern is not None:
+            try:
+                re.compile(self.module_pattern)
+            except (re.error, TypeError) as e:
+                raise SettingsError(f"module_pattern {self.module_pattern!r} is not a valid regex: {e}") from e

@@ -157,7 +157,7 @@ def read_config(path: Path) -> dict[str, Any]:
     try:
         config = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise CorruptCheckpointError(f"{path} is not valid JSON: {e}") from None
+        raise CorruptCheckpointError(f"{path} is not valid JSON: {e}") from e
     if not isinstance(config, dict):
         raise CorruptCheckpointError(f"{path} is not a JSON object")
     return config
@@ -212,7 +212,7 @@ def check_safetensors_header(path: Path) -> None:
         if 8 + n + end > size:
             raise ValueError(f"tensor data needs {8 + n + end} bytes but the file has {size}")
     except (OSError, ValueError, KeyError, TypeError, IndexError, struct.error) as e:
-        raise CorruptCheckpointError(f"{path.name} is not a valid safetensors file: {e}") from None
+        raise CorruptCheckpointError(f"{path.name} is not a valid safetensors file: {e}") from e
 
 
 def check_gguf(path: Path) -> None:
@@ -309,7 +309,7 @@ def fetch_from_hub(repo_id: str, *, revision: str | None, cache_dir: str | Path 
             what=repo_id,
         )
     except Exception as e:
-        raise hub_error(e, repo_id, revision) from None
+        raise hub_error(e, repo_id, revision) from e
     path = Path(folder)
     config = check_checkpoint_dir(path)
     hashes = {s.rfilename: s.lfs.sha256 for s in siblings if s.rfilename in weights and s.lfs}
@@ -325,9 +325,9 @@ def from_hub_cache(repo_id: str, *, revision: str | None, cache_dir: str | Path 
 
     try:
         folder = Path(snapshot_download(repo_id, revision=revision, cache_dir=cache_dir, local_files_only=True))
-    except LocalEntryNotFoundError:
+    except LocalEntryNotFoundError as e:
         at = f" at {revision}" if revision else ""
-        raise HubError(f"{repo_id}{at}: no such local path, and not in the Hub cache (HF_HUB_OFFLINE is set)") from None
+        raise HubError(f"{repo_id}{at}: no such local path, and not in the Hub cache (HF_HUB_OFFLINE is set)") from e
     config = check_checkpoint_dir(folder)
     files = loaded_weights(folder)
     return Checkpoint(

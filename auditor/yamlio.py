@@ -63,13 +63,13 @@ def load(text: str, where: str, *, max_bytes: int = MAX_BYTES) -> Any:
             raise YamlError(f"{where}: the file is empty")
         check_nodes(node, where)
         return construct(node)
-    except RecursionError:  # the prechecks bound nesting well below this: a last line of defence
-        raise YamlError(f"{where}: nested too deeply") from None
+    except RecursionError as e:  # the prechecks bound nesting well below this: a last line of defence
+        raise YamlError(f"{where}: nested too deeply") from e
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         line = f" (line {mark.line + 1})" if mark is not None else ""
         problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        raise YamlError(f"{where}{line}: {problem}") from None
+        raise YamlError(f"{where}{line}: {problem}") from e
     finally:
         loader.dispose()
 

@@ -67,7 +67,7 @@ def browse(site: Path, models: int) -> None:
         def log_message(self, *args) -> None:
             pass
 
-    # Pages link to BASE_PATH ("/index/"), so serve the site under that path.
+    # Served under a sub-path, as GitHub Pages serves a project site (links are relative).
     root = site.parent / "www"
     root.mkdir()
     (root / BASE_PATH.strip("/")).symlink_to(site)

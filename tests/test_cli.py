@@ -129,7 +129,6 @@ def test_thresholds_and_pattern_reach_the_detector(build_checkpoint, capsys):
     [
         (["detect", "/no/such/dir"], "no such file or directory"),
         (["audit", "{model}", "--eval-text", "/no/such.txt"], "--eval-text /no/such.txt: no such file"),
-        (["detect", "{model}", "--device", "tpu"], "--device must be auto, cpu or cuda"),
         (["detect", "{model}", "--module-pattern", "("], "not a valid regex"),
     ],
 )
@@ -252,3 +251,41 @@ def test_the_base_install_reads_the_index_and_names_the_extra_for_audits(tmp_pat
         assert proc.returncode == 1 and "Traceback" not in proc.stderr
         assert proc.stderr.startswith("superweight: error: this command needs the audit dependencies (")
         assert "pip install 'superweight-index[audit]'" in proc.stderr
+
+
+def test_debug_shows_the_traceback_and_cause_of_a_users_error_too(tmp_path):
+    (tmp_path / "config.json").write_text("{not json")
+    (tmp_path / "model.safetensors").write_bytes(b"")
+
+    plain = console("detect", str(tmp_path), "--quiet")
+    debug = console("detect", str(tmp_path), "--quiet", SUPERWEIGHT_DEBUG="1")
+
+    assert plain.returncode == 1 and "Traceback" not in plain.stderr and "is not valid JSON" in plain.stderr
+    assert debug.returncode == 1 and "Traceback" in debug.stderr
+    assert "JSONDecodeError" in debug.stderr  # the cause, kept with `raise ... from e`
+    assert "The above exception was the direct cause of the following exception" in debug.stderr
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"device": "tpu"}, "device 'tpu' is not auto, cpu, cuda or cuda:N"),
+        ({"dtype": "float8"}, "dtype 'float8' is not one of auto, float32, float16, bfloat16"),
+        ({"min_share": float("nan")}, "min_share must be a number, not negative, not nan"),
+        ({"seq_len": 1}, "seq_len must be a whole number of at least 2, not 1"),
+        ({"max_super_weights": True}, "max_super_weights must be a whole number of at least 1, not True"),
+        ({"module_pattern": "("}, "module_pattern '\\(' is not a valid regex"),
+    ],
+)
+def test_settings_are_checked_when_made_from_python_as_from_the_cli(change, message, capsys):
+    from auditor.settings import AuditSettings, SettingsError
+
+    with pytest.raises(SettingsError, match=message):
+        AuditSettings(**change)
+    assert AuditSettings(device="cuda:1").device == "cuda:1"
+
+
+def test_device_is_checked_by_the_cli(capsys):
+    with pytest.raises(SystemExit):
+        main(["detect", "org/model", "--device", "tpu"])
+    assert "argument --device: 'tpu' is not auto, cpu, cuda or cuda:N" in capsys.readouterr().err

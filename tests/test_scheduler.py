@@ -489,9 +489,9 @@ def test_the_config_comes_from_the_repository_not_the_working_directory(zoo, rep
 @pytest.mark.parametrize(
     ("audit", "message"),
     [
-        ("{seq_len: 0}", "seq_len must be at least 2"),
-        ("{min_share: -1}", "must not be negative"),
-        ("{device: tpu}", "audit.device: 'tpu' is not auto, cpu or cuda"),
+        ("{seq_len: 0}", "audit: seq_len must be a whole number of at least 2, not 0"),
+        ("{min_share: -1}", "audit: min_share must be a number, not negative, not -1"),
+        ("{device: tpu}", "audit: device 'tpu' is not auto, cpu, cuda or cuda:N"),
     ],
 )
 def test_the_audit_section_is_checked(tmp_path, audit, message):

@@ -2,7 +2,7 @@
 
 Each command parses options, calls library functions and prints their results; one module per group.
 Errors the user can fix are `AuditorError`s: one line on stderr, exit status 1. Anything else is a bug,
-reported on one line too (SUPERWEIGHT_DEBUG=1 shows the traceback).
+reported on one line too. SUPERWEIGHT_DEBUG=1 shows the traceback of either, with its causes.
 """
 
 from __future__ import annotations
@@ -49,6 +49,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except AuditorError as e:
+        if os.environ.get("SUPERWEIGHT_DEBUG"):
+            raise  # the traceback, with the cause each error keeps (`raise ... from e`)
         print(f"superweight: error: {e}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:

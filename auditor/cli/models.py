@@ -18,9 +18,19 @@ from ..settings import (
     DEFAULT_MIN_SHARE,
     DEFAULT_PROMPT,
     DEFAULT_SEQ_LEN,
+    DEVICE,
+    DTYPES,
     AuditSettings,
 )
 from .common import emit_json, positive, quiet_libraries
+
+
+def device(text: str) -> str:
+    """An argparse type: auto, cpu, cuda or cuda:N."""
+    if not DEVICE.fullmatch(text):
+        raise argparse.ArgumentTypeError(f"{text!r} is not auto, cpu, cuda or cuda:N")
+    return text
+
 
 # -- option groups --------------------------------------------------------------------------------
 
@@ -28,11 +38,13 @@ from .common import emit_json, positive, quiet_libraries
 def add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", metavar="MODEL", help="Hub repo id (org/name), checkpoint directory, or .gguf file")
     p.add_argument("--revision", help="Hub branch, tag or commit (the commit sha loaded is recorded)")
-    p.add_argument("--device", default="auto", help="auto (CUDA if present), cpu or cuda (default: auto)")
+    p.add_argument(
+        "--device", default="auto", type=device, help="auto (CUDA if present), cpu, cuda or cuda:N (default: auto)"
+    )
     p.add_argument(
         "--dtype",
         default="auto",
-        choices=["auto", "float32", "float16", "bfloat16"],
+        choices=DTYPES,
         help="auto keeps the checkpoint's dtype on GPU and uses float32 on CPU (default: auto)",
     )
     g = p.add_argument_group("detection")

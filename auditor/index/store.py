@@ -308,5 +308,5 @@ def append_record(model_id: str, record: Record, *, root: str | Path, timeout: f
                 raise IndexValidationError(problems)
             atomic_write(path, text)
             return path
-    except Timeout:
-        raise AuditorError(f"another writer has held {root / LOCK_NAME} for {timeout:g} s") from None
+    except Timeout as e:
+        raise AuditorError(f"another writer has held {root / LOCK_NAME} for {timeout:g} s") from e

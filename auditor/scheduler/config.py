@@ -22,7 +22,7 @@ from typing import Any
 from .. import yamlio
 from ..errors import AuditorError
 from ..records import from_dict
-from ..settings import AuditSettings
+from ..settings import DTYPES, AuditSettings, SettingsError
 
 CONFIG_FILE = "auditor.yaml"
 # Open licenses by their Hub ids; community licenses (llama3.1, gemma, ...) can be added in auditor.yaml.
@@ -127,7 +127,7 @@ SCHEMA = _obj(
     priority={"type": "array", "items": {"enum": list(PRIORITY_KEYS)}},
     audit=_obj(
         device=TEXT,
-        dtype={"enum": ["auto", "float32", "float16", "bfloat16"]},
+        dtype={"enum": list(DTYPES)},
         prompt=TEXT,
         min_output_ratio=NUMBER,
         min_input_ratio=NUMBER,
@@ -175,19 +175,22 @@ def load_config(path: str | Path | None = None, *, repo: str | Path = ".") -> Co
     path = Path(path)
     try:
         data = yamlio.load(path.read_text(encoding="utf-8"), str(path))
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such file") from None
+    except FileNotFoundError as e:
+        raise ConfigError(f"{path}: no such file") from e
     except yamlio.YamlError as e:
-        raise ConfigError(str(e)) from None
+        raise ConfigError(str(e)) from e
     except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError(f"{path}: cannot be read ({getattr(e, 'strerror', None) or e})") from None
+        raise ConfigError(f"{path}: cannot be read ({getattr(e, 'strerror', None) or e})") from e
     data = data or {}
     errors = list(jsonschema_rs.validator_for(SCHEMA).iter_errors(data))
     if errors:
         e = errors[0]
         where = ".".join(map(str, e.instance_path)) or "file"
         raise ConfigError(f"{path}: {where}: {e.message}")
-    config = from_dict(Config, json.loads(json.dumps(data)))
+    try:
+        config = from_dict(Config, json.loads(json.dumps(data)))
+    except SettingsError as e:
+        raise ConfigError(f"{path}: audit: {e}") from e
     check(config, str(path))
     return config
 
@@ -206,16 +209,6 @@ def check(config: Config, where: str) -> None:
                 problems.append(f"run.{name}: must be longer than nothing")
         except ConfigError as e:
             problems.append(f"run.{name}: {e}")
-    a = config.audit
-    if a.seq_len < 2 or a.max_tokens < 0 or a.max_super_weights < 1:
-        problems.append("audit: seq_len must be at least 2, max_tokens not negative, max_super_weights at least 1")
-    if min(a.min_output_ratio, a.min_input_ratio, a.min_share, a.min_damage, a.min_margin) < 0:
-        problems.append(
-            "audit: the thresholds (min_output_ratio, min_input_ratio, min_share, min_damage, "
-            "min_margin) must not be negative"
-        )
-    if a.device not in ("auto", "cpu") and not re.fullmatch(r"cuda(:\d+)?", a.device):
-        problems.append(f"audit.device: {a.device!r} is not auto, cpu or cuda")
     if config.discover.since is not None:
         try:
             if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", config.discover.since):

@@ -141,7 +141,7 @@ def load_cursor(path: Path) -> Cursor:
     try:
         data = yamlio.load(path.read_text(encoding="utf-8"), str(path))
     except (yamlio.YamlError, OSError, UnicodeDecodeError) as e:
-        raise CursorError(f"{e} (delete {path} to start discovery over)") from None
+        raise CursorError(f"{e} (delete {path} to start discovery over)") from e
     errors = list(jsonschema_rs.validator_for(CURSOR_SCHEMA).iter_errors(data))
     if errors:
         where = ".".join(map(str, errors[0].instance_path)) or "file"

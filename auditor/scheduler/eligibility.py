@@ -114,7 +114,7 @@ def check_model(info: Any, config: Config) -> Candidate:
             "bad_metadata",
             f"{name}: its metadata on the Hub cannot be read ({type(e).__name__}: {e})",
             getattr(info, "sha", None),
-        ) from None
+        ) from e
 
 
 def _check_model(info: Any, config: Config) -> Candidate:

@@ -175,7 +175,7 @@ def load_queue(path: Path) -> Queue:
             raise QueueError(f"{path}: {where}: {errors[0].message}")
         queue = Queue([from_dict(Item, i) for i in data["items"]])
     except (yamlio.YamlError, ValueError, TypeError, OSError) as e:
-        raise QueueError(f"{path}: {e}") from None
+        raise QueueError(f"{path}: {e}") from e
     keys = [i.key for i in queue.items]
     if len(set(keys)) != len(keys):
         twice = next(k for k in keys if keys.count(k) > 1)

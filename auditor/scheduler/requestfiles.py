@@ -79,7 +79,7 @@ def read_request(path: Path) -> AuditRequest:
         data = yamlio.load(raw.decode("utf-8"), str(path))
     except (yamlio.YamlError, UnicodeDecodeError, OSError, ValueError) as e:
         message = str(e) if str(e).startswith(str(path)) else f"{path}: {e}"
-        raise Ineligible("invalid_request", message) from None
+        raise Ineligible("invalid_request", message) from e
     errors = list(jsonschema_rs.validator_for(REQUEST_SCHEMA).iter_errors(data))
     if errors:
         e = errors[0]
@@ -93,8 +93,8 @@ def read_request(path: Path) -> AuditRequest:
         )
     try:  # the Hub's own rules: no "--" or "..", no leading or trailing "-" or "."
         validate_repo_id(data["model"])
-    except HFValidationError:
-        raise Ineligible("invalid_request", f"{path}: model {data['model']!r} is not a valid Hub model id") from None
+    except HFValidationError as e:
+        raise Ineligible("invalid_request", f"{path}: model {data['model']!r} is not a valid Hub model id") from e
     return from_dict(AuditRequest, data)
 
 
@@ -113,7 +113,7 @@ def check_request(request: AuditRequest, config: Config, *, index_root: Path, ap
     except Exception as e:
         error = hub_error(e, request.model, request.revision)
         code = "not_found" if error.code == "not_found" else "download_error"
-        raise Ineligible(code, str(error)) from None
+        raise Ineligible(code, str(error)) from e
     candidate = check_model(info, config)
     if indexed_record(index_root, candidate.model, candidate.revision) is not None:  # that model's file only
         message = f"{candidate.model} is already in the index at {candidate.revision} (this tool version)"

@@ -100,8 +100,8 @@ def run_lock(paths: RepoPaths):
     lock = FileLock(paths.work / "run.lock")
     try:
         lock.acquire(timeout=0)
-    except Timeout:
-        raise RunInProgressError(f"another run holds {paths.work / 'run.lock'}; one run at a time") from None
+    except Timeout as e:
+        raise RunInProgressError(f"another run holds {paths.work / 'run.lock'}; one run at a time") from e
     try:
         yield
     finally:
