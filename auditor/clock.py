@@ -19,7 +19,10 @@ def now() -> datetime:
     epoch = os.environ.get("SOURCE_DATE_EPOCH")
     if epoch:
         try:
-            return datetime.fromtimestamp(int(epoch), timezone.utc)
+            seconds = int(epoch)
+            if seconds < 0:
+                raise ValueError("before 1970")
+            return datetime.fromtimestamp(seconds, timezone.utc)
         except (ValueError, OverflowError, OSError) as e:
             raise UsageError(f"SOURCE_DATE_EPOCH={epoch!r} is not a number of seconds since 1970") from e
     return datetime.now(timezone.utc).replace(microsecond=0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import tempfile
@@ -14,6 +15,8 @@ def atomic_write(path: str | Path, text: str) -> None:
     A reader (or a crash at any point) sees either the old file or the new one, never a mix.
     """
     path = Path(path)
+    if path.is_dir():  # before making a temp file beside it, which would name the wrong file in the error
+        raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:

@@ -22,7 +22,7 @@ from typing import Any
 import requests
 
 from . import __version__
-from .errors import AuditorError
+from .errors import AuditorError, Failure
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +34,7 @@ TOKEN_VARIABLES = ("SUPERWEIGHT_GITHUB_TOKEN", "GITHUB_TOKEN")
 class GitHubError(AuditorError):
     """GitHub answered with an error (or could not be reached) after retries."""
 
-    code = "github"
+    code = Failure.GITHUB
 
     def __init__(self, message: str, status: int | None = None):
         super().__init__(message)

@@ -23,7 +23,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from .errors import UnsupportedModelError
+from .errors import QuantizedModelError, UnsupportedModelError
 from .families import KNOWN_DOWN_PROJECTIONS
 from .records import WeightRef
 
@@ -104,7 +104,7 @@ def make(layer: int, name: str, module: nn.Module) -> DownProjection | None:
     weight = module.down_proj if kind == "experts" else module.weight
     if not weight.is_floating_point() or weight.element_size() < 2:
         # Quantized storage (fp8 codes with block scales, int8...): the stored numbers are not the weights.
-        raise UnsupportedModelError(f"{name} stores its weight as {weight.dtype}: quantized weights cannot be audited")
+        raise QuantizedModelError(f"{name} stores its weight as {weight.dtype}: quantized weights cannot be audited")
     experts = int(module.down_proj.shape[0]) if kind == "experts" else None
     return DownProjection(layer, name, module, kind, experts)
 

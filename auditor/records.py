@@ -14,6 +14,7 @@ stored tensor is laid out differently (GPT-2's Conv1D keeps [in, out]; fused exp
 from __future__ import annotations
 
 import dataclasses
+import enum
 import functools
 import math
 import types
@@ -32,6 +33,8 @@ def to_dict(obj: Any, *, omit_none: bool = False) -> Any:
     """
     if isinstance(obj, float) and not math.isfinite(obj):
         return None
+    if isinstance(obj, enum.Enum):
+        return obj.value
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
         return {
             f.name: to_dict(getattr(obj, f.name), omit_none=omit_none)
@@ -71,6 +74,8 @@ def converter(tp: Any) -> Callable[[Any], Any]:
         item = converter(args[0])
         collect = list if origin is list else tuple
         return collect if item is _same else lambda v: collect(item(x) for x in v)
+    if isinstance(tp, type) and issubclass(tp, enum.Enum):
+        return tp
     if not dataclasses.is_dataclass(tp):
         return _same
     hints = typing.get_type_hints(tp)

@@ -10,7 +10,7 @@ import math
 import re
 from dataclasses import dataclass
 
-from .errors import UsageError
+from .errors import Failure, UsageError
 
 DEFAULT_PROMPT = "Apple Inc. is a worldwide tech company."  # the paper's prompt
 DEFAULT_MIN_OUTPUT_RATIO = 100.0
@@ -26,7 +26,7 @@ DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
 
 
 class SettingsError(UsageError):
-    code = "settings"
+    code = Failure.SETTINGS
 
 
 @dataclass(frozen=True)

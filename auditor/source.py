@@ -38,6 +38,7 @@ from .errors import (
     ModelNotFoundError,
     NotACheckpointError,
     PickleOnlyError,
+    QuantizedModelError,
     RemoteCodeError,
     UnsupportedModelError,
 )
@@ -179,7 +180,7 @@ def check_config(config: dict[str, Any], where: str) -> None:
     if config.get("quantization_config"):
         quantization = config["quantization_config"]
         method = quantization.get("quant_method", "quantized") if isinstance(quantization, dict) else "quantized"
-        raise UnsupportedModelError(
+        raise QuantizedModelError(
             f"{where} is pre-quantized ({method}): its stored numbers are not the weights; audit the original"
         )
     # Encoders such as BERT have a causal-LM class too, so trust the checkpoint's own architectures first.

@@ -21,7 +21,7 @@ from typing import Any
 
 import yaml
 
-from .errors import AuditorError
+from .errors import AuditorError, Failure
 
 MAX_BYTES = 4 * 1024 * 1024
 MAX_FLOW_DEPTH = 32
@@ -44,7 +44,7 @@ Dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 class YamlError(AuditorError):
     """A YAML file is malformed or uses features that plain data never needs."""
 
-    code = "bad_yaml"
+    code = Failure.BAD_YAML
 
 
 def load(text: str, where: str, *, max_bytes: int = MAX_BYTES) -> Any:

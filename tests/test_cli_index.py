@@ -8,6 +8,8 @@ import json
 import shutil
 from pathlib import Path
 
+import pytest
+
 from auditor.cli import main
 from auditor.index import MeasuredRecord, append_record
 
@@ -125,3 +127,21 @@ def test_every_index_command_reads_superweight_index_and_index_alike(tmp_path, c
         and err
         == "superweight: error: no index directory at index (run from the repository root or pass --index DIR)\n"
     )
+
+
+def test_paths_that_cannot_work_are_one_line_errors(tmp_path, capsys, monkeypatch):
+    a_file = tmp_path / "a-file"
+    a_file.write_text("not a directory")
+    with pytest.raises(SystemExit):  # argparse: usage and one line, exit 2
+        main(["index", "seed", "--index", str(a_file)])
+    assert f"argument --index: {a_file} is not a directory" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["audit", "org/model", "--index", ""])  # never the current directory by accident
+    assert "argument --index: an empty path: name a directory" in capsys.readouterr().err
+    code, _, err = run(capsys, "index", "export", "--index", str(REPO / "index"), "--out", str(tmp_path))
+    assert (code, err) == (1, f"superweight: error: {tmp_path}: Is a directory\n")
+    code, _, err = run(capsys, "site", "build", "--index", str(REPO / "index"), "--out", str(a_file / "site"))
+    assert code == 1 and err.startswith("superweight: error: ") and "internal error" not in err
+    monkeypatch.setenv("SUPERWEIGHT_INDEX", str(tmp_path / "nowhere"))
+    code, _, err = run(capsys, "index", "lookup", "org/model")
+    assert code == 1 and f"no index directory at {tmp_path / 'nowhere'} (from $SUPERWEIGHT_INDEX)" in err

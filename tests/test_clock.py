@@ -18,6 +18,9 @@ def test_the_suite_runs_at_a_frozen_instant():
 def test_source_date_epoch_sets_the_time_and_a_bad_one_is_one_clear_error(monkeypatch):
     monkeypatch.setenv("SOURCE_DATE_EPOCH", "0")
     assert clock.stamp() == "1970-01-01T00:00:00Z"
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "-5")
+    with pytest.raises(UsageError, match="SOURCE_DATE_EPOCH='-5' is not a number of seconds since 1970"):
+        clock.now()
     monkeypatch.setenv("SOURCE_DATE_EPOCH", "yesterday")
     with pytest.raises(UsageError, match="SOURCE_DATE_EPOCH='yesterday' is not a number of seconds since 1970"):
         clock.now()

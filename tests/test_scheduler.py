@@ -14,6 +14,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+from conftest import FROZEN
 from filelock import FileLock
 
 from auditor import source
@@ -22,7 +23,7 @@ from auditor.index import IndexValidationError, MeasuredRecord, Problem, append_
 from auditor.scheduler.config import Config, ConfigError, RunConfig, load_config
 from auditor.scheduler.discover import Cursor, discover, load_cursor
 from auditor.scheduler.eligibility import Ineligible
-from auditor.scheduler.queue import Queue, load_queue
+from auditor.scheduler.queue import Item, Queue, QueueError, load_queue, save_queue
 from auditor.scheduler.requestfiles import AuditRequest, check_request, read_request
 from auditor.scheduler.runner import RunInProgressError, run
 from auditor.settings import AuditSettings
@@ -745,3 +746,33 @@ def test_a_long_error_message_is_cut_to_what_the_queue_keeps(repo):
     save_queue(repo / "queue" / "queue.yaml", Queue([replace(item, message="RuntimeError: " + "x" * 5000)]))
     [back] = load_queue(repo / "queue" / "queue.yaml").items
     assert len(back.message) == 4000 and back.message.endswith("…")
+
+
+def test_one_list_of_failure_codes():
+    """Every error's code is a Failure, and the same fact has the same code whoever finds it."""
+    import auditor.github
+    import auditor.scheduler.runner  # noqa: F401  (with the modules above: every module that defines an error)
+    from auditor.errors import AuditorError, Failure, QuantizedModelError
+
+    def subclasses(cls):
+        for sub in cls.__subclasses__():
+            yield sub
+            yield from subclasses(sub)
+
+    errors = [AuditorError, *subclasses(AuditorError)]
+    assert len(errors) > 20 and [e for e in errors if not isinstance(e.code, Failure)] == []
+    assert QuantizedModelError.code == Failure.QUANTIZED == "quantized"
+    assert f"{Failure.GATED}" == str(Failure.GATED) == "gated" and Failure.of("no such code") is Failure.ERROR
+
+
+def test_a_queue_item_keeps_its_failure_code_typed_and_refuses_an_unknown_one(repo):
+    from auditor.errors import Failure
+
+    path = repo / "queue" / "queue.yaml"
+    item = Item("org/m", "a" * 40, "discovered", "skipped", FROZEN, FROZEN, code=Failure.GATED, message="gated")
+    save_queue(path, Queue([item]))
+    assert "  code: gated\n" in path.read_text()
+    assert load_queue(path).items[0].code is Failure.GATED
+    path.write_text(path.read_text().replace("code: gated", "code: made_up"))
+    with pytest.raises(QueueError, match="made_up"):
+        load_queue(path)

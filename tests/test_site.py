@@ -128,7 +128,8 @@ def test_the_checker_finds_broken_links_and_foreign_resources(site, tmp_path):
         page.read_text().replace(
             "</main>",
             '<a href="../nowhere.html">x</a><a href="../../elsewhere/index.html">y</a><a href="../queue/">z</a>'
-            '<a href="/sub/index.html">w</a><script src="https://cdn.example.com/x.js"></script></main>',
+            '<a href="../queue">v</a><a href="/sub/index.html">w</a><script src="https://cdn.example.com/x.js"></script>'
+            "</main>",
         )
     )
     disk = "does not open from disk (links must be relative and name a file)"
@@ -136,6 +137,7 @@ def test_the_checker_finds_broken_links_and_foreign_resources(site, tmp_path):
         "about/index.html: ../nowhere.html does not resolve (no nowhere.html)",
         "about/index.html: ../../elsewhere/index.html is outside the base path /sub/",
         f"about/index.html: ../queue/ {disk}",
+        f"about/index.html: ../queue {disk}",
         f"about/index.html: /sub/index.html {disk}",
         "about/index.html: loads https://cdn.example.com/x.js from another origin",
     ]
@@ -179,6 +181,12 @@ def test_the_model_page(site, audit_result):
         'type="application/json" title="demo/tiny-llama (JSON)" href="../../../api/v1/models/demo/tiny-llama.json"'
     )
     assert f'<link rel="alternate" {alternate}>' in html
+    phi3 = read(site, "models/microsoft/Phi-3-mini-4k-instruct/index.html")
+    snippet = phi3.split('<pre class="snippet"><code>')[1].split("</code></pre>")[0].splitlines()
+    reads = [line for line in snippet if line.startswith("model.model.layers[")]
+    assert len(reads) == 6 and all(
+        re.fullmatch(r"model\.model\.layers\[[24]\]\.mlp\.down_proj\.weight\[\d+, (808|2723)\]", r) for r in reads
+    )
     reported = read(site, "models/huggyllama/llama-7b/index.html")
     assert "Reported, not measured here" in reported and "arXiv:2411.07191" in reported
     assert (

@@ -14,6 +14,7 @@ from auditor.errors import (
     ModelNotFoundError,
     NotACheckpointError,
     PickleOnlyError,
+    QuantizedModelError,
     RemoteCodeError,
     UnsupportedModelError,
 )
@@ -130,8 +131,9 @@ def test_weights_the_checkpoint_lacks_are_refused_not_left_random(checkpoint_cop
 
 def test_a_pre_quantized_checkpoint_is_refused(checkpoint_copy):
     edit_config(checkpoint_copy, quantization_config={"quant_method": "fp8", "weight_block_size": [128, 128]})
-    with pytest.raises(UnsupportedModelError, match=r"pre-quantized \(fp8\)"):
+    with pytest.raises(QuantizedModelError, match=r"pre-quantized \(fp8\)") as refused:
         resolve(str(checkpoint_copy))
+    assert refused.value.code == "quantized"  # the code the scheduler's Hub check gives the same fact
 
 
 def test_only_the_weight_files_transformers_loads_count(checkpoint_copy, build_checkpoint, tmp_path):

@@ -44,6 +44,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def first_line(e: BaseException, limit: int = 300) -> str:
+    text = (str(e).strip().splitlines() or [""])[0]
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -52,6 +57,12 @@ def main(argv: list[str] | None = None) -> int:
         if os.environ.get("SUPERWEIGHT_DEBUG"):
             raise  # the traceback, with the cause each error keeps (`raise ... from e`)
         print(f"superweight: error: {e}", file=sys.stderr)
+        return EXIT_ERROR
+    except OSError as e:  # the file system or the network said no: the user's to fix, not a bug
+        if os.environ.get("SUPERWEIGHT_DEBUG"):
+            raise
+        where = f"{e.filename}: " if getattr(e, "filename", None) else ""
+        print(f"superweight: error: {where}{e.strerror or first_line(e)}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
         print("superweight: interrupted", file=sys.stderr)
@@ -67,9 +78,9 @@ def main(argv: list[str] | None = None) -> int:
             return EXIT_ERROR
         if os.environ.get("SUPERWEIGHT_DEBUG"):
             raise
-        first = (str(e).strip().splitlines() or [""])[0]
         print(
-            f"superweight: internal error: {type(e).__name__}: {first} (SUPERWEIGHT_DEBUG=1 shows the traceback)",
+            f"superweight: internal error: {type(e).__name__}: {first_line(e)} "
+            "(SUPERWEIGHT_DEBUG=1 shows the traceback)",
             file=sys.stderr,
         )
         return EXIT_ERROR

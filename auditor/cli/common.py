@@ -10,10 +10,20 @@ from pathlib import Path
 from typing import Any
 
 
+def directory(text: str) -> Path:
+    """An argparse type: a directory path, which may not exist yet but is not empty and not a file."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("an empty path: name a directory")
+    path = Path(text)
+    if path.exists() and not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is not a directory")
+    return path
+
+
 def index_option(p: argparse.ArgumentParser) -> None:
     """--index DIR, for the commands that read or write the index; the default honours $SUPERWEIGHT_INDEX."""
     p.add_argument(
-        "--index", type=Path, metavar="DIR", help="the index directory (default: $SUPERWEIGHT_INDEX, else index/)"
+        "--index", type=directory, metavar="DIR", help="the index directory (default: $SUPERWEIGHT_INDEX, else index/)"
     )
 
 

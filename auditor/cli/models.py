@@ -22,7 +22,7 @@ from ..settings import (
     DTYPES,
     AuditSettings,
 )
-from .common import emit_json, positive, quiet_libraries
+from .common import directory, emit_json, positive, quiet_libraries
 
 
 def device(text: str) -> str:
@@ -206,7 +206,7 @@ def register(sub) -> None:
         metavar="DIR",
         nargs="?",
         const=True,
-        type=Path,
+        type=directory,
         help="append the result to the index in DIR; --index alone: $SUPERWEIGHT_INDEX, else ./index (Hub models only)",
     )
     p.set_defaults(func=cmd_detect_or_audit)

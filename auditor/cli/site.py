@@ -48,8 +48,8 @@ def register(sub) -> None:
     p.add_argument(
         "--base-url",
         default="/",
-        help="where the site is served, e.g. https://org.github.io/repo/ "
-        "(default: /); links use its path, the feed and sitemap the full URL",
+        help="where the site is served, e.g. https://org.github.io/repo/ (default: /): the feed and sitemap "
+        "need it absolute, and 404.html links from its path; every other link is relative",
     )
     index_option(p)
     p.add_argument(
@@ -59,5 +59,5 @@ def register(sub) -> None:
     p.add_argument("--repo-url", help="the repository on GitHub, for links to source files")
     p.set_defaults(func=cmd_build)
     p = commands.add_parser("check", help="check that every link and asset of a built site resolves")
-    p.add_argument("directory", type=Path, nargs="?", default=Path("_site"), metavar="DIR")
+    p.add_argument("directory", type=Path, nargs="?", default=Path("_site"), metavar="DIR", help="(default: _site)")
     p.set_defaults(func=cmd_check)

@@ -29,7 +29,7 @@ from importlib import resources
 from typing import Any
 
 from .. import clock, yamlio
-from ..errors import AuditorError
+from ..errors import AuditorError, Failure
 from ..verdict import judge
 from .entries import (
     HEADER,
@@ -56,7 +56,7 @@ class Problem:
 class IndexValidationError(AuditorError):
     """An index file (or the index as a whole) breaks the schema or its rules."""
 
-    code = "invalid_index"
+    code = Failure.INVALID_INDEX
 
     def __init__(self, problems: list[Problem]):
         self.problems = problems

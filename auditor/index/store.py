@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import __version__, yamlio
-from ..errors import AuditorError, UsageError
+from ..errors import AuditorError, Failure, UsageError
 from ..fileio import atomic_write
 from ..source import HUB_ID
 from .checks import IndexValidationError, Links, Problem, check_links, check_text, identity, parse_date
@@ -44,19 +44,23 @@ PARALLEL_FROM = 256  # files to parse before worker processes pay for their star
 class IndexNotFoundError(AuditorError):
     """There is no index directory where one was expected."""
 
-    code = "no_index"
+    code = Failure.NO_INDEX
 
 
 def index_path(root: str | Path | None = None) -> Path:
     """Where the index is: `root`, else $SUPERWEIGHT_INDEX, else ./index (it may not exist yet)."""
     return Path(root if root is not None else os.environ.get("SUPERWEIGHT_INDEX") or "index")
+    # (an empty SUPERWEIGHT_INDEX counts as unset: never the current directory by accident)
 
 
 def resolve_root(root: str | Path | None = None) -> Path:
     """The index directory, which must exist: `root`, else $SUPERWEIGHT_INDEX, else ./index."""
     path = index_path(root)
     if not path.is_dir():
-        raise IndexNotFoundError(f"no index directory at {path} (run from the repository root or pass --index DIR)")
+        named = "" if root is not None or not os.environ.get("SUPERWEIGHT_INDEX") else " (from $SUPERWEIGHT_INDEX)"
+        raise IndexNotFoundError(
+            f"no index directory at {path}{named} (run from the repository root or pass --index DIR)"
+        )
     return path
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import yamlio
-from ..errors import AuditorError
+from ..errors import AuditorError, Failure
 from ..records import from_dict
 from ..settings import DTYPES, AuditSettings, SettingsError
 
@@ -45,7 +45,7 @@ PRIORITY_KEYS = ("base_models", "downloads", "likes", "newest")
 
 
 class ConfigError(AuditorError):
-    code = "config"
+    code = Failure.CONFIG
 
 
 def parse_duration(text: str | int | float) -> float:

@@ -25,7 +25,7 @@ from functools import partial
 from pathlib import Path
 
 from .. import __version__, yamlio
-from ..errors import AuditorError
+from ..errors import AuditorError, Failure
 from ..fileio import atomic_write
 from ..index import Index, MeasuredRecord, ModelRef, SameWeightsRecord, append_record, load_index, lookup
 from ..records import from_dict, to_dict
@@ -76,7 +76,7 @@ CURSOR_SCHEMA = {
 
 
 class CursorError(AuditorError):
-    code = "cursor"
+    code = Failure.CURSOR
 
 
 @dataclass(frozen=True)

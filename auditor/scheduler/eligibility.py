@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from ..errors import AuditorError
+from ..errors import AuditorError, Failure
 from ..families import SUPPORTED_MODEL_TYPES
 from ..source import PICKLE_SUFFIXES
 from .config import Config
@@ -47,7 +47,7 @@ BYTES_PER_PARAMETER = {
 class Ineligible(AuditorError):
     """The model cannot or may not be audited; `code` says why, `revision` is its commit if known."""
 
-    def __init__(self, code: str, message: str, revision: str | None = None):
+    def __init__(self, code: Failure, message: str, revision: str | None = None):
         super().__init__(message)
         self.code = code
         self.revision = revision
@@ -111,7 +111,7 @@ def check_model(info: Any, config: Config) -> Candidate:
     except Exception as e:  # metadata of a shape nobody expected: that model only, never the whole run
         name = getattr(info, "id", "?")
         raise Ineligible(
-            "bad_metadata",
+            Failure.BAD_METADATA,
             f"{name}: its metadata on the Hub cannot be read ({type(e).__name__}: {e})",
             getattr(info, "sha", None),
         ) from e
@@ -123,31 +123,32 @@ def _check_model(info: Any, config: Config) -> Candidate:
 
     name = info.id
     if getattr(info, "private", False):
-        raise Ineligible("private", f"{name} is private")
+        raise Ineligible(Failure.PRIVATE, f"{name} is private")
     if getattr(info, "disabled", False):
-        raise Ineligible("disabled", f"{name} is disabled on the Hub")
+        raise Ineligible(Failure.DISABLED, f"{name} is disabled on the Hub")
     if getattr(info, "gated", False):
-        raise Ineligible("gated", f"{name} is gated ({info.gated}): the auditor only takes freely downloadable models")
+        why = f"{name} is gated ({info.gated}): the auditor only takes freely downloadable models"
+        raise Ineligible(Failure.GATED, why)
     files = [s.rfilename for s in info.siblings or [] if "/" not in s.rfilename]
     if not any(f.endswith(".safetensors") for f in files):
         if any(f.endswith(PICKLE_SUFFIXES) for f in files):
-            raise Ineligible("pickle_only", f"{name} has only pickle weights; the auditor needs safetensors")
-        raise Ineligible("no_weights", f"{name} has no safetensors weights")
+            raise Ineligible(Failure.PICKLE_ONLY, f"{name} has only pickle weights; the auditor needs safetensors")
+        raise Ineligible(Failure.NO_WEIGHTS, f"{name} has no safetensors weights")
     if "config.json" not in files:
-        raise Ineligible("not_a_checkpoint", f"{name} has no config.json")
+        raise Ineligible(Failure.NOT_A_CHECKPOINT, f"{name} has no config.json")
     hub_config = getattr(info, "config", None)
     hub_config = hub_config if isinstance(hub_config, dict) else {}
     model_type = hub_config.get("model_type")
     if not isinstance(model_type, str) or model_type not in CONFIG_MAPPING_NAMES:
-        raise Ineligible("remote_code", f"{name} needs code from its repository (model_type {model_type!r})")
+        raise Ineligible(Failure.REMOTE_CODE, f"{name} needs code from its repository (model_type {model_type!r})")
     if quantized(info, hub_config):
-        raise Ineligible("quantized", f"{name} is pre-quantized: its stored numbers are not the weights")
+        raise Ineligible(Failure.QUANTIZED, f"{name} is pre-quantized: its stored numbers are not the weights")
     architectures = hub_config.get("architectures")
     architectures = [str(a) for a in architectures] if isinstance(architectures, list) else []
     causal = MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.get(model_type)
     if model_type not in SUPPORTED_MODEL_TYPES or (architectures and causal not in architectures):
         raise Ineligible(
-            "unsupported_architecture",
+            Failure.UNSUPPORTED_ARCHITECTURE,
             f"{name}: {model_type} ({', '.join(architectures)}) is not a layout the detector knows",
         )
     card = card_dict(info)
@@ -155,11 +156,11 @@ def _check_model(info: Any, config: Config) -> Candidate:
     allowed = {lic.lower() for lic in config.licenses}
     if not any(lic.lower() in allowed for lic in licenses):
         which = ", ".join(licenses) or "none given"
-        raise Ineligible("license", f"{name}: license {which} is not in the allow-list (auditor.yaml: licenses)")
+        raise Ineligible(Failure.LICENSE, f"{name}: license {which} is not in the allow-list (auditor.yaml: licenses)")
     size = weight_bytes(info)
     if size is not None and size * config.memory_factor > config.memory_bytes:
         raise Ineligible(
-            "too_large",
+            Failure.TOO_LARGE,
             f"{name}: {size / 2**30:.1f} GiB of weights need about {size * config.memory_factor / 2**30:.0f} "
             f"GiB, over the {config.memory_gib:g} GiB budget",
         )

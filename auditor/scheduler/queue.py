@@ -4,7 +4,7 @@ Each item is a model pinned to a commit, in one of these states:
 
     pending -> running -> done | failed | skipped
 
-`failed` and `skipped` carry a reason `code` and a `message` (see `eligibility` and `auditor.errors`).
+`failed` and `skipped` carry a reason `code` (a `Failure`, from `auditor.errors`) and a `message`.
 Items that failed for a passing reason (`download_error`, `crashed`, `killed`) go back to pending until they
 have been tried `run.max_attempts` times. Done items leave the queue: their record is in the index.
 
@@ -22,12 +22,11 @@ from pathlib import Path
 from typing import Literal
 
 from .. import clock, yamlio
-from ..errors import AuditorError
+from ..errors import AuditorError, Failure
 from ..fileio import atomic_write
 from ..records import from_dict, to_dict
 
 State = Literal["pending", "running", "done", "failed", "skipped"]
-TRANSIENT = {"download_error", "crashed", "killed"}
 MAX_QUEUE_BYTES = 64 * 1024 * 1024
 HEADER = (
     "# Written by superweight's scheduler: do not edit by hand. Models waiting for an audit, and those\n"
@@ -57,7 +56,7 @@ QUEUE_SCHEMA = {
                     "added": {"type": "string", "pattern": TIME},
                     "updated": {"type": "string", "pattern": TIME},
                     "attempts": COUNT,
-                    "code": TEXT,
+                    "code": {"enum": [*(f.value for f in Failure), None]},
                     "message": TEXT,
                     "requested_by": TEXT,
                     "request_reason": TEXT,
@@ -83,7 +82,7 @@ def now() -> str:
 
 
 class QueueError(AuditorError):
-    code = "queue"
+    code = Failure.QUEUE
 
 
 @dataclass(frozen=True)
@@ -96,7 +95,7 @@ class Item:
     added: str
     updated: str
     attempts: int = 0
-    code: str | None = None
+    code: Failure | None = None
     message: str | None = None
     requested_by: str | None = None
     request_reason: str | None = None
@@ -132,7 +131,9 @@ class Queue:
         self.items.append(item)
         return True
 
-    def set(self, item: Item, state: State, *, code: str | None = None, message: str | None = None, **changes) -> Item:
+    def set(
+        self, item: Item, state: State, *, code: Failure | None = None, message: str | None = None, **changes
+    ) -> Item:
         """Move an item to `state`; done items leave the queue."""
         new = replace(item, state=state, code=code, message=message, updated=now(), **changes)
         self.items = [i for i in self.items if i.key != item.key]

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .. import yamlio
+from ..errors import Failure
 from ..records import from_dict
 from ..source import hub_error, with_retries
 from .config import Config
@@ -79,7 +80,7 @@ def read_request(path: Path) -> AuditRequest:
         data = yamlio.load(raw.decode("utf-8"), str(path))
     except (yamlio.YamlError, UnicodeDecodeError, OSError, ValueError) as e:
         message = str(e) if str(e).startswith(str(path)) else f"{path}: {e}"
-        raise Ineligible("invalid_request", message) from e
+        raise Ineligible(Failure.INVALID_REQUEST, message) from e
     errors = list(jsonschema_rs.validator_for(REQUEST_SCHEMA).iter_errors(data))
     if errors:
         e = errors[0]
@@ -88,13 +89,12 @@ def read_request(path: Path) -> AuditRequest:
             message = f"model {e.instance!r} is not a Hub model id (org/name)"
         else:
             message = f"{where}: {e.message[:200]}"
-        raise Ineligible(
-            "invalid_request", f"{path}: {message}. Expected: model, and optionally revision, requested_by, reason"
-        )
+        expected = "Expected: model, and optionally revision, requested_by, reason"
+        raise Ineligible(Failure.INVALID_REQUEST, f"{path}: {message}. {expected}")
     try:  # the Hub's own rules: no "--" or "..", no leading or trailing "-" or "."
         validate_repo_id(data["model"])
     except HFValidationError as e:
-        raise Ineligible("invalid_request", f"{path}: model {data['model']!r} is not a valid Hub model id") from e
+        raise Ineligible(Failure.INVALID_REQUEST, f"{path}: model {data['model']!r} is not a valid Hub model id") from e
     return from_dict(AuditRequest, data)
 
 
@@ -112,10 +112,10 @@ def check_request(request: AuditRequest, config: Config, *, index_root: Path, ap
         info = with_retries(lambda: api.model_info(request.model, revision=request.revision), what=request.model)
     except Exception as e:
         error = hub_error(e, request.model, request.revision)
-        code = "not_found" if error.code == "not_found" else "download_error"
+        code = Failure.NOT_FOUND if error.code == Failure.NOT_FOUND else Failure.DOWNLOAD_ERROR
         raise Ineligible(code, str(error)) from e
     candidate = check_model(info, config)
     if indexed_record(index_root, candidate.model, candidate.revision) is not None:  # that model's file only
         message = f"{candidate.model} is already in the index at {candidate.revision} (this tool version)"
-        raise Ineligible("already_audited", message, candidate.revision)
+        raise Ineligible(Failure.ALREADY_AUDITED, message, candidate.revision)
     return candidate

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import __version__, clock
-from ..errors import AuditorError
+from ..errors import TRANSIENT, AuditorError, Failure
 from ..fileio import atomic_write, git_blob_sha
 from ..index import MeasuredRecord, ModelRef, append_record
 from ..index.entries import record_from_dict
@@ -48,7 +48,7 @@ from .discover import (
     save_cursor,
 )
 from .eligibility import Candidate, Ineligible
-from .queue import TRANSIENT, Item, Queue, load_queue, now, save_queue
+from .queue import Item, Queue, load_queue, now, save_queue
 from .requestfiles import check_request, read_request, request_files
 
 
@@ -87,7 +87,7 @@ class RunReport:
 
 
 class RunInProgressError(AuditorError):
-    code = "run_in_progress"
+    code = Failure.RUN_IN_PROGRESS
 
 
 @contextlib.contextmanager
@@ -164,7 +164,7 @@ def recover(queue: Queue, config: Config, report: RunReport, paths: RepoPaths) -
             continue
         message = f"the run auditing it (run {item.run}) stopped before it finished"
         state = "pending" if item.attempts < config.run.max_attempts else "failed"
-        report.recovered.append(queue.set(item, state, code="crashed", message=message))
+        report.recovered.append(queue.set(item, state, code=Failure.CRASHED, message=message))
         if state == "failed":
             drop_download(paths, item)
 
@@ -290,7 +290,7 @@ def audit_pending(paths, config, queue, report, max_models, budget: float, log) 
                 record = record_from_dict(outcome["record"])
                 append_record(item.model, record, root=paths.index)
             except (AuditorError, ValueError, TypeError, KeyError) as e:  # never let one result stop the run
-                outcome = {"error": {"code": "invalid_result", "message": f"the index refused the result: {e}"}}
+                outcome = {"error": {"code": Failure.INVALID_RESULT, "message": f"the index refused the result: {e}"}}
         if "record" in outcome:
             queue.set(item, "done")
             done.add((item.model.lower(), item.revision))
@@ -299,7 +299,7 @@ def audit_pending(paths, config, queue, report, max_models, budget: float, log) 
             report.audited.append((item, record))
             log(f"  {record.verdict}: {len(record.super_weights)} super weight(s)")
         else:
-            code, message = outcome["error"]["code"], outcome["error"]["message"]
+            code, message = Failure.of(outcome["error"]["code"]), outcome["error"]["message"]
             again = code in TRANSIENT and item.attempts < config.run.max_attempts
             new = queue.set(item, "pending" if again else "failed", code=code, message=message)
             (report.retrying if again else report.failed).append(new)
@@ -348,7 +348,7 @@ def audit_in_worker(item: Item, config: Config, paths: RepoPaths, run_id: str) -
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
-        return {"error": {"code": "timeout", "message": f"stopped after {config.run.timeout}"}}
+        return {"error": {"code": Failure.TIMEOUT, "message": f"stopped after {config.run.timeout}"}}
     finally:
         job.unlink(missing_ok=True)
     if result.exists():
@@ -356,5 +356,6 @@ def audit_in_worker(item: Item, config: Config, paths: RepoPaths, run_id: str) -
         result.unlink()
         return outcome
     if proc.returncode == -signal.SIGKILL:  # the kernel's OOM killer, or someone: worth another try
-        return {"error": {"code": "killed", "message": "the audit was killed (SIGKILL): out of memory, or by hand"}}
-    return {"error": {"code": "crashed", "message": f"the audit process exited with status {proc.returncode}"}}
+        killed = "the audit was killed (SIGKILL): out of memory, or by hand"
+        return {"error": {"code": Failure.KILLED, "message": killed}}
+    return {"error": {"code": Failure.CRASHED, "message": f"the audit process exited with status {proc.returncode}"}}

@@ -14,7 +14,7 @@ from pathlib import Path
 
 def run_job(job: dict) -> dict:
     from ..audit import audit
-    from ..errors import AuditorError, OutOfMemoryError
+    from ..errors import AuditorError, Failure, OutOfMemoryError
     from ..index import MeasuredRecord
     from ..index.entries import record_to_dict
     from ..settings import AuditSettings
@@ -35,7 +35,7 @@ def run_job(job: dict) -> dict:
     except AuditorError as e:
         return {"error": {"code": e.code, "message": str(e)}}
     except Exception as e:  # a bug or an unexpected model: report it, the run goes on
-        return {"error": {"code": "error", "message": f"{type(e).__name__}: {e}"}}
+        return {"error": {"code": Failure.ERROR, "message": f"{type(e).__name__}: {e}"}}
 
 
 def main(argv: list[str]) -> int:

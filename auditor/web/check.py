@@ -78,9 +78,10 @@ def check_site(root: str | Path) -> list[str]:
                 if parts.scheme not in ("mailto",):
                     problems.append(f"{rel}: unexpected link scheme in {url}")
                 continue
-            if rel != "404.html" and (url.startswith("/") or (url.split("#")[0] and parts.path.endswith("/"))):
-                problems.append(f"{rel}: {url} does not open from disk (links must be relative and name a file)")
             file = target(root, base, parts.path)
+            folder = file is not None and file.name == "index.html" and not parts.path.endswith("index.html")
+            if rel != "404.html" and (url.startswith("/") or (url.split("#")[0] and folder)):
+                problems.append(f"{rel}: {url} does not open from disk (links must be relative and name a file)")
             if file is None:
                 problems.append(f"{rel}: {url} is outside the base path {base}")
             elif not file.is_file():
