@@ -62,6 +62,7 @@ class Failure(str, Enum):
     CONFIG = "config"
     BAD_YAML = "bad_yaml"
     QUEUE = "queue"
+    MANIFEST = "manifest"
     CURSOR = "cursor"
     NO_INDEX = "no_index"
     INVALID_INDEX = "invalid_index"

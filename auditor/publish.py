@@ -27,7 +27,6 @@ direction: the runner's clone catches up with GitHub through the API, never thro
 from __future__ import annotations
 
 import base64
-import json
 import logging
 import os
 import subprocess
@@ -37,6 +36,9 @@ from pathlib import Path
 from .errors import AuditorError
 from .fileio import atomic_write, git_blob_sha
 from .github import GitHub, GitHubError
+from .index import IndexValidationError, append_record
+from .index.checks import check_text
+from .scheduler.report import PublishedRef, RequestUpdate, RunManifest, read_manifest, write_manifest
 
 log = logging.getLogger(__name__)
 
@@ -67,14 +69,14 @@ def runs_dir(root: Path, work_dir: str = ".superweight") -> Path:
     return root / work_dir / "runs"
 
 
-def load_manifest(root: Path, run_id: str | None = None, work_dir: str = ".superweight") -> dict:
+def load_manifest(root: Path, run_id: str | None = None, work_dir: str = ".superweight") -> RunManifest:
     runs = runs_dir(root, work_dir)
     paths = sorted(runs.glob("*.json")) if runs.is_dir() else []
     if run_id is not None:
         paths = [p for p in paths if p.stem == run_id]
     if not paths:
         raise GitHubError(f"no run {run_id + ' ' if run_id else ''}to publish in {runs} (run `superweight run` first)")
-    return json.loads(paths[-1].read_text(encoding="utf-8"))
+    return read_manifest(paths[-1])
 
 
 def taken_requests(root: Path, work_dir: str = ".superweight") -> dict[str, set[str]]:
@@ -82,7 +84,7 @@ def taken_requests(root: Path, work_dir: str = ".superweight") -> dict[str, set[
     content is one of these: a new request that reuses the name of an old one is not touched."""
     taken: dict[str, set[str]] = {}
     for manifest in runs_dir(root, work_dir).glob("*.json"):
-        for path, sha in json.loads(manifest.read_text()).get("requests_taken", {}).items():
+        for path, sha in read_manifest(manifest).requests_taken.items():
             taken.setdefault(path, set()).add(sha)
     return taken
 
@@ -107,9 +109,6 @@ def merge_remote_records(root: Path, path: str, remote_text: str) -> None:
     Raises:
         IndexValidationError: the file on GitHub breaks the index's rules (nothing is merged).
     """
-    from .index import IndexValidationError, append_record
-    from .index.checks import check_text
-
     remote, problems = check_text(remote_text, path.removeprefix("index/"), canonical=False)
     if problems:
         raise IndexValidationError(problems)
@@ -117,20 +116,20 @@ def merge_remote_records(root: Path, path: str, remote_text: str) -> None:
         append_record(remote.model, record, root=root / "index")
 
 
-def request_comment(file: str, update: dict, repo: str, base: str, site_url: str | None) -> str:
-    model, revision = update.get("model", "?"), update.get("revision")
+def request_comment(file: str, update: RequestUpdate, repo: str, base: str, site_url: str | None) -> str:
+    model, revision = update.model or "?", update.revision
     at = f" at `{revision[:12]}`" if revision else ""
-    state = update["state"]
+    state = update.state
     if state == "done":
         weights = (
             ", ".join(
                 f"layer {w[0]} [{w[1]}, {w[2]}]" + (f" expert {w[3]}" if w[3] is not None else "")
-                for w in update["super_weights"]
+                for w in update.super_weights or []
             )
             or "none"
         )
-        original, ablated, control = update["perplexity"]
-        result = f"audited: **{update['verdict']}**. Super weights: {weights}."
+        original, ablated, control = update.perplexity
+        result = f"audited: **{update.verdict}**. Super weights: {weights}."
         if ablated is not None:
             result += f" Perplexity {original:,.2f} → {ablated:,.2f} with them zeroed (control {control:,.2f})."
         links = f"https://github.com/{repo}/blob/{base}/index/{model}.yaml"
@@ -140,9 +139,9 @@ def request_comment(file: str, update: dict, repo: str, base: str, site_url: str
     elif state in ("pending", "running"):
         result = "queued: the scheduled auditor will take it in a coming run."
     elif state == "not_queued":
-        result = f"not queued: {update['message']}"
+        result = f"not queued: {update.message}"
     else:
-        result = f"not audited (`{update.get('code')}`): {update.get('message')}"
+        result = f"not audited (`{update.code}`): {update.message}"
     return f"{MARKER.format(file=file)}\n**Super Weight Index** · request `{file}` for `{model}`{at}: {result}\n"
 
 
@@ -220,7 +219,7 @@ def publish(
 ) -> Published:
     """Publish a run (the latest by default); see the module docstring for the steps."""
     manifest = load_manifest(root, run_id, work_dir)
-    run_id = manifest["run_id"]
+    run_id = manifest.run_id
     result = Published(run_id, BRANCH_PREFIX + run_id)
     base_sha, base_tree, remote = remote_tree(gh, base)
     absorb_index(root, gh, remote)
@@ -241,7 +240,7 @@ def publish(
         new_tree = gh.post("git/trees", {"base_tree": base_tree, "tree": tree}, idempotent=True)["sha"]
         result.commit = branch_commit(gh, result.branch, tree=new_tree, parent=base_sha)
         if result.commit is None:  # not published yet, or the run's branch holds something else
-            message = f"superweight run {run_id}: {manifest['audited']} audited, {manifest['failed']} failed"
+            message = f"superweight run {run_id}: {manifest.audited} audited, {manifest.failed} failed"
             commit = {"message": message, "tree": new_tree, "parents": [base_sha]}
             result.commit = gh.post("git/commits", commit, idempotent=True)["sha"]
             set_branch(gh, result.branch, result.commit)
@@ -252,7 +251,7 @@ def publish(
     delete_orphan_branches(
         gh, keep=result.branch if result.commit else None, open_pulls=bot_pulls, closed=result.closed
     )
-    for file, update in manifest.get("request_updates", {}).items():
+    for file, update in manifest.request_updates.items():
         try:  # one locked or deleted pull request must not keep the others from their news
             number = request_pull(gh, file, base)
             if number is not None:
@@ -261,8 +260,8 @@ def publish(
         except GitHubError as e:
             log.warning("no status comment for %s: %s", file, e)
             result.failed.append(f"{file}: {e}")
-    manifest["published"] = {"pull": result.pull, "url": result.url, "commit": result.commit}
-    atomic_write(runs_dir(root, work_dir) / f"{run_id}.json", json.dumps(manifest))
+    manifest.published = PublishedRef(result.pull, result.url, result.commit)
+    write_manifest(runs_dir(root, work_dir) / f"{run_id}.json", manifest)
     return result
 
 
@@ -316,10 +315,10 @@ def set_branch(gh: GitHub, branch: str, sha: str) -> None:
     gh.patch(f"git/refs/heads/{branch}", {"sha": sha, "force": True})
 
 
-def open_or_update_pull(gh: GitHub, mine: dict | None, branch: str, base: str, manifest: dict) -> dict:
-    title = f"Super Weight Index: run {manifest['run_id']} ({manifest['audited']} audited)"
+def open_or_update_pull(gh: GitHub, mine: dict | None, branch: str, base: str, manifest: RunManifest) -> dict:
+    title = f"Super Weight Index: run {manifest.run_id} ({manifest.audited} audited)"
     footer = "\n---\nOpened by superweight's publisher; merging it updates the index.\n"
-    summary = manifest["summary"]
+    summary = manifest.summary
     if len(summary) + len(footer) > MAX_BODY:
         cut = "\n\n… (the rest of the run summary is cut to fit GitHub's limit; the runner keeps it whole)\n"
         summary = summary[: MAX_BODY - len(footer) - len(cut)].rsplit("\n", 1)[0] + cut
@@ -392,16 +391,13 @@ def plan_offline(root: Path, *, run_id: str | None = None, work_dir: str = ".sup
     deleted = sorted(taken_requests(root, work_dir))
     lines = [
         "No GitHub token (set SUPERWEIGHT_GITHUB_TOKEN or GITHUB_TOKEN): nothing was changed on GitHub.",
-        f"Would commit, in one commit on branch {BRANCH_PREFIX}{manifest['run_id']} (changes since this clone's "
+        f"Would commit, in one commit on branch {BRANCH_PREFIX}{manifest.run_id} (changes since this clone's "
         f"last commit, {len(files)} file(s), and the request files the runs took, if still on GitHub):",
         *[f"  {f}" for f in files],
         *[f"  delete {f}" for f in deleted],
         f"Would open or update the run's pull request, labelled {', '.join(LABELS)}, with this body:",
         "",
-        manifest["summary"],
+        manifest.summary,
     ]
-    lines += [
-        f"Would comment on the pull request of {f}: {u['state']}"
-        for f, u in manifest.get("request_updates", {}).items()
-    ]
+    lines += [f"Would comment on the pull request of {f}: {u.state}" for f, u in manifest.request_updates.items()]
     return "\n".join(lines) + "\n"

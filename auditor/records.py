@@ -70,6 +70,9 @@ def converter(tp: Any) -> Callable[[Any], Any]:
             return _same
         one = converter(inner[0])
         return _same if one is _same else lambda v: None if v is None else one(v)
+    if origin is dict:
+        value = converter(args[1])
+        return dict if value is _same else lambda v: {k: value(x) for k, x in v.items()}
     if origin in (list, tuple):
         item = converter(args[0])
         collect = list if origin is list else tuple

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import json
 import logging
 import re
 import shutil
@@ -13,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import requests
+from conftest import FROZEN
 from fakegithub import FakeGitHub
 
 from auditor.cli import main
@@ -21,6 +21,8 @@ from auditor.github import GitHub, GitHubError
 from auditor.index import MeasuredRecord, append_record, lookup
 from auditor.publish import MARKER, publish, sync
 from auditor.scheduler.queue import Item, Queue, save_queue
+from auditor.scheduler.report import RunReport, manifest_of, read_manifest, write_manifest
+from auditor.scheduler.summary import render
 
 REPO = Path(__file__).resolve().parent.parent
 TOKEN = "ghp_" + "S3cr3tT0k3n" * 3
@@ -53,33 +55,17 @@ def client(server: FakeGitHub, **kw) -> GitHub:
 
 
 def write_run(root: Path, run_id: str, record: MeasuredRecord, *, audited: bool = True) -> None:
-    """What a run leaves on disk: its index record, the queue, the request file gone, its manifest."""
+    """What a run leaves on disk, made by the runner's own code: its index record, the queue, the request
+    file gone, its summary and manifest."""
     if audited:
         append_record("demo/tiny-llama", record, root=root / "index")
-    save_queue(
-        root / "queue" / "queue.yaml",
-        Queue([Item("org/waiting", "c" * 40, "discovered", "pending", "2026-11-22T00:00:00Z", "2026-11-22T00:00:00Z")]),
-    )
-    (root / ".superweight" / "runs").mkdir(parents=True, exist_ok=True)
-    update = {
-        "model": "demo/tiny-llama",
-        "revision": record.revision,
-        "state": "done",
-        "verdict": "confirmed",
-        "super_weights": [[1, 7, 33, None]],
-        "perplexity": [73.6, 124692.4, 73.6],
-    }
-    manifest = {
-        "run_id": run_id,
-        "started": "",
-        "finished": "",
-        "summary": f"## Run {run_id}\n\n1 audited.\n",
-        "audited": int(audited),
-        "failed": 0,
-        "requests_taken": {REQUEST: REQUEST_SHA},
-        "request_updates": {REQUEST: update},
-    }
-    (root / ".superweight" / "runs" / f"{run_id}.json").write_text(json.dumps(manifest))
+    queue = Queue([Item("org/waiting", "c" * 40, "discovered", "pending", FROZEN, FROZEN)])
+    save_queue(root / "queue" / "queue.yaml", queue)
+    report = RunReport(run_id, FROZEN, FROZEN, requests=[(REQUEST, "queued")], taken=[(REQUEST, REQUEST_SHA)])
+    if audited:
+        item = Item("demo/tiny-llama", record.revision, "request", "done", FROZEN, FROZEN, request_files=[REQUEST])
+        report.audited.append((item, record))
+    write_manifest(root / ".superweight" / "runs" / f"{run_id}.json", manifest_of(report, queue, render(report)))
 
 
 @pytest.fixture
@@ -131,7 +117,7 @@ def test_the_call_sequence_of_a_publish(gh_server, local, audit_result):
     assert files["index/demo/tiny-llama.yaml"] == (local / "index/demo/tiny-llama.yaml").read_bytes()
     assert REQUEST not in files and "index/huggyllama/llama-7b.yaml" in files
     [pull] = gh_server.pulls("org/index")[1:]
-    assert pull.body.startswith("## Run 20261122T070000Z") and pull.base == "main"
+    assert pull.body.startswith("## Super Weight Index run 20261122T070000Z") and pull.base == "main"
     assert gh_server.labels("org/index", pull.number) == ["audit-results", "superweight-bot"]
     [comment] = gh_server.comments("org/index", gh_server.request_pull)
     assert comment.body.startswith(MARKER.format(file=REQUEST))
@@ -152,9 +138,10 @@ def test_publishing_the_same_run_twice_updates_and_never_duplicates(gh_server, l
     assert ("POST", "pulls") not in writes and ("POST", "git/commits") not in writes
     assert ("POST", "issues/N/comments") not in writes  # unchanged text: not even an edit
 
-    manifest = json.loads((local / ".superweight/runs/20261122T070000Z.json").read_text())
-    manifest["request_updates"][REQUEST]["verdict"] = "not_confirmed"
-    (local / ".superweight/runs/20261122T070000Z.json").write_text(json.dumps(manifest))
+    path = local / ".superweight/runs/20261122T070000Z.json"
+    manifest = read_manifest(path)
+    manifest.request_updates[REQUEST] = replace(manifest.request_updates[REQUEST], verdict="not_confirmed")
+    write_manifest(path, manifest)
     publish(local, client(gh_server))
     [comment] = gh_server.comments("org/index", gh_server.request_pull)
     assert "**not_confirmed**" in comment.body  # edited in place
@@ -282,9 +269,9 @@ def test_a_new_request_that_reuses_an_old_name_is_not_deleted(gh_server, local):
     publish(local, client(gh_server))
     again = b"model: demo/tiny-llama\nreason: audit it again, please\n"
     gh_server.add_commit("org/index", {REQUEST: again})  # merged meanwhile, not taken by any run yet
-    manifest = json.loads((local / ".superweight/runs/20261122T070000Z.json").read_text())
-    manifest["run_id"] = "20261122T080000Z"
-    (local / ".superweight/runs/20261122T080000Z.json").write_text(json.dumps(manifest))
+    manifest = read_manifest(local / ".superweight/runs/20261122T070000Z.json")
+    manifest.run_id = "20261122T080000Z"
+    write_manifest(local / ".superweight/runs/20261122T080000Z.json", manifest)
 
     result = publish(local, client(gh_server))
 
@@ -384,8 +371,8 @@ def test_a_comment_that_cannot_be_posted_does_not_stop_the_others(gh_server, loc
     result = publish(local, client(gh_server))
 
     assert result.url and len(result.failed) == 1 and "locked" in result.failed[0]
-    manifest = json.loads((local / ".superweight/runs/20261122T070000Z.json").read_text())
-    assert manifest["published"]["pull"] == result.pull  # the run is recorded as published all the same
+    manifest = read_manifest(local / ".superweight/runs/20261122T070000Z.json")
+    assert manifest.published.pull == result.pull  # the run is recorded as published all the same
 
 
 def test_superseding_says_so_once_even_when_closing_fails(gh_server, local, audit_result):
@@ -426,9 +413,9 @@ def test_list_pages_stay_linked_when_served_from_the_etag_cache(gh_server, local
 
 def test_a_long_summary_is_cut_to_fit_a_pull_request(gh_server, local):
     path = local / ".superweight/runs/20261122T070000Z.json"
-    manifest = json.loads(path.read_text())
-    manifest["summary"] += "".join(f"| org/model-{i} | failed | download_error |\n" for i in range(3000))
-    path.write_text(json.dumps(manifest))
+    manifest = read_manifest(path)
+    manifest.summary += "".join(f"| org/model-{i} | failed | download_error |\n" for i in range(3000))
+    write_manifest(path, manifest)
 
     result = publish(local, client(gh_server))
 
@@ -488,3 +475,28 @@ def test_a_deleted_accounts_comments_and_pull_requests_are_passed_over():
     assert gh.posted == [("issues/1/comments", {"body": "new"})]  # a comment of its own, not the ghost's
     assert request_pull(gh, REQUEST, "main") == 7
     assert not is_bots(gh, {"user": None, "head": {"ref": "superweight/run-1", "repo": None}})
+
+
+def test_the_runs_manifest_is_typed_and_a_damaged_one_is_one_clear_error(local, capsys):
+    from auditor.errors import Failure
+    from auditor.scheduler.report import ManifestError, RequestUpdate
+
+    path = local / ".superweight/runs/20261122T070000Z.json"
+    manifest = read_manifest(path)
+    assert manifest.requests_taken == {REQUEST: REQUEST_SHA}
+    done = manifest.request_updates[REQUEST]
+    assert isinstance(done, RequestUpdate) and (done.state, done.verdict, done.super_weights) == (
+        "done",
+        "confirmed",
+        [[1, 7, 33, None]],
+    )
+    failed = RequestUpdate("failed", "org/m", "a" * 40, Failure.GATED, "gated")
+    manifest.request_updates["requests/other.yaml"] = failed
+    write_manifest(path, manifest)
+    assert read_manifest(path).request_updates["requests/other.yaml"] == failed  # the code comes back typed
+
+    path.write_text(path.read_text().replace('"audited"', '"audited_models"'))
+    with pytest.raises(ManifestError, match=r"20261122T070000Z.json: not a run manifest this version can read"):
+        read_manifest(path)
+    assert main(["publish", "--repo", str(local)]) == 1
+    assert capsys.readouterr().err.startswith("superweight: error: ")

@@ -28,17 +28,16 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from .. import __version__, clock
 from ..errors import TRANSIENT, AuditorError, Failure
 from ..fileio import atomic_write, git_blob_sha
-from ..index import MeasuredRecord, ModelRef, append_record
+from ..index import ModelRef, append_record
 from ..index.entries import record_from_dict
 from .config import Config, parse_duration
 from .discover import (
-    Discovery,
     audited_index,
     discover,
     indexed_record,
@@ -49,7 +48,9 @@ from .discover import (
 )
 from .eligibility import Candidate, Ineligible
 from .queue import Item, Queue, load_queue, now, save_queue
+from .report import RunReport, manifest_of, write_manifest
 from .requestfiles import check_request, read_request, request_files
+from .summary import render
 
 
 @dataclass(frozen=True)
@@ -66,24 +67,6 @@ class RepoPaths:
     cursor = property(lambda self: self.root / "queue" / "cursor.yaml")
     requests = property(lambda self: self.root / "requests")
     hub_cache = property(lambda self: self.work / "hub")
-
-
-@dataclass
-class RunReport:
-    run_id: str
-    started: str
-    finished: str | None = None
-    recovered: list[Item] = field(default_factory=list)
-    requests: list[tuple[str, str]] = field(default_factory=list)
-    """(request file, what became of it)."""
-    taken: list[tuple[str, str]] = field(default_factory=list)
-    """(request file, git blob sha of the content taken): publishing deletes exactly these."""
-    discovery: Discovery | None = None
-    audited: list[tuple[Item, MeasuredRecord]] = field(default_factory=list)
-    same_weights: list[tuple[str, str, ModelRef]] = field(default_factory=list)
-    failed: list[Item] = field(default_factory=list)
-    retrying: list[Item] = field(default_factory=list)
-    pending: int = 0
 
 
 class RunInProgressError(AuditorError):
@@ -144,11 +127,9 @@ def run(
         audit_pending(paths, config, queue, report, max_models, budget, log)
         report.pending = len(queue.pending(config.priority))
         report.finished = now()
-        from .summary import manifest, render
-
         summary = render(report)
         atomic_write(paths.work / "runs" / f"{report.run_id}.md", summary)
-        atomic_write(paths.work / "runs" / f"{report.run_id}.json", json.dumps(manifest(report, queue, summary)))
+        write_manifest(paths.work / "runs" / f"{report.run_id}.json", manifest_of(report, queue, summary))
         return report
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter
 
 from .. import __version__
-from .runner import RunReport
+from .report import RunReport
 
 
 def cell(text: object) -> str:
@@ -71,49 +71,3 @@ def render(report: RunReport) -> str:
             f"skipped: {reasons}.",
         ]
     return "\n".join(lines) + "\n"
-
-
-def manifest(report: RunReport, queue, summary: str) -> dict:
-    """What `superweight publish` needs of a run: its summary, and what became of each request it touched."""
-
-    def state(item) -> dict:
-        return {
-            "model": item.model,
-            "revision": item.revision,
-            "state": item.state,
-            "code": item.code,
-            "message": item.message,
-        }
-
-    updates: dict[str, dict] = {}
-    queued = {f: i for i in queue.items for f in i.request_files}
-    taken = dict(report.taken)
-    for path, outcome in report.requests:
-        if path in queued:
-            updates[path] = state(queued[path])
-        elif path in taken:
-            updates[path] = {"state": "not_queued", "message": outcome}
-    for item in report.failed + report.retrying:
-        for file in item.request_files:
-            updates[file] = state(item)
-    for item, record in report.audited:
-        for file in item.request_files:
-            a = record.ablation
-            updates[file] = {
-                "model": item.model,
-                "revision": item.revision,
-                "state": "done",
-                "verdict": a.verdict,
-                "super_weights": [[w.layer, w.row, w.col, w.expert] for w in record.super_weights],
-                "perplexity": [a.perplexity_original, a.perplexity_ablated, a.perplexity_control],
-            }
-    return {
-        "run_id": report.run_id,
-        "started": report.started,
-        "finished": report.finished,
-        "summary": summary,
-        "audited": len(report.audited),
-        "failed": len(report.failed),
-        "requests_taken": taken,  # path -> git blob sha of the content this run took
-        "request_updates": updates,
-    }

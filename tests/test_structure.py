@@ -1,0 +1,63 @@
+"""The package's shape: no import cycles, even through imports inside functions."""
+
+from __future__ import annotations
+
+import ast
+import itertools
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parent.parent / "auditor"
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imports(path: Path, known: set[str]) -> set[str]:
+    """The package modules `path` imports anywhere in it, but under `if TYPE_CHECKING:` (never run)."""
+    name = module_name(path)
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    skipped = {
+        id(n)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
+        for n in ast.walk(node)
+    }
+    found = set()
+    for node in ast.walk(tree):
+        if id(node) in skipped:
+            continue
+        if isinstance(node, ast.ImportFrom):
+            base = package.split(".")[: len(package.split(".")) - node.level + 1] if node.level else []
+            target = ".".join([*base, *([node.module] if node.module else [])])
+            for alias in node.names:
+                found.add(f"{target}.{alias.name}" if f"{target}.{alias.name}" in known else target)
+        elif isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+    return {m for m in found if m in known and m != name}
+
+
+def test_no_import_cycles():
+    paths = {module_name(p): p for p in PACKAGE.rglob("*.py")}
+    graph = {name: imports(path, set(paths)) for name, path in paths.items()}
+    cycles: list[list[str]] = []
+
+    def visit(name: str, stack: list[str]) -> None:
+        for dep in sorted(graph[name]):
+            if dep in stack:
+                cycles.append([*stack[stack.index(dep) :], dep])
+            elif dep not in done:
+                visit(dep, [*stack, dep])
+        done.add(name)
+
+    done: set[str] = set()
+    for name in sorted(graph):
+        if name not in done:
+            visit(name, [name])
+    # A package's __init__ re-exporting its own modules is not a cycle of meaning; anything else is.
+    nested = lambda a, b: a.startswith(b + ".") or b.startswith(a + ".")  # noqa: E731
+    real = [c for c in cycles if not any(nested(a, b) for a, b in itertools.pairwise(c))]
+    assert real == []
+    assert graph["auditor.scheduler.summary"] and "auditor.scheduler.runner" not in graph["auditor.scheduler.summary"]
