@@ -42,10 +42,10 @@ from .errors import (
     RemoteCodeError,
     UnsupportedModelError,
 )
+from .ids import is_hub_id
 
 log = logging.getLogger(__name__)
 
-HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]{0,95}/[A-Za-z0-9][\w.-]{0,95}$|^[A-Za-z0-9][\w.-]{0,95}$")
 SHA = re.compile(r"^[0-9a-f]{40}$")
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 # What an audit reads from a repo besides the weights: config and tokenizer files; nothing executable.
@@ -96,7 +96,7 @@ def resolve(model: str, *, revision: str | None = None, cache_dir: str | Path | 
     if path.is_dir():
         config = check_checkpoint_dir(path)
         return Checkpoint(model, "local", path.resolve(), config=config, weight_files=loaded_weights(path))
-    if model.endswith(".gguf") or not HUB_ID.match(model):
+    if model.endswith(".gguf") or not is_hub_id(model):
         raise ModelNotFoundError(f"{model}: no such file or directory")
     if revision is not None and not revision.strip():
         raise ModelNotFoundError("--revision is empty")

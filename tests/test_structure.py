@@ -1,10 +1,13 @@
-"""The package's shape: no import cycles, even through imports inside functions."""
+"""The package's shape: no import cycles (even through imports inside functions), one rule per fact."""
 
 from __future__ import annotations
 
 import ast
 import itertools
+import json
 from pathlib import Path
+
+import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "auditor"
 
@@ -61,3 +64,54 @@ def test_no_import_cycles():
     real = [c for c in cycles if not any(nested(a, b) for a, b in itertools.pairwise(c))]
     assert real == []
     assert graph["auditor.scheduler.summary"] and "auditor.scheduler.runner" not in graph["auditor.scheduler.summary"]
+
+
+IDS = [
+    "meta-llama/Llama-2-7b-hf",
+    "org/a.b_c-d",
+    "a/b",
+    "org/" + "x" * 96,
+    "org/" + "x" * 97,
+    "org/naïve",
+    "org/a--b",
+    "org/a..b",
+    "org/-a",
+    "org/a-",
+    "org/a.",
+    "org/model.git",
+    "org/",
+    "/name",
+    "org/a/b",
+    "org name/x",
+    "gpt2",
+]
+
+
+@pytest.mark.parametrize("text", IDS)
+def test_one_hub_id_rule_agrees_with_the_hub_client(text):
+    """auditor.ids decides as huggingface_hub's own validate_repo_id does, in ASCII only."""
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
+    from auditor.ids import is_hub_id, is_model_id
+
+    try:
+        validate_repo_id(text)
+        hub = text.isascii()
+    except HFValidationError:
+        hub = False
+    assert is_hub_id(text) == hub
+    assert is_model_id(text) == (hub and "/" in text)
+
+
+def test_every_schema_uses_the_one_model_id_pattern():
+    from auditor.ids import MODEL_ID
+    from auditor.scheduler.queue import QUEUE_SCHEMA
+    from auditor.scheduler.requestfiles import REQUEST_SCHEMA
+
+    index = json.loads((PACKAGE / "index" / "schema.json").read_text())
+    assert index["$defs"]["modelId"]["pattern"] == MODEL_ID
+    assert QUEUE_SCHEMA["properties"]["items"]["items"]["properties"]["model"]["pattern"] == MODEL_ID
+    assert REQUEST_SCHEMA["properties"]["model"]["pattern"] == MODEL_ID
+    sources = "".join(p.read_text() for p in PACKAGE.rglob("*.py") if p.name != "ids.py")
+    assert "[\\\\w.-]" not in sources and "validate_repo_id" not in sources  # no second, different rule

@@ -30,6 +30,7 @@ from typing import Any
 
 from .. import clock, yamlio
 from ..errors import AuditorError, Failure
+from ..ids import MODEL_ID
 from ..verdict import judge
 from .entries import (
     HEADER,
@@ -70,7 +71,7 @@ PATTERNS = {
     "^[0-9a-f]{40}$": "a 40-character commit sha",
     "^[0-9a-f]{64}$": "a 64-character sha256",
     DATE_PATTERN: "a date (YYYY-MM-DD) or a UTC time (YYYY-MM-DDTHH:MM:SSZ)",
-    "^[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}$": "a Hub model id (org/name)",
+    MODEL_ID: "a Hub model id (org/name)",
     "^[A-Za-z_][A-Za-z0-9_]*(\\.[A-Za-z0-9_]+)*$": "a dotted module or tensor name (model.layers.2.mlp.down_proj)",
     '^https://[A-Za-z0-9.-]+(:[0-9]+)?(/[^\\s"<>\\\\^`{|}]*)?$': "an https:// URL (no spaces, quotes or brackets)",
     "^[^/]+\\.safetensors$": "a weight file name (*.safetensors)",

@@ -31,7 +31,7 @@ from pathlib import Path
 from .. import __version__, yamlio
 from ..errors import AuditorError, Failure, UsageError
 from ..fileio import atomic_write
-from ..source import HUB_ID
+from ..ids import is_model_id
 from .checks import IndexValidationError, Links, Problem, check_links, check_text, identity, parse_date
 from .entries import ModelEntry, Record, entry_from_dict, entry_to_dict, render_entry
 
@@ -65,7 +65,7 @@ def resolve_root(root: str | Path | None = None) -> Path:
 
 
 def check_model_id(model_id: str) -> str:
-    if "/" not in model_id or not HUB_ID.match(model_id):
+    if not is_model_id(model_id):
         raise UsageError(f"{model_id!r} is not a Hub model id (org/name)")
     return model_id
 

@@ -150,7 +150,7 @@ SCHEMA = _obj(
         keep_skipped=INTEGER,
     ),
     github=_obj(
-        repo={"type": ["string", "null"], "pattern": "^[\\w.-]+/[\\w.-]+$"},
+        repo={"type": ["string", "null"], "pattern": "^[A-Za-z0-9._-]+/[A-Za-z0-9._-]+$"},  # GitHub's owner/name
         base=TEXT,
         api_url=TEXT,
         site_url={"type": ["string", "null"]},

@@ -24,6 +24,7 @@ from typing import Literal
 from .. import clock, yamlio
 from ..errors import AuditorError, Failure
 from ..fileio import atomic_write
+from ..ids import MODEL_ID
 from ..records import from_dict, to_dict
 
 State = Literal["pending", "running", "done", "failed", "skipped"]
@@ -49,7 +50,7 @@ QUEUE_SCHEMA = {
                 "additionalProperties": False,
                 "required": ["model", "revision", "origin", "state", "added", "updated"],
                 "properties": {
-                    "model": {"type": "string", "pattern": "^[A-Za-z0-9][\\w.-]*/[A-Za-z0-9][\\w.-]*$"},
+                    "model": {"type": "string", "pattern": MODEL_ID},
                     "revision": {"type": ["string", "null"], "pattern": "^[0-9a-f]{40}$"},
                     "origin": {"enum": ["request", "discovered"]},
                     "state": {"enum": ["pending", "running", "failed", "skipped"]},

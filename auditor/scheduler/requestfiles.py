@@ -18,6 +18,7 @@ from pathlib import Path
 
 from .. import yamlio
 from ..errors import Failure
+from ..ids import MODEL_ID, is_model_id
 from ..records import from_dict
 from ..source import hub_error, with_retries
 from .config import Config
@@ -29,7 +30,7 @@ REQUEST_SCHEMA = {
     "required": ["model"],
     "additionalProperties": False,
     "properties": {
-        "model": {"type": "string", "pattern": "^[A-Za-z0-9][\\w.-]{0,95}/[A-Za-z0-9][\\w.-]{0,95}$"},
+        "model": {"type": "string", "pattern": MODEL_ID},
         "revision": {"type": "string", "pattern": "^[\\w./-]{1,200}$"},
         "requested_by": {"type": "string", "maxLength": 100},
         "reason": {"type": "string", "maxLength": 2000},
@@ -72,8 +73,6 @@ def read_request(path: Path) -> AuditRequest:
         Ineligible: code `invalid_request`, saying what to fix.
     """
     import jsonschema_rs
-    from huggingface_hub.errors import HFValidationError
-    from huggingface_hub.utils import validate_repo_id
 
     try:
         raw = read_regular_file(path, MAX_REQUEST_BYTES)
@@ -91,10 +90,8 @@ def read_request(path: Path) -> AuditRequest:
             message = f"{where}: {e.message[:200]}"
         expected = "Expected: model, and optionally revision, requested_by, reason"
         raise Ineligible(Failure.INVALID_REQUEST, f"{path}: {message}. {expected}")
-    try:  # the Hub's own rules: no "--" or "..", no leading or trailing "-" or "."
-        validate_repo_id(data["model"])
-    except HFValidationError as e:
-        raise Ineligible(Failure.INVALID_REQUEST, f"{path}: model {data['model']!r} is not a valid Hub model id") from e
+    if not is_model_id(data["model"]):  # the Hub's own rules: no "--" or "..", no ".git" at the end
+        raise Ineligible(Failure.INVALID_REQUEST, f"{path}: model {data['model']!r} is not a valid Hub model id")
     return from_dict(AuditRequest, data)
 
 
