@@ -44,14 +44,11 @@ def from_file(path: str | Path) -> EvalText:
 def wikitext2() -> EvalText:
     """WikiText-2 raw test split from the Hub (needs network, or a warm huggingface_hub cache)."""
     import pyarrow.parquet as pq
-    from huggingface_hub import hf_hub_download
 
-    from .source import with_retries
+    from . import hub
 
     try:
-        local = with_retries(
-            lambda: hf_hub_download(WIKITEXT_REPO, WIKITEXT_FILE, repo_type="dataset"), what=WIKITEXT_REPO
-        )
+        local = hub.download(WIKITEXT_REPO, WIKITEXT_FILE, repo_type="dataset")
     except Exception as e:
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
         raise HubError(f"cannot fetch WikiText-2 from the Hub ({first}); pass --eval-text FILE offline") from e

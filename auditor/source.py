@@ -25,16 +25,14 @@ import json
 import logging
 import re
 import struct
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 
+from . import hub
 from .errors import (
     CorruptCheckpointError,
-    GatedModelError,
-    HubError,
     ModelNotFoundError,
     NotACheckpointError,
     PickleOnlyError,
@@ -224,63 +222,16 @@ def check_gguf(path: Path) -> None:
 
 # -- the Hub ---------------------------------------------------------------------------------------
 
-T = TypeVar("T")
-
-
-def is_network_error(e: BaseException) -> bool:
-    """Connection-level failures, whichever HTTP library this huggingface_hub uses (requests, httpx...)."""
-    root = type(e).__module__.split(".")[0]
-    return isinstance(e, (ConnectionError, TimeoutError)) or root in {
-        "httpx",
-        "httpx2",
-        "httpcore",
-        "httpcore2",
-        "requests",
-        "urllib3",
-    }
-
-
-RETRY_ATTEMPTS = 4
-RETRY_BACKOFF_S = 1.0
-
-
-def with_retries(call: Callable[[], T], *, what: str) -> T:
-    """Run a Hub call, retrying network errors and 5xx/429 answers with exponential backoff.
-
-    huggingface_hub itself retries neither `model_info` nor a 5xx on a file download; an interrupted
-    download is resumed from its `.incomplete` file on the next attempt.
-    """
-    from huggingface_hub.errors import HfHubHTTPError
-
-    attempts = RETRY_ATTEMPTS
-
-    for attempt in range(1, attempts + 1):
-        try:
-            return call()
-        except HfHubHTTPError as e:
-            status = getattr(e.response, "status_code", None)
-            if status is None or not (status >= 500 or status == 429) or attempt == attempts:
-                raise
-            log.warning("%s: HTTP %s, retrying (%d/%d)", what, status, attempt, attempts)
-        except Exception as e:
-            if not is_network_error(e) or attempt == attempts:
-                raise
-            log.warning("%s: %s, retrying (%d/%d)", what, e, attempt, attempts)
-        time.sleep(RETRY_BACKOFF_S * 2 ** (attempt - 1))
-    raise AssertionError("unreachable")
-
 
 def fetch_from_hub(repo_id: str, *, revision: str | None, cache_dir: str | Path | None) -> Checkpoint:
     """Pin `revision` to a commit sha, check the repo is safe to load, then download what an audit needs.
 
     With HF_HUB_OFFLINE=1 the model comes from the local huggingface_hub cache instead, if it is there.
     """
-    from huggingface_hub import HfApi, constants, hf_hub_download, snapshot_download
-
-    if constants.HF_HUB_OFFLINE:
+    if hub.offline():
         return from_hub_cache(repo_id, revision=revision, cache_dir=cache_dir)
     try:
-        info = with_retries(lambda: HfApi().model_info(repo_id, revision=revision, files_metadata=True), what=repo_id)
+        info = hub.model_info(repo_id, revision=revision, files_metadata=True)
         if info.disabled:
             raise ModelNotFoundError(f"{repo_id} is disabled on the Hub")
         sha = info.sha
@@ -290,28 +241,16 @@ def fetch_from_hub(repo_id: str, *, revision: str | None, cache_dir: str | Path 
         if "config.json" not in top_level:
             raise NotACheckpointError(f"{repo_id} is not a transformers checkpoint: it has no config.json")
         # The config decides whether the model is safe and supported: fetch it alone before the weights.
-        config_path = with_retries(
-            lambda: hf_hub_download(repo_id, "config.json", revision=sha, cache_dir=cache_dir),
-            what=f"{repo_id}/config.json",
-        )
-        check_config(read_config(Path(config_path)), repo_id)
+        check_config(read_config(hub.download(repo_id, "config.json", revision=sha, cache_dir=cache_dir)), repo_id)
 
         def read_index() -> dict[str, Any]:
-            index = with_retries(
-                lambda: hf_hub_download(repo_id, SHARD_INDEX, revision=sha, cache_dir=cache_dir),
-                what=f"{repo_id}/{SHARD_INDEX}",
-            )
-            return read_config(Path(index))
+            return read_config(hub.download(repo_id, SHARD_INDEX, revision=sha, cache_dir=cache_dir))
 
         weights = weights_to_load(top_level, read_index, repo_id)
         wanted = [n for n in top_level if AUDIT_FILES.match(n) or n == SHARD_INDEX] + list(weights)
-        folder = with_retries(
-            lambda: snapshot_download(repo_id, revision=sha, allow_patterns=wanted, cache_dir=cache_dir),
-            what=repo_id,
-        )
+        path = hub.snapshot(repo_id, revision=sha, allow_patterns=wanted, cache_dir=cache_dir)
     except Exception as e:
-        raise hub_error(e, repo_id, revision) from e
-    path = Path(folder)
+        raise hub.hub_error(e, repo_id, revision) from e
     config = check_checkpoint_dir(path)
     hashes = {s.rfilename: s.lfs.sha256 for s in siblings if s.rfilename in weights and s.lfs}
     return Checkpoint(
@@ -321,14 +260,7 @@ def fetch_from_hub(repo_id: str, *, revision: str | None, cache_dir: str | Path 
 
 def from_hub_cache(repo_id: str, *, revision: str | None, cache_dir: str | Path | None) -> Checkpoint:
     """A model already in the huggingface_hub cache, for offline audits; the snapshot folder names its sha."""
-    from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import LocalEntryNotFoundError
-
-    try:
-        folder = Path(snapshot_download(repo_id, revision=revision, cache_dir=cache_dir, local_files_only=True))
-    except LocalEntryNotFoundError as e:
-        at = f" at {revision}" if revision else ""
-        raise HubError(f"{repo_id}{at}: no such local path, and not in the Hub cache (HF_HUB_OFFLINE is set)") from e
+    folder = hub.snapshot(repo_id, revision=revision, cache_dir=cache_dir, local_files_only=True)
     config = check_checkpoint_dir(folder)
     files = loaded_weights(folder)
     return Checkpoint(
@@ -352,27 +284,3 @@ def cached_sha256(path: Path) -> str:
         while chunk := f.read(1 << 24):
             digest.update(chunk)
     return digest.hexdigest()
-
-
-def hub_error(e: Exception, repo_id: str, revision: str | None) -> Exception:
-    """Map huggingface_hub's exceptions to the auditor's, with a message that says what to do."""
-    from huggingface_hub import errors as hf
-
-    if isinstance(e, (ModelNotFoundError, NotACheckpointError, PickleOnlyError, RemoteCodeError)):
-        return e
-    if isinstance(e, (UnsupportedModelError, CorruptCheckpointError)):
-        return e
-    if isinstance(e, hf.HFValidationError):
-        return ModelNotFoundError(f"{repo_id!r} is not a valid Hub model id: {str(e).strip().splitlines()[0]}")
-    if isinstance(e, hf.GatedRepoError):
-        return GatedModelError(f"{repo_id} is gated: accept its license on the Hub and set HF_TOKEN")
-    if isinstance(e, hf.RevisionNotFoundError):
-        return ModelNotFoundError(f"{repo_id} has no revision {revision!r}")
-    if isinstance(e, hf.RepositoryNotFoundError):
-        return ModelNotFoundError(f"{repo_id}: no such local path, and no such model on the Hub (or it is private)")
-    if isinstance(e, hf.OfflineModeIsEnabled):
-        return HubError(f"{repo_id}: not a local path, and HF_HUB_OFFLINE is set")
-    if isinstance(e, hf.HfHubHTTPError) or is_network_error(e) or isinstance(e, hf.LocalEntryNotFoundError):
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        return HubError(f"could not fetch {repo_id} from the Hub: {first}")
-    return e

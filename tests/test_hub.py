@@ -10,6 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from auditor import evaltext, source
+from auditor import hub as hub_client
 from auditor.audit import audit
 from auditor.errors import GatedModelError, HubError, ModelNotFoundError, PickleOnlyError, RemoteCodeError
 from auditor.settings import AuditSettings
@@ -18,7 +19,7 @@ from auditor.synthetic import TEXT, Plant
 
 @pytest.fixture(autouse=True)
 def fast_retries(monkeypatch):
-    monkeypatch.setattr(source, "RETRY_BACKOFF_S", 0.01)
+    monkeypatch.setattr(hub_client, "RETRY_BACKOFF_S", 0.01)
 
 
 def repo_files(path, **extra: bytes) -> dict[str, bytes]:
@@ -142,7 +143,7 @@ def test_unreachable_hub(monkeypatch, hf_home):
 
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
     monkeypatch.setattr(hf_api.api, "endpoint", "http://127.0.0.1:9")  # nothing listens on port 9
-    monkeypatch.setattr(source, "RETRY_ATTEMPTS", 2)
+    monkeypatch.setattr(hub_client, "RETRY_ATTEMPTS", 2)
 
     with pytest.raises(HubError, match="could not fetch org/tiny"):
         source.resolve("org/tiny")
@@ -159,3 +160,24 @@ def test_wikitext_is_the_default_eval_text(hub, build_checkpoint):
 
     assert result.ablation.eval_text == "wikitext-2-raw-v1 (test)"
     assert result.ablation.verdict == "confirmed"
+
+
+def test_network_errors_are_known_by_type_and_offline_is_not_retried(monkeypatch):
+    from huggingface_hub.errors import OfflineModeIsEnabled
+
+    # The transport errors of the HTTP library this huggingface_hub runs on (httpx, or httpx2).
+    transport = next(t for t in hub_client.network_errors() if t.__name__ == "TransportError")
+    assert hub_client.is_network_error(type("ConnectError", (transport,), {})("refused"))
+    assert hub_client.is_network_error(TimeoutError()) and hub_client.is_network_error(ConnectionResetError())
+    # A module name proves nothing: a plain ValueError raised from inside the HTTP library is not the network.
+    bad_request = type("ProtocolQuirk", (ValueError,), {"__module__": transport.__module__})
+    assert not hub_client.is_network_error(bad_request("no"))
+    calls = []
+
+    def offline():
+        calls.append(1)
+        raise OfflineModeIsEnabled("HF_HUB_OFFLINE is set")
+
+    with pytest.raises(OfflineModeIsEnabled):
+        hub_client.with_retries(offline, what="org/tiny")
+    assert calls == [1]  # asked once: no retry can help

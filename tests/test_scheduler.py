@@ -17,7 +17,7 @@ import pytest
 from conftest import FROZEN
 from filelock import FileLock
 
-from auditor import source
+from auditor import hub as hub_client
 from auditor.fileio import git_blob_sha
 from auditor.index import IndexValidationError, MeasuredRecord, Problem, append_record, lookup
 from auditor.scheduler.config import Config, ConfigError, RunConfig, load_config
@@ -34,7 +34,7 @@ T0 = datetime(2026, 11, 1, tzinfo=timezone.utc)
 
 @pytest.fixture(autouse=True)
 def fast_retries(monkeypatch):
-    monkeypatch.setattr(source, "RETRY_BACKOFF_S", 0.01)
+    monkeypatch.setattr(hub_client, "RETRY_BACKOFF_S", 0.01)
 
 
 @pytest.fixture

@@ -24,12 +24,12 @@ from datetime import datetime, timezone
 from functools import partial
 from pathlib import Path
 
-from .. import __version__, yamlio
+from .. import __version__, hub, yamlio
 from ..errors import AuditorError, Failure
 from ..fileio import atomic_write
 from ..index import Index, MeasuredRecord, ModelRef, SameWeightsRecord, append_record, load_index, lookup
 from ..records import from_dict, to_dict
-from ..source import SHARD_INDEX, read_config, weights_to_load, with_retries
+from ..source import SHARD_INDEX, read_config, weights_to_load
 from .config import Config
 from .eligibility import Candidate, Ineligible, check_model
 from .queue import TIME, Item, Queue, now
@@ -188,15 +188,11 @@ def audited(index: Index) -> tuple[set[tuple[str, str]], dict[frozenset, ModelRe
 
 def weight_hashes(model: str, revision: str, api=None) -> dict[str, str]:
     """sha256 of the weight files an audit would load (the Hub's LFS oids), as `auditor.source` records them."""
-    from huggingface_hub import HfApi, hf_hub_download
-
-    api = api or HfApi()
-    info = with_retries(lambda: api.model_info(model, revision=revision, files_metadata=True), what=model)
+    info = hub.model_info(model, revision=revision, files_metadata=True, api=api)
     files = {s.rfilename: s for s in info.siblings or [] if "/" not in s.rfilename}
 
     def read_index() -> dict:
-        path = with_retries(lambda: hf_hub_download(model, SHARD_INDEX, revision=revision), what=model)
-        return read_config(Path(path))
+        return read_config(hub.download(model, SHARD_INDEX, revision=revision))
 
     return {n: files[n].lfs.sha256 for n in weights_to_load(list(files), read_index, model) if files[n].lfs}
 
@@ -239,9 +235,7 @@ def discover(
     api=None,
 ) -> Discovery:
     """Examine up to `limit` new models; update `queue`, `cursor` and the index (same-weights records)."""
-    from huggingface_hub import HfApi
-
-    api = api or HfApi()
+    api = hub.client(api)
     limit = config.discover.limit if limit is None else limit
     since_bound = parse(since or config.discover.since) if (since or config.discover.since) else None
     if since_bound and since_bound.tzinfo is None:
@@ -253,10 +247,10 @@ def discover(
         _examine, done=done, weights=weights, config=config, queue=queue, index_root=index_root, api=api, found=found
     )
     tag = config.discover.pipeline_tag
-    listing = api.list_models(pipeline_tag=tag, sort="created_at", expand=EXPAND)
+    listing = hub.list_models(api=api, pipeline_tag=tag, sort="created_at", expand=EXPAND)
     walk(listing, cursor, lambda info: info.created_at, since=since_bound, limit=limit, handle=examine)
 
-    listing = api.list_models(pipeline_tag=tag, sort="last_modified", expand=[*EXPAND, "lastModified"])
+    listing = hub.list_models(api=api, pipeline_tag=tag, sort="last_modified", expand=[*EXPAND, "lastModified"])
     if not cursor.modified.spans:  # the first run: changes from the newest one on (the Hub's clock, not ours)
         newest = next((info.last_modified for info in listing if info.last_modified), None)
         if newest is not None:

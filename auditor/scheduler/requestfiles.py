@@ -16,11 +16,10 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
-from .. import yamlio
+from .. import hub, yamlio
 from ..errors import Failure
 from ..ids import MODEL_ID, is_model_id
 from ..records import from_dict
-from ..source import hub_error, with_retries
 from .config import Config
 from .discover import indexed_record
 from .eligibility import Candidate, Ineligible, check_model
@@ -102,13 +101,10 @@ def check_request(request: AuditRequest, config: Config, *, index_root: Path, ap
         Ineligible: `not_found`, `download_error` (the Hub could not be asked), one of `eligibility`'s
         codes, or `already_audited`.
     """
-    from huggingface_hub import HfApi
-
-    api = api or HfApi()
     try:
-        info = with_retries(lambda: api.model_info(request.model, revision=request.revision), what=request.model)
+        info = hub.model_info(request.model, revision=request.revision, api=api)
     except Exception as e:
-        error = hub_error(e, request.model, request.revision)
+        error = hub.hub_error(e, request.model, request.revision)
         code = Failure.NOT_FOUND if error.code == Failure.NOT_FOUND else Failure.DOWNLOAD_ERROR
         raise Ineligible(code, str(error)) from e
     candidate = check_model(info, config)

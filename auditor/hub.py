@@ -1,0 +1,170 @@
+"""The Hugging Face Hub: every call the auditor makes to it, retried the same way, its errors mapped once.
+
+The rest of the code asks this module for model infos, listings, files and snapshots and never sees HTTP.
+huggingface_hub (imported here, lazily: the base install reads the index without it) honours HF_ENDPOINT,
+HF_HUB_OFFLINE and HF_TOKEN. Network failures are recognised by type: the builtin connection and timeout
+errors, and the transport errors of whichever HTTP library this huggingface_hub runs on.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from .errors import (
+    AuditorError,
+    GatedModelError,
+    HubError,
+    ModelNotFoundError,
+)
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+RETRY_ATTEMPTS = 4
+RETRY_BACKOFF_S = 1.0
+
+
+@functools.cache
+def network_errors() -> tuple[type[BaseException], ...]:
+    """The exception types that mean "the network failed", not "the Hub said no"."""
+    types: list[type[BaseException]] = [ConnectionError, TimeoutError]
+    import requests
+
+    types += [requests.ConnectionError, requests.Timeout]
+    for name in ("httpx", "httpx2"):  # huggingface_hub 1.x runs on httpx (packaged as httpx2 by some)
+        try:
+            module = __import__(name)
+        except ImportError:
+            continue
+        types.append(module.TransportError)
+    return tuple(types)
+
+
+def is_network_error(e: BaseException) -> bool:
+    from huggingface_hub.errors import OfflineModeIsEnabled
+
+    return isinstance(e, network_errors()) and not isinstance(e, OfflineModeIsEnabled)  # offline: no retry helps
+
+
+def with_retries(call: Callable[[], T], *, what: str) -> T:
+    """Run a Hub call, retrying network errors and 5xx/429 answers with exponential backoff.
+
+    huggingface_hub itself retries neither `model_info` nor a 5xx on a file download; an interrupted
+    download is resumed from its `.incomplete` file on the next attempt.
+    """
+    from huggingface_hub.errors import HfHubHTTPError
+
+    for attempt in range(1, RETRY_ATTEMPTS + 1):
+        try:
+            return call()
+        except HfHubHTTPError as e:
+            status = getattr(e.response, "status_code", None)
+            if status is None or not (status >= 500 or status == 429) or attempt == RETRY_ATTEMPTS:
+                raise
+            log.warning("%s: HTTP %s, retrying (%d/%d)", what, status, attempt, RETRY_ATTEMPTS)
+        except Exception as e:
+            if not is_network_error(e) or attempt == RETRY_ATTEMPTS:
+                raise
+            log.warning("%s: %s, retrying (%d/%d)", what, type(e).__name__, attempt, RETRY_ATTEMPTS)
+        time.sleep(RETRY_BACKOFF_S * 2 ** (attempt - 1))
+    raise AssertionError("unreachable")
+
+
+def offline() -> bool:
+    from huggingface_hub import constants
+
+    return bool(constants.HF_HUB_OFFLINE)
+
+
+def client(api: Any = None) -> Any:
+    """The `HfApi` to use: the one given (tests pass their own), else a fresh one."""
+    from huggingface_hub import HfApi
+
+    return api or HfApi()
+
+
+def model_info(repo_id: str, *, revision: str | None = None, files_metadata: bool = False, api: Any = None) -> Any:
+    return with_retries(
+        lambda: client(api).model_info(repo_id, revision=revision, files_metadata=files_metadata), what=repo_id
+    )
+
+
+def list_models(*, api: Any = None, **query: Any) -> Iterable[Any]:
+    """A lazy listing (huggingface_hub follows the pages as it is read)."""
+    return client(api).list_models(**query)
+
+
+def download(
+    repo_id: str,
+    filename: str,
+    *,
+    revision: str | None = None,
+    cache_dir: str | Path | None = None,
+    repo_type: str | None = None,
+) -> Path:
+    """One file, into the huggingface_hub cache (resumed after an interruption)."""
+    from huggingface_hub import hf_hub_download
+
+    return Path(
+        with_retries(
+            lambda: hf_hub_download(repo_id, filename, revision=revision, cache_dir=cache_dir, repo_type=repo_type),
+            what=f"{repo_id}/{filename}",
+        )
+    )
+
+
+def snapshot(
+    repo_id: str,
+    *,
+    revision: str | None,
+    allow_patterns: list[str] | None = None,
+    cache_dir: str | Path | None = None,
+    local_files_only: bool = False,
+) -> Path:
+    """The files named by `allow_patterns` at `revision`, as a snapshot folder of the cache."""
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    def call() -> str:
+        return snapshot_download(
+            repo_id,
+            revision=revision,
+            allow_patterns=allow_patterns,
+            cache_dir=cache_dir,
+            local_files_only=local_files_only,
+        )
+
+    if not local_files_only:
+        return Path(with_retries(call, what=repo_id))
+    try:
+        return Path(call())
+    except LocalEntryNotFoundError as e:
+        at = f" at {revision}" if revision else ""
+        raise HubError(f"{repo_id}{at}: no such local path, and not in the Hub cache (HF_HUB_OFFLINE is set)") from e
+
+
+def hub_error(e: Exception, repo_id: str, revision: str | None) -> Exception:
+    """huggingface_hub's exceptions as the auditor's, with a message that says what to do (the auditor's own
+    errors pass through)."""
+    from huggingface_hub import errors as hf
+
+    if isinstance(e, AuditorError):
+        return e
+    if isinstance(e, hf.HFValidationError):
+        return ModelNotFoundError(f"{repo_id!r} is not a valid Hub model id: {str(e).strip().splitlines()[0]}")
+    if isinstance(e, hf.GatedRepoError):
+        return GatedModelError(f"{repo_id} is gated: accept its license on the Hub and set HF_TOKEN")
+    if isinstance(e, hf.RevisionNotFoundError):
+        return ModelNotFoundError(f"{repo_id} has no revision {revision!r}")
+    if isinstance(e, hf.RepositoryNotFoundError):
+        return ModelNotFoundError(f"{repo_id}: no such local path, and no such model on the Hub (or it is private)")
+    if isinstance(e, hf.OfflineModeIsEnabled):
+        return HubError(f"{repo_id}: not a local path, and HF_HUB_OFFLINE is set")
+    if isinstance(e, hf.HfHubHTTPError) or is_network_error(e) or isinstance(e, hf.LocalEntryNotFoundError):
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        return HubError(f"could not fetch {repo_id} from the Hub: {first[:300]}")
+    return e
