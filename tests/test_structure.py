@@ -115,3 +115,21 @@ def test_every_schema_uses_the_one_model_id_pattern():
     assert REQUEST_SCHEMA["properties"]["model"]["pattern"] == MODEL_ID
     sources = "".join(p.read_text() for p in PACKAGE.rglob("*.py") if p.name != "ids.py")
     assert "[\\\\w.-]" not in sources and "validate_repo_id" not in sources  # no second, different rule
+
+
+def test_the_cli_knows_the_audit_extra_as_pyproject_declares_it():
+    """The modules whose absence makes the CLI say "pip install 'superweight-index[audit]'" are that extra."""
+    import re
+
+    import tomllib
+
+    from auditor.cli import AUDIT_MODULES
+
+    project = tomllib.loads((PACKAGE.parent / "pyproject.toml").read_text())["project"]
+
+    def names(requirements: list[str]) -> set[str]:
+        return {re.split(r"[<>=!~;\[ ]", r)[0].lower().replace("-", "_") for r in requirements}
+
+    assert names(project["optional-dependencies"]["audit"]) == AUDIT_MODULES
+    base = names(project["dependencies"])
+    assert not base & AUDIT_MODULES and "torch" not in base
