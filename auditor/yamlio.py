@@ -29,7 +29,7 @@ MAX_INDENT = 128
 MAX_COMPACT = 8  # `- - x`: block levels opened on one line
 MAX_NODES = 500_000
 PLAIN_TAGS = {f"tag:yaml.org,2002:{t}" for t in ("str", "int", "float", "bool", "null", "seq", "map")}
-STR, INT, FLOAT, BOOL = (f"tag:yaml.org,2002:{t}" for t in ("str", "int", "float", "bool"))
+STR, INT, FLOAT, BOOL, SEQ, MAP = (f"tag:yaml.org,2002:{t}" for t in ("str", "int", "float", "bool", "seq", "map"))
 # Numbers and booleans as every YAML version reads them alike (and as the writer writes them).
 PLAIN_SCALARS = {
     INT: re.compile(r"-?(?:0|[1-9][0-9]*)"),
@@ -104,6 +104,11 @@ def check_nodes(root: yaml.Node, where: str) -> None:
             tag = node.tag.replace("tag:yaml.org,2002:", "!!")
             hint = ": quote it" if tag == "!!timestamp" else ""
             raise YamlError(f"{where} (line {line}): {tag} values are not allowed{hint}")
+        kind = yaml.SequenceNode if node.tag == SEQ else yaml.MappingNode if node.tag == MAP else yaml.ScalarNode
+        if not isinstance(node, kind):  # `!!int [1, 2]`, `!!str {a: 1}`: a tag that lies about its value
+            tag = node.tag.replace("tag:yaml.org,2002:", "!!")
+            what = {yaml.SequenceNode: "list", yaml.MappingNode: "mapping"}.get(type(node), "single value")
+            raise YamlError(f"{where} (line {line}): a {tag} tag on a {what} is not plain data")
         plain = PLAIN_SCALARS.get(node.tag)
         if plain is not None and not plain.fullmatch(node.value):
             if node.tag == FLOAT and node.value.lstrip("+-").lower() in (".inf", ".nan"):

@@ -465,6 +465,9 @@ BOMB = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
         ("num_layers: 012\n", "'012' reads differently in YAML 1.1 and 1.2"),  # 10 or 12
         ("flag: yes\n", "'yes' reads differently in YAML 1.1 and 1.2"),
         ("value: .inf\n", ".inf is not a finite number"),
+        ("a: !!int [1, 2]\n", "a !!int tag on a list is not plain data"),
+        ("a: !!str {b: 1}\n", "a !!str tag on a mapping is not plain data"),
+        ("a: !!seq x\n", "a !!seq tag on a single value is not plain data"),
     ],
 )
 def test_malicious_yaml_is_refused_without_harm(tmp_path, text, message):
