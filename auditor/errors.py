@@ -71,6 +71,12 @@ class Failure(str, Enum):
     ERROR = "error"
 
 
+def first_line(e: BaseException, limit: int | None = None) -> str:
+    """An exception's message as one line for ours: its first line (cut to `limit`), else its type's name."""
+    text = (str(e).strip().splitlines() or [type(e).__name__])[0]
+    return text if limit is None or len(text) <= limit else text[: limit - 1] + "…"
+
+
 TRANSIENT = frozenset({Failure.DOWNLOAD_ERROR, Failure.CRASHED, Failure.KILLED})
 """The failures a later run tries again (up to `run.max_attempts`); a timeout would only time out again."""
 

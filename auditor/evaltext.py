@@ -11,7 +11,7 @@ import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import EvalTextError, HubError
+from .errors import EvalTextError, HubError, first_line
 
 WIKITEXT_REPO = "Salesforce/wikitext"
 WIKITEXT_FILE = "wikitext-2-raw-v1/test-00000-of-00001.parquet"
@@ -50,8 +50,7 @@ def wikitext2() -> EvalText:
     try:
         local = hub.download(WIKITEXT_REPO, WIKITEXT_FILE, repo_type="dataset")
     except Exception as e:
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise HubError(f"cannot fetch WikiText-2 from the Hub ({first}); pass --eval-text FILE offline") from e
+        raise HubError(f"cannot fetch WikiText-2 from the Hub ({first_line(e)}); pass --eval-text FILE offline") from e
     lines = pq.read_table(local, columns=["text"]).column("text").to_pylist()
     return EvalText(WIKITEXT_NAME, "\n\n".join(lines))
 

@@ -20,6 +20,7 @@ from .errors import (
     GatedModelError,
     HubError,
     ModelNotFoundError,
+    first_line,
 )
 
 log = logging.getLogger(__name__)
@@ -155,7 +156,7 @@ def hub_error(e: Exception, repo_id: str, revision: str | None) -> Exception:
     if isinstance(e, AuditorError):
         return e
     if isinstance(e, hf.HFValidationError):
-        return ModelNotFoundError(f"{repo_id!r} is not a valid Hub model id: {str(e).strip().splitlines()[0]}")
+        return ModelNotFoundError(f"{repo_id!r} is not a valid Hub model id: {first_line(e)}")
     if isinstance(e, hf.GatedRepoError):
         return GatedModelError(f"{repo_id} is gated: accept its license on the Hub and set HF_TOKEN")
     if isinstance(e, hf.RevisionNotFoundError):
@@ -165,6 +166,5 @@ def hub_error(e: Exception, repo_id: str, revision: str | None) -> Exception:
     if isinstance(e, hf.OfflineModeIsEnabled):
         return HubError(f"{repo_id}: not a local path, and HF_HUB_OFFLINE is set")
     if isinstance(e, hf.HfHubHTTPError) or is_network_error(e) or isinstance(e, hf.LocalEntryNotFoundError):
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        return HubError(f"could not fetch {repo_id} from the Hub: {first[:300]}")
+        return HubError(f"could not fetch {repo_id} from the Hub: {first_line(e, 300)}")
     return e

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from . import settings
-from .errors import CorruptCheckpointError, OutOfMemoryError, UnsupportedModelError, UsageError
+from .errors import CorruptCheckpointError, OutOfMemoryError, UnsupportedModelError, UsageError, first_line
 from .records import ModelInfo
 from .source import Checkpoint
 
@@ -98,11 +98,9 @@ def load(checkpoint: Checkpoint, *, device: str = "auto", dtype: str = "auto") -
     except torch.OutOfMemoryError as e:
         raise OutOfMemoryError(f"{checkpoint.model} does not fit in {dev} memory at {torch_dtype}") from e
     except ImportError as e:
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise UnsupportedModelError(f"{checkpoint.model} needs a package that is not installed: {first}") from e
+        raise UnsupportedModelError(f"{checkpoint.model} needs a package that is not installed: {first_line(e)}") from e
     except (OSError, ValueError, KeyError, RuntimeError, TypeError) as e:
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise CorruptCheckpointError(f"could not load {checkpoint.model}: {first}") from e
+        raise CorruptCheckpointError(f"could not load {checkpoint.model}: {first_line(e)}") from e
     absent = sorted(loading["missing_keys"]) + sorted(key for key, *_ in loading["mismatched_keys"])
     if absent:
         raise CorruptCheckpointError(

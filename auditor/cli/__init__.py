@@ -12,7 +12,7 @@ import os
 import sys
 
 from .. import __version__
-from ..errors import AuditorError
+from ..errors import AuditorError, first_line
 from . import index, models, publish, scheduler, site
 
 EXIT_ERROR = 1
@@ -44,11 +44,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def first_line(e: BaseException, limit: int = 300) -> str:
-    text = (str(e).strip().splitlines() or [""])[0]
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -62,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
         if os.environ.get("SUPERWEIGHT_DEBUG"):
             raise
         where = f"{e.filename}: " if getattr(e, "filename", None) else ""
-        print(f"superweight: error: {where}{e.strerror or first_line(e)}", file=sys.stderr)
+        print(f"superweight: error: {where}{e.strerror or first_line(e, 300)}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
         print("superweight: interrupted", file=sys.stderr)
@@ -79,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         if os.environ.get("SUPERWEIGHT_DEBUG"):
             raise
         print(
-            f"superweight: internal error: {type(e).__name__}: {first_line(e)} "
+            f"superweight: internal error: {type(e).__name__}: {first_line(e, 300)} "
             "(SUPERWEIGHT_DEBUG=1 shows the traceback)",
             file=sys.stderr,
         )

@@ -48,9 +48,9 @@ class IndexNotFoundError(AuditorError):
 
 
 def index_path(root: str | Path | None = None) -> Path:
-    """Where the index is: `root`, else $SUPERWEIGHT_INDEX, else ./index (it may not exist yet)."""
+    """Where the index is: `root`, else $SUPERWEIGHT_INDEX, else ./index (it may not exist yet). An empty
+    SUPERWEIGHT_INDEX counts as unset: never the current directory by accident."""
     return Path(root if root is not None else os.environ.get("SUPERWEIGHT_INDEX") or "index")
-    # (an empty SUPERWEIGHT_INDEX counts as unset: never the current directory by accident)
 
 
 def resolve_root(root: str | Path | None = None) -> Path:
