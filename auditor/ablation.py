@@ -102,12 +102,12 @@ def ablate(
     controlled = measure("perplexity (control)", control)
     diverged = [name for name, value in (("ablated", ablated), ("control", controlled)) if not math.isfinite(value)]
     per_weight = []
-    if len(refs) > 1:
-        for r in refs:
-            ppl = measure(f"perplexity (layer {r.layer} [{r.row}, {r.col}] zeroed)", [r])
-            if not math.isfinite(ppl):
-                diverged.append(f"layer {r.layer} [{r.row}, {r.col}]")
-            per_weight.append(WeightPerplexity(r.layer, r.row, r.col, finite(ppl), r.expert))
+    for r in refs:
+        # One super weight zeroed alone is the whole set zeroed: its figure is `ablated`, no second pass.
+        ppl = ablated if len(refs) == 1 else measure(f"perplexity (layer {r.layer} [{r.row}, {r.col}] zeroed)", [r])
+        if not math.isfinite(ppl):
+            diverged.append(f"layer {r.layer} [{r.row}, {r.col}]")
+        per_weight.append(WeightPerplexity(r.layer, r.row, r.col, finite(ppl), r.expert))
     return Ablation(
         **common,
         perplexity_ablated=finite(ablated),

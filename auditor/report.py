@@ -89,7 +89,7 @@ def render_ablation(a: Ablation) -> list[str]:
         rows.append(["super weights zeroed", *figure("ablated", a.perplexity_ablated, a.damage)])
         control = f"control ({len(a.control_weights)} largest others zeroed)"
         rows.append([control, *figure("control", a.perplexity_control, a.control_damage)])
-    for w in a.per_weight:
+    for w in a.per_weight if len(a.per_weight) > 1 else []:  # one weight alone is the row above
         label = f"only layer {w.layer} [{w.row}, {w.col}]" + (f" expert {w.expert}" if w.expert is not None else "")
         ratio = None if w.perplexity is None else w.perplexity / a.perplexity_original
         rows.append([label, number(w.perplexity), f"x{number(ratio)}"])

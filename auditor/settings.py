@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
+from typing import Literal
 
 from .errors import Failure, UsageError
+from .models import Model
 
 DEFAULT_PROMPT = "Apple Inc. is a worldwide tech company."  # the paper's prompt
 DEFAULT_MIN_OUTPUT_RATIO = 100.0
@@ -29,12 +30,11 @@ class SettingsError(UsageError):
     code = Failure.SETTINGS
 
 
-@dataclass(frozen=True)
-class AuditSettings:
+class AuditSettings(Model):
     """Every knob of an audit, with the documented defaults. Stored with each result."""
 
     device: str = "auto"
-    dtype: str = "auto"
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
     prompt: str = DEFAULT_PROMPT
     min_output_ratio: float = DEFAULT_MIN_OUTPUT_RATIO
     min_input_ratio: float = DEFAULT_MIN_INPUT_RATIO

@@ -12,7 +12,6 @@ Reported, never asserted.
 from __future__ import annotations
 
 import argparse
-import os
 import tempfile
 import time
 from pathlib import Path
@@ -33,7 +32,6 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "index"
-        os.environ["SUPERWEIGHT_CACHE"] = str(Path(tmp) / "cache")
         text = render_entry(ModelEntry("org/model", [record(0)]))
         for i in range(args.models):
             (root / f"org{i % 100}").mkdir(parents=True, exist_ok=True)

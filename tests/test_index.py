@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import csv
-import dataclasses
 import io
 import json
 import subprocess
@@ -12,6 +11,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from auditor import yamlio
@@ -29,7 +29,8 @@ from auditor.index import (
     lookup,
     store,
 )
-from auditor.index.entries import HEADER, entry_from_dict, record_to_dict, render_entry
+from auditor.index.entries import HEADER, SCHEMA_VERSION, entry_from_dict, record_to_dict, render_entry
+from auditor.index.export import CSV_COLUMNS
 from auditor.index.published import PUBLISHED
 
 REPO = Path(__file__).resolve().parent.parent
@@ -53,7 +54,7 @@ def record(audit_result) -> MeasuredRecord:
 @pytest.fixture
 def good(record) -> dict:
     """A valid file's data, to break one rule at a time."""
-    return {"schema_version": 1, "model": "demo/tiny-llama", "records": [record_to_dict(record)]}
+    return {"schema_version": SCHEMA_VERSION, "model": "demo/tiny-llama", "records": [record_to_dict(record)]}
 
 
 def text_of(data: dict) -> str:
@@ -102,11 +103,12 @@ DELETE = object()
         ("ablation.verdict", "not_confirmed", "verdict not_confirmed disagrees with its figures"),
         ("ablation.perplexity_original", -1.0, "perplexity_original: -1.0 is less than or equal to the minimum"),
         ("ablation.control_weights.0", {"layer": 1, "row": 7, "col": 33}, "control_weights must be"),
-        ("ablation.per_weight", [{"layer": 1, "row": 7, "col": 33, "perplexity": 5.0}], "per_weight lists"),
+        ("ablation.per_weight", [{"layer": 1, "row": 7, "col": 34, "perplexity": 5.0}], "per_weight lists"),
+        ("ablation.per_weight.0.perplexity", 5.0, "per_weight of a lone super weight is perplexity_ablated"),
         ("hardware", DELETE, 'record: "hardware" is a required property'),
         ("colour", "red", "Additional properties are not allowed ('colour' was unexpected)"),
         ("source", "guessed", 'source: "guessed" is not one of "measured", "reported" or "same_weights"'),
-        ("dtype", "int4", 'dtype: "int4" is not one of "float32", "float16" or "bfloat16"'),
+        ("dtype", "int4", 'dtype: "int4" is not one of "bfloat16", "float16" or "float32"'),
         ("revision", True, 'revision: true is not of type "string" (quote it, or YAML reads it as a boolean)'),
         ("hardware", "CPU\x1b[31m", "hardware: character U+001B is not allowed in index text"),  # a terminal escape
         ("architecture", "Llama\u202eMLtuo", "architecture: character U+202E is not allowed"),  # hides what it says
@@ -126,7 +128,7 @@ def test_each_kind_of_bad_record_is_rejected(good, path, value, message):
 
 
 def test_every_pattern_of_the_schema_is_explained_in_words():
-    from auditor.index.checks import PATTERNS
+    from auditor.models import PATTERN_WORDS as PATTERNS
 
     def patterns(node):
         if isinstance(node, dict):
@@ -186,8 +188,12 @@ def test_file_level_rules(good):
     ]
     assert any("header comment is missing" in m for m in messages(yamlio.dump(good)))
     assert any("canonical format" in m for m in messages(text_of(good).replace("records:\n", "records:\n\n")))
-    version = {**good, "schema_version": 2}
-    assert any("schema_version: 1 was expected" in m for m in messages(text_of(version)))
+    version = {**good, "schema_version": SCHEMA_VERSION + 1}
+    assert any("is not a version this tool reads" in m and "newer superweight" in m for m in messages(text_of(version)))
+    assert any(
+        "schema_version is missing" in m
+        for m in messages(text_of({k: v for k, v in good.items() if k != "schema_version"}))
+    )
 
 
 def test_same_weights_rules(good, record):
@@ -200,7 +206,7 @@ def test_same_weights_rules(good, record):
     assert check_index({"demo/tiny-llama.yaml": mine, "other/copy.yaml": copy_entry}) == []
 
     def copy_with(weights_sha256: dict) -> dict:
-        record = dataclasses.replace(copy_entry.records[0], weights_sha256=weights_sha256)
+        record = msgspec.structs.replace(copy_entry.records[0], weights_sha256=weights_sha256)
         return {"demo/tiny-llama.yaml": mine, "other/copy.yaml": ModelEntry("other/copy", [record])}
 
     assert check_index(copy_with({"weights.safetensors": hashes["model.safetensors"]})) == []  # renamed, same bytes
@@ -280,8 +286,8 @@ def test_rewriting_unchanged_data_gives_an_empty_diff(tmp_path, record):
 
 
 def test_a_reaudit_appends_and_keeps_history(tmp_path, record):
-    later = MeasuredRecord(**{**vars(record), "revision": SHA_B, "date": just_after(record)})
-    earlier = MeasuredRecord(**{**vars(record), "revision": SHA_A, "date": "2020-01-01T00:00:00Z"})
+    later = MeasuredRecord(**{**msgspec.structs.asdict(record), "revision": SHA_B, "date": just_after(record)})
+    earlier = MeasuredRecord(**{**msgspec.structs.asdict(record), "revision": SHA_A, "date": "2020-01-01T00:00:00Z"})
     append_record("demo/tiny-llama", record, root=tmp_path)
     append_record("demo/tiny-llama", later, root=tmp_path)
     append_record("demo/tiny-llama", earlier, root=tmp_path)  # finished first, written last
@@ -293,7 +299,7 @@ def test_a_reaudit_appends_and_keeps_history(tmp_path, record):
 WRITER = textwrap.dedent(
     """
     import sys
-    from dataclasses import replace
+    from msgspec.structs import replace
     from auditor.index import append_record, lookup
     root, tag = sys.argv[1], sys.argv[2]
     template = lookup("demo/tiny-llama", root=root)[0]
@@ -317,7 +323,7 @@ def test_two_concurrent_writers_both_land(tmp_path, record):
 CRASHER = textwrap.dedent(
     """
     import os, sys
-    from dataclasses import replace
+    from msgspec.structs import replace
     from auditor.index import append_record, lookup
     root = sys.argv[1]
     template = lookup("demo/tiny-llama", root=root)[0]
@@ -335,11 +341,11 @@ def test_a_crash_before_the_rename_leaves_the_old_file(tmp_path, record):
 
     assert path.read_bytes() == before
     assert list(path.parent.glob(".tiny-llama.yaml.*.tmp"))  # the orphan is there...
-    assert len(load_index(tmp_path, cache=False)) == 1  # ...and ignored
+    assert len(load_index(tmp_path, workers=1)) == 1  # ...and ignored
 
 
 def test_an_invalid_record_is_never_written(tmp_path, record):
-    bad = MeasuredRecord(**{**vars(record), "num_layers": 1})
+    bad = MeasuredRecord(**{**msgspec.structs.asdict(record), "num_layers": 1})
     with pytest.raises(IndexValidationError, match="layer 1 is not below num_layers 1"):
         append_record("demo/tiny-llama", bad, root=tmp_path)
     assert not (tmp_path / "demo").exists()
@@ -349,7 +355,7 @@ def test_an_invalid_record_is_never_written(tmp_path, record):
 
 
 def test_the_repository_index_is_valid_and_holds_the_published_coordinates():
-    index = load_index(REPO / "index", cache=False)
+    index = load_index(REPO / "index", workers=1)
     for p in PUBLISHED:
         [record] = [r for r in index.get(p.model).records if r.source == "reported"]
         assert [(w.layer, w.row, w.col) for w in record.super_weights] == list(p.weights)
@@ -358,34 +364,37 @@ def test_the_repository_index_is_valid_and_holds_the_published_coordinates():
 
 
 def test_lookup_is_case_insensitive_and_filters_by_revision(tmp_path, record):
-    other = MeasuredRecord(**{**vars(record), "revision": SHA_B, "date": just_after(record)})
+    other = MeasuredRecord(**{**msgspec.structs.asdict(record), "revision": SHA_B, "date": just_after(record)})
     append_record("demo/tiny-llama", record, root=tmp_path)
     append_record("demo/tiny-llama", other, root=tmp_path)
 
     assert len(lookup("DEMO/Tiny-LLAMA", root=tmp_path)) == 2
     assert lookup("demo/tiny-llama", SHA_B, root=tmp_path) == [other]
     assert lookup("demo/unknown", root=tmp_path) == []
-    index = load_index(tmp_path, cache=False)
+    index = load_index(tmp_path, workers=1)
     assert index.get("Demo/TINY-llama").latest() == other
     assert index.lookup("demo/tiny-llama", record.revision) == [record]
 
 
 def test_lookup_and_export_agree():
-    index = load_index(REPO / "index", cache=False)
+    index = load_index(REPO / "index", workers=1)
     dump = json.loads(export(index, "json", generated_at="2026-11-22T00:00:00Z"))
-    assert (dump["schema_version"], dump["generated_at"]) == (1, "2026-11-22T00:00:00Z")
+    assert (dump["schema_version"], dump["generated_at"]) == (SCHEMA_VERSION, "2026-11-22T00:00:00Z")
     for model in dump["models"]:
         assert model["records"] == [record_to_dict(r) for r in lookup(model["model"], root=REPO / "index")]
 
     lines = [json.loads(line) for line in export(index, "jsonl").splitlines()]
     assert len(lines) == sum(len(e.records) for e in index)
-    assert all(line["schema_version"] == 1 and line["generated_at"] for line in lines)
+    assert all(line["schema_version"] == SCHEMA_VERSION and line["generated_at"] for line in lines)
 
     rows = list(csv.DictReader(io.StringIO(export(index, "csv"))))
     weights = sum(len(r.super_weights) for e in index for r in e.records)
     assert len(rows) == weights
     llama = [r for r in rows if r["model"] == "huggyllama/llama-7b"]
-    assert [(r["layer"], r["row"], r["col"], r["source"]) for r in llama] == [("2", "3968", "7003", "reported")]
+    assert [(r["weight.layer"], r["weight.row"], r["weight.col"], r["source"]) for r in llama] == [
+        ("2", "3968", "7003", "reported")
+    ]
+    assert list(rows[0]) == list(CSV_COLUMNS) and "ablation.perplexity_original" in CSV_COLUMNS
 
 
 def test_csv_text_cells_cannot_run_as_spreadsheet_formulas(tmp_path, record):
@@ -403,33 +412,151 @@ def test_csv_text_cells_cannot_run_as_spreadsheet_formulas(tmp_path, record):
     append_record("demo/tiny-llama", record, root=tmp_path)
     append_record("demo/tiny-llama", cited, root=tmp_path)
 
-    rows = list(csv.DictReader(io.StringIO(export(load_index(tmp_path, cache=False), "csv"))))
+    rows = list(csv.DictReader(io.StringIO(export(load_index(tmp_path, workers=1), "csv"))))
 
     reported = next(r for r in rows if r["source"] == "reported")
     assert reported["citation"] == "'" + cited.citation and reported["architecture"] == "'" + cited.architecture
     measured = next(r for r in rows if r["source"] == "measured")
-    assert float(measured["value"]) == weight.value < 0  # numbers stay numbers, signs and all
+    assert float(measured["weight.value"]) == weight.value < 0  # numbers stay numbers, signs and all
 
 
-def test_the_cache_serves_unchanged_files_and_misses_changed_ones(tmp_path, record, monkeypatch):
-    monkeypatch.setenv("SUPERWEIGHT_CACHE", str(tmp_path / "cache"))
-    root = tmp_path / "index"
-    append_record("demo/tiny-llama", record, root=root)
-    first = load_index(root)
+def test_the_fast_reader_and_the_strict_one_agree(tmp_path, good):
+    """load_index reads with the fast path where it can; wherever YAML 1.1 and 1.2 could disagree, or the
+    text holds what only the strict check may judge, it must land where the strict reader does."""
+    text = text_of(good)
+    variants = {
+        "canonical": text,
+        "escape": text.replace("hardware: ", 'hardware: "CPU\\e[31m" #', 1),
+        "yes": text.replace("device: cpu", "device: yes"),
+        "inf": text.replace("elapsed_s: ", "elapsed_s: .inf #", 1),
+        "bidi": text.replace("architecture: LlamaForCausalLM", "architecture: Llama\u202eMLtuo"),
+        "tag": text.replace("model_type: llama", "model_type: !!str llama"),
+        "unicode": text.replace("hardware: ", "hardware: 'Ryzen™' #", 1),
+        "deep": text.replace("records:", "x: " + "[" * 40 + "]" * 40 + "\nrecords:", 1),
+    }
+    for name, variant in variants.items():
+        root = tmp_path / name / "demo"
+        root.mkdir(parents=True)
+        (root / "tiny-llama.yaml").write_text(variant, encoding="utf-8")
+        strict_entry, strict_problems = check_text(variant, "demo/tiny-llama.yaml", canonical=False)
+        try:
+            fast = load_index(root.parent, workers=1).get("demo/tiny-llama")
+            found = []
+        except IndexValidationError as e:
+            fast, found = None, [str(p) for p in e.problems]
+        assert found == [str(p) for p in strict_problems], name
+        assert fast == strict_entry, name
+    assert store.read_entry_fast(text.encode()) is not None  # the canonical text takes the fast path
+    # The one kind of text they read differently, as documented: a number in a form only YAML 1.2 reads
+    # as a number (`04`). load_index takes it as 4; `index validate` (run on every change) refuses it.
+    octal = text.replace("num_layers: 4", "num_layers: 04")
+    assert store.read_entry_fast(octal.encode()).records[0].num_layers == 4
+    assert any("'04' reads differently in YAML 1.1 and 1.2" in m for m in messages(octal))
 
-    def no_parsing(*a, **kw):
-        raise AssertionError("parsed although cached")
 
-    monkeypatch.setattr(store, "check_text", no_parsing)
-    assert list(load_index(root)) == list(first)
+def test_loading_in_worker_processes_gives_the_same_index(tmp_path, record):
+    for i in range(6):
+        append_record(f"org/model-{i}", msgspec.structs.replace(record, revision=f"{i:040x}"), root=tmp_path)
+    (tmp_path / "org" / "model-3.yaml").write_text("model: [")
+    with pytest.raises(IndexValidationError) as one:
+        load_index(tmp_path, workers=1)
+    with pytest.raises(IndexValidationError) as two:
+        load_index(tmp_path, workers=3)
+    assert [str(p) for p in one.value.problems] == [str(p) for p in two.value.problems]
+    (tmp_path / "org" / "model-3.yaml").unlink()
+    assert load_index(tmp_path, workers=1).entries == load_index(tmp_path, workers=3).entries
 
-    path = root / "demo" / "tiny-llama.yaml"
-    path.write_text(path.read_text().replace("num_layers: 4", "num_layers: 1"))
-    with pytest.raises(AssertionError, match="parsed although cached"):
-        load_index(root)  # a changed file is parsed again, never served stale
-    monkeypatch.undo()
-    with pytest.raises(IndexValidationError, match="not below num_layers 1"):
-        load_index(root, cache=False)
+
+def test_a_date_in_the_future_is_judged_by_the_clock_of_each_read(tmp_path, record, monkeypatch):
+    append_record("demo/tiny-llama", record, root=tmp_path)
+    load_index(tmp_path)
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "0")  # 1970: every record is now in the future
+    with pytest.raises(IndexValidationError, match="is in the future"):
+        load_index(tmp_path)
+
+
+# -- schemas and versions ---------------------------------------------------------------------------
+
+
+def test_every_committed_schema_is_generated_from_its_model():
+    from auditor import schemas
+
+    for path, generate in schemas.SCHEMAS.items():
+        assert (REPO / path).read_text(encoding="utf-8") == schemas.render(generate()), (
+            f"{path} differs from its model: run python -m auditor.schemas"
+        )
+
+
+def test_the_schema_and_the_model_judge_alike(good):
+    """The published schema is generated from the model; a file one refuses, the other refuses too."""
+    from auditor.index.checks import schema_problems
+    from auditor.models import DataError, from_data
+
+    cases = [("revision", "abc"), ("ablation.tokens", 1), ("super_weights.0.shape", [64]), ("colour", "red")]
+    cases += [("url", "http://x.org"), ("weights_sha256", {"a.bin": "0" * 64}), ("profile.layer", [-1])]
+    for path, value in cases:
+        data = copy.deepcopy(good)
+        set_path(data, path, value)
+        assert schema_problems(data, "x"), path
+        with pytest.raises(DataError):
+            from_data(data["records"][0], MeasuredRecord)
+    assert schema_problems(good, "x") == []
+
+
+def v1_file(record) -> dict:
+    """`record` as schema version 1 wrote it: a lone super weight had no per_weight entry."""
+    data = record_to_dict(record)
+    data["ablation"] = {**data["ablation"], "per_weight": []}
+    data["ablation"]["diverged"] = [d for d in data["ablation"]["diverged"] if not d.startswith("layer ")]
+    return {"schema_version": 1, "model": "demo/tiny-llama", "records": [data]}
+
+
+def test_migration_v1_to_v2_lists_a_lone_super_weight_in_per_weight(record):
+    from auditor.index.migrations import STEPS
+
+    old = v1_file(record)
+    new = STEPS[1](copy.deepcopy(old))
+    [alone] = new["records"][0]["ablation"]["per_weight"]
+    w = record.super_weights[0]
+    assert new["schema_version"] == 2 and old["schema_version"] == 1  # the input is left as it was
+    assert alone == {
+        "layer": w.layer,
+        "row": w.row,
+        "col": w.col,
+        "perplexity": old["records"][0]["ablation"]["perplexity_ablated"],
+    }
+    assert entry_from_dict(old).records == [record]  # read as today's record, nothing lost
+
+    diverged = copy.deepcopy(old)
+    diverged["records"][0]["ablation"] |= {"perplexity_ablated": None, "diverged": ["ablated"]}
+    ablation = STEPS[1](diverged)["records"][0]["ablation"]
+    assert ablation["per_weight"][0]["perplexity"] is None
+    assert ablation["diverged"] == ["ablated", f"layer {w.layer} [{w.row}, {w.col}]"]
+
+    several = copy.deepcopy(old)
+    several["records"][0]["super_weights"] *= 2
+    assert STEPS[1](several)["records"] == several["records"]  # only a lone weight changes
+
+
+def test_every_version_step_has_a_migration():
+    from auditor.index.migrations import SCHEMA_VERSION as CURRENT
+    from auditor.index.migrations import STEPS
+
+    assert sorted(STEPS) == list(range(1, CURRENT))
+
+
+def test_index_migrate_rewrites_old_files_in_the_current_version(tmp_path, record):
+    from auditor.cli import main
+
+    path = tmp_path / "demo" / "tiny-llama.yaml"
+    path.parent.mkdir()
+    path.write_text(text_of(v1_file(record)))
+    assert load_index(tmp_path).get("demo/tiny-llama").records == [record]  # read, migrated in memory
+    assert any("canonical format" in m for m in messages(path.read_text()))  # ...but the file is old
+
+    assert main(["index", "migrate", "--index", str(tmp_path)]) == 0
+    assert path.read_text() == render_entry(ModelEntry("demo/tiny-llama", [record]))
+    assert main(["index", "migrate", "--index", str(tmp_path)]) == 0 and messages(path.read_text()) == []
 
 
 def test_importing_the_index_does_not_import_torch():
@@ -481,7 +608,7 @@ def test_malicious_yaml_is_refused_without_harm(tmp_path, text, message):
     assert any(message in m for m in found), found
     assert not marker.exists()
     with pytest.raises(IndexValidationError):
-        load_index(tmp_path, cache=False)
+        load_index(tmp_path, workers=1)
 
 
 def test_profile_columns_of_different_lengths_are_a_problem_not_a_crash(good):
@@ -503,7 +630,7 @@ def test_a_symbolic_link_is_not_an_index_file(tmp_path, record):
     (tmp_path / "evil").mkdir()
     (tmp_path / "evil" / "model.yaml").symlink_to(path)
     with pytest.raises(IndexValidationError, match=r"evil/model\.yaml: is a symbolic link"):
-        load_index(tmp_path, cache=False)
+        load_index(tmp_path, workers=1)
 
 
 def test_anything_out_of_place_in_the_index_is_reported(tmp_path, record):
@@ -512,7 +639,7 @@ def test_anything_out_of_place_in_the_index_is_reported(tmp_path, record):
     index = tmp_path / "index"
     append_record("demo/tiny-llama", record, root=index)
     outside = tmp_path / "outside"
-    append_record("evil/model", dataclasses.replace(record), root=outside)
+    append_record("evil/model", msgspec.structs.replace(record), root=outside)
     (index / "evil").symlink_to(outside / "evil")  # a linked folder would serve files from anywhere
     (index / "top.yaml").write_text("x")
     (index / "demo" / "old.yml").write_text("x")
@@ -521,7 +648,7 @@ def test_anything_out_of_place_in_the_index_is_reported(tmp_path, record):
     (index / "demo" / ".tmp-123").write_text("half a file")  # an interrupted write's temp file: passed over
 
     with pytest.raises(IndexValidationError) as caught:
-        load_index(index, cache=False)
+        load_index(index, workers=1)
 
     assert sorted(map(str, caught.value.problems)) == [
         "demo/dir.yaml: is not a plain file",

@@ -7,13 +7,13 @@ import logging
 import re
 import shutil
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import requests
 from conftest import FROZEN
 from fakegithub import FakeGitHub
+from msgspec.structs import replace
 
 from auditor.cli import main
 from auditor.fileio import git_blob_sha

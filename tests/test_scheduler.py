@@ -9,13 +9,13 @@ import struct
 import subprocess
 import sys
 import time
-from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
 from conftest import FROZEN
 from filelock import FileLock
+from msgspec.structs import replace
 
 from auditor import hub as hub_client
 from auditor.fileio import git_blob_sha
@@ -234,10 +234,10 @@ def write(path: Path, text: str) -> Path:
     ("text", "message"),
     [
         ("model: [org/x\n", "did not find expected"),
-        ("revision: main\n", 'request: "model" is a required property'),
-        ("model: org/x\ncolour: red\n", "Additional properties are not allowed ('colour' was unexpected)"),
+        ("revision: main\n", "file: missing required field model"),
+        ("model: org/x\ncolour: red\n", "file: unknown field colour"),
         ("model: not a model id\n", "model 'not a model id' is not a Hub model id (org/name)"),
-        ("model: org/x\nrevision: 5\n", 'revision: 5 is not of type "string"'),
+        ("model: org/x\nrevision: 5\n", "revision: expected str | null, got int"),
         ("!!python/object/apply:os.system ['true']\n", "values are not allowed"),
     ],
 )
@@ -652,7 +652,7 @@ def test_a_request_for_identical_weights_downloads_nothing(hub, repo, config, au
     [
         ("run: {timeout: -1}\n", "run.timeout"),
         ("run: {time_budget: 0}\n", "run.time_budget: must be longer than nothing"),
-        ("run: {keep_skipped: -3}\n", "run.keep_skipped must not be negative"),
+        ("run: {keep_skipped: -3}\n", "run.keep_skipped: expected int >= 0"),
         ("discover: {since: '2026-13-45'}\n", "discover.since: '2026-13-45' is not a date"),
     ],
 )
@@ -698,8 +698,8 @@ def test_two_runs_in_one_second_keep_their_own_records(repo):
 @pytest.mark.parametrize(
     ("name", "text", "message"),
     [
-        ("cursor.yaml", "- a\n", r'file: \["a"\] is not of type "object"'),
-        ("cursor.yaml", "schema_version: 1\nexamined: [{until: garbage}]\n", "examined.0.until"),
+        ("cursor.yaml", "- a\n", "file: expected object, got array"),
+        ("cursor.yaml", "schema_version: 1\nexamined: [{until: garbage}]\n", "examined\\[0\\].until: not a time"),
         ("queue.yaml", "schema_version: 1\nitems: [{downloads: x}]\n", "items.0"),
     ],
 )

@@ -16,11 +16,13 @@ import threading
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+import msgspec
 import pytest
 from playwright.sync_api import expect
 
 from auditor.errors import UsageError
 from auditor.index import MeasuredRecord, ModelRef, ReportedRecord, SameWeightsRecord, append_record, export, load_index
+from auditor.index.entries import SCHEMA_VERSION, index_schema
 from auditor.records import SuperWeight
 from auditor.scheduler.queue import Item, Queue, save_queue
 from auditor.web.build import build_site
@@ -215,14 +217,13 @@ def test_the_home_table_and_its_views(site):
 
 
 def test_a_diverged_ablation_sorts_as_the_most_damage(audit_result):
-    import dataclasses
 
     from auditor.index import ModelEntry
     from auditor.web.views import row, sort_value
 
     record = MeasuredRecord.from_audit(audit_result)
-    broken = dataclasses.replace(
-        record, ablation=dataclasses.replace(record.ablation, perplexity_ablated=None, diverged=["ablated"])
+    broken = msgspec.structs.replace(
+        record, ablation=msgspec.structs.replace(record.ablation, perplexity_ablated=None, diverged=["ablated"])
     )
     measured, diverged = (row(ModelEntry("demo/tiny-llama", [r]), lambda *a: []) for r in (record, broken))
     assert sort_value(measured.damage) == repr(record.ablation.damage) and record.ablation.damage > 100
@@ -231,13 +232,14 @@ def test_a_diverged_ablation_sorts_as_the_most_damage(audit_result):
 
 
 def test_the_machine_readable_files(site):
-    index = load_index(site / ".index", cache=False)
+    index = load_index(site / ".index", workers=1)
     dump = json.loads(read(site, "api/v1/index.json"))
-    assert (dump["schema_version"], dump["generated_at"]) == (1, "2026-11-22T12:00:00Z")
+    assert (dump["schema_version"], dump["generated_at"]) == (SCHEMA_VERSION, "2026-11-22T12:00:00Z")
+    assert json.loads(read(site, "api/v1/schema.json")) == index_schema()  # the schema, as generated
     assert dump == json.loads(export(index, "json", generated_at="2026-11-22T12:00:00Z"))
     model = json.loads(read(site, "api/v1/models/demo/tiny-llama.json"))
     assert (model["schema_version"], model["generated_at"], model["model"]) == (
-        1,
+        SCHEMA_VERSION,
         "2026-11-22T12:00:00Z",
         "demo/tiny-llama",
     )

@@ -105,14 +105,17 @@ def test_one_hub_id_rule_agrees_with_the_hub_client(text):
 
 
 def test_every_schema_uses_the_one_model_id_pattern():
+    import msgspec
+
     from auditor.ids import MODEL_ID
-    from auditor.scheduler.queue import QUEUE_SCHEMA
-    from auditor.scheduler.requestfiles import REQUEST_SCHEMA
+    from auditor.scheduler.queue import Item
+    from auditor.scheduler.requestfiles import AuditRequest
 
     index = json.loads((PACKAGE / "index" / "schema.json").read_text())
-    assert index["$defs"]["modelId"]["pattern"] == MODEL_ID
-    assert QUEUE_SCHEMA["properties"]["items"]["items"]["properties"]["model"]["pattern"] == MODEL_ID
-    assert REQUEST_SCHEMA["properties"]["model"]["pattern"] == MODEL_ID
+    assert index["properties"]["model"]["pattern"] == MODEL_ID
+    for model in (Item, AuditRequest):
+        schema = msgspec.json.schema_components([model])[1][model.__name__]
+        assert schema["properties"]["model"]["pattern"] == MODEL_ID
     sources = "".join(p.read_text() for p in PACKAGE.rglob("*.py") if p.name != "ids.py")
     assert "[\\\\w.-]" not in sources and "validate_repo_id" not in sources  # no second, different rule
 

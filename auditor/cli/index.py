@@ -108,6 +108,17 @@ def cmd_seed(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_migrate(args: argparse.Namespace) -> int:
+    """Rewrite the files of older schema versions in the current one."""
+    from ..index import SCHEMA_VERSION
+    from ..index.store import migrate_index
+
+    for path in (changed := migrate_index(args.index)):
+        print(f"migrated {path}")
+    print(f"superweight: {len(changed)} file(s) rewritten at schema version {SCHEMA_VERSION}", file=sys.stderr)
+    return 0
+
+
 def register(sub) -> None:
     group = sub.add_parser("index", help="validate, look up and export the index", description=__doc__)
     commands = group.add_subparsers(dest="index_command", required=True, metavar="COMMAND")
@@ -129,6 +140,10 @@ def register(sub) -> None:
     p.add_argument("--out", type=Path, metavar="FILE", help="write here instead of stdout")
     index_option(p)
     p.set_defaults(func=cmd_export)
+
+    p = commands.add_parser("migrate", help="rewrite files of older schema versions in the current one")
+    index_option(p)
+    p.set_defaults(func=cmd_migrate)
 
     p = commands.add_parser("seed", help="add the published super weights as reported records")
     index_option(p)

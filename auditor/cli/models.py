@@ -121,7 +121,7 @@ def add_ablation_options(p: argparse.ArgumentParser) -> None:
 
 
 def settings_from(args: argparse.Namespace) -> AuditSettings:
-    fields = AuditSettings.__dataclass_fields__
+    fields = AuditSettings.__struct_fields__
     return AuditSettings(**{k: v for k, v in vars(args).items() if k in fields})
 
 

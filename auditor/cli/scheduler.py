@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..records import to_dict
+from ..models import to_data
 from .common import config_of, emit_json, positive, quiet_libraries, repo_options
 from .publish import add_github_options
 
@@ -54,11 +54,11 @@ def cmd_discover(args: argparse.Namespace) -> int:
             emit_json(
                 {
                     "examined": found.examined,
-                    "queued": to_dict(found.queued, omit_none=True),
-                    "skipped": to_dict(found.skipped, omit_none=True),
+                    "queued": to_data(found.queued),
+                    "skipped": to_data(found.skipped),
                     "already_audited": found.already_audited,
                     "same_weights": [
-                        {"model": m, "revision": r, "same_weights_as": to_dict(ref)} for m, r, ref in found.same_weights
+                        {"model": m, "revision": r, "same_weights_as": to_data(ref)} for m, r, ref in found.same_weights
                     ],
                 }
             )

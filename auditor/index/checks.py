@@ -23,14 +23,16 @@ import json
 import math
 import re
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from importlib import resources
 from typing import Any
 
+from msgspec import structs
+
 from .. import clock, yamlio
 from ..errors import AuditorError, Failure
-from ..ids import MODEL_ID
+from ..models import PATTERN_WORDS, DataError
 from ..verdict import judge
 from .entries import (
     HEADER,
@@ -38,9 +40,10 @@ from .entries import (
     ModelEntry,
     Record,
     SameWeightsRecord,
+    entry_from_dict,
     render_entry,
 )
-from .entries import entry_from_dict as _entry_from_dict
+from .migrations import migrate
 
 
 @dataclass(frozen=True)
@@ -65,19 +68,6 @@ class IndexValidationError(AuditorError):
         super().__init__(f"{problems[0]}{more}")
 
 
-# The schema's patterns, in words (keyed by the pattern strings of schema.json's $defs).
-DATE_PATTERN = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}(T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?Z)?$"
-PATTERNS = {
-    "^[0-9a-f]{40}$": "a 40-character commit sha",
-    "^[0-9a-f]{64}$": "a 64-character sha256",
-    DATE_PATTERN: "a date (YYYY-MM-DD) or a UTC time (YYYY-MM-DDTHH:MM:SSZ)",
-    MODEL_ID: "a Hub model id (org/name)",
-    "^[A-Za-z_][A-Za-z0-9_]*(\\.[A-Za-z0-9_]+)*$": "a dotted module or tensor name (model.layers.2.mlp.down_proj)",
-    '^https://[A-Za-z0-9.-]+(:[0-9]+)?(/[^\\s"<>\\\\^`{|}]*)?$': "an https:// URL (no spaces, quotes or brackets)",
-    "^[^/]+\\.safetensors$": "a weight file name (*.safetensors)",
-}
-
-
 @functools.cache
 def validator():
     import jsonschema_rs
@@ -95,7 +85,7 @@ def schema_problems(data: Any, path: str) -> list[Problem]:
             kind = "a boolean" if isinstance(error.instance, bool) else "a number"
             message += f" (quote it, or YAML reads it as {kind})" if not isinstance(error.instance, str) else ""
         if type(error.kind).__name__ == "Pattern":
-            message = f"{error.instance!r} is not {PATTERNS.get(error.kind.pattern, 'in the expected form')}"
+            message = f"{error.instance!r} is not {PATTERN_WORDS.get(error.kind.pattern, 'in the expected form')}"
         problems.append(Problem(path, f"{where}: {message}", record))
     return problems
 
@@ -149,7 +139,7 @@ def identity(record: Record) -> tuple:
     """What makes two records the same audit (the writer skips an exact repeat)."""
     if isinstance(record, MeasuredRecord):
         a = record.ablation
-        settings = json.dumps(vars(record.detection.settings), sort_keys=True)
+        settings = record.detection.settings  # frozen: hashable, compared field by field
         return (
             "measured",
             record.revision,
@@ -172,11 +162,11 @@ def identity(record: Record) -> tuple:
     return ("reported", record.citation, record.revision)
 
 
-def record_problems(record: Record, num_layers: int | None) -> list[str]:
+def record_problems(record: Record, num_layers: int | None, latest: datetime | None = None) -> list[str]:
+    """The rules on one record. `latest`: the last acceptable date (a day after now, by default)."""
     out = []
     try:
-        when = parse_date(record.date)
-        if when > clock.now() + timedelta(days=1):
+        if parse_date(record.date) > (latest or clock.now() + timedelta(days=1)):
             out.append(f"date {record.date} is in the future")
     except ValueError:
         out.append(f"date {record.date!r} is not a valid date")
@@ -248,24 +238,60 @@ def measured_problems(record: MeasuredRecord, refs: set) -> list[str]:
     else:
         out += control_problems(record)
     per = {(w.layer, w.row, w.col, w.expert) for w in a.per_weight}
-    expected = {(r.layer, r.row, r.col, r.expert) for r in refs} if len(refs) > 1 else set()
-    if per != expected or len(per) != len(a.per_weight):
-        out.append("ablation: per_weight lists each super weight once when there are several, else nothing")
-    columns = record.profile
-    if any(p.layer >= record.num_layers for p in columns):
+    if per != {(r.layer, r.row, r.col, r.expert) for r in refs} or len(per) != len(a.per_weight):
+        out.append("ablation: per_weight lists each super weight once")
+    elif len(a.per_weight) == 1 and a.per_weight[0].perplexity != a.perplexity_ablated:
+        out.append("ablation: per_weight of a lone super weight is perplexity_ablated (zeroing it is zeroing the set)")
+    if record.profile.layer and max(record.profile.layer) >= record.num_layers:
         out.append("profile: a layer is not below num_layers")
     return out
 
 
+def check_text(text: str, path: str, *, canonical: bool = True) -> tuple[ModelEntry | None, list[Problem]]:
+    """Everything that can be checked from one file's text. `path` is relative to the index root."""
+    try:
+        data = yamlio.load(text, path)
+    except yamlio.YamlError as e:  # "path (line 7): what" -> "line 7: what", under the path
+        return None, [Problem(path, re.sub(r"^ \((line \d+)\)", r"\1", str(e).removeprefix(path)).removeprefix(": "))]
+    entry, problems = check_data(data, path)
+    if entry is not None and canonical:
+        if not text.startswith(HEADER):
+            problems.append(Problem(path, "the header comment is missing: files are written by superweight only"))
+        elif text != render_entry(entry):
+            problems.append(Problem(path, "not in the canonical format superweight writes (edited by hand?)"))
+    return entry, problems
+
+
+def check_data(data: Any, path: str) -> tuple[ModelEntry | None, list[Problem]]:
+    """Everything that can be checked from one file's parsed data, of any schema version (migrated first):
+    the schema, the characters of its strings, then the rules on the typed entry."""
+    try:
+        data = migrate(data)
+    except DataError as e:
+        return None, [Problem(path, str(e))]
+    problems = schema_problems(data, path) or character_problems(data, path)
+    if problems:
+        return None, problems
+    try:
+        entry = entry_from_dict(data)
+    except DataError as e:  # the schema and the model disagree: the model decides
+        return None, [Problem(path, str(e))]
+    return entry, entry_problems(entry, path)
+
+
 def entry_problems(entry: ModelEntry, path: str) -> list[Problem]:
+    """The rules on one typed entry that the schema cannot express."""
     problems = []
     if path != f"{entry.model}.yaml":
         problems.append(Problem(path, f"model {entry.model} belongs in {entry.model}.yaml"))
     keys = set()
     previous = None
+    latest = clock.now() + timedelta(days=1)
     for i, record in enumerate(entry.records):
+        if isinstance(record, MeasuredRecord) and len({len(c) for c in structs.astuple(record.profile)}) > 1:
+            problems.append(Problem(path, "profile: its columns have different lengths", i))
         num_layers = getattr(record, "num_layers", None)
-        problems += [Problem(path, m, i) for m in record_problems(record, num_layers)]
+        problems += [Problem(path, m, i) for m in record_problems(record, num_layers, latest)]
         if isinstance(record, SameWeightsRecord) and record.same_weights_as.model.lower() == entry.model.lower():
             problems.append(Problem(path, "same_weights_as points at the model itself", i))
         if identity(record) in keys:
@@ -281,88 +307,29 @@ def entry_problems(entry: ModelEntry, path: str) -> list[Problem]:
     return problems
 
 
-def check_text(text: str, path: str, *, canonical: bool = True) -> tuple[ModelEntry | None, list[Problem]]:
-    """Everything that can be checked from one file's text. `path` is relative to the index root."""
-    try:
-        data = yamlio.load(text, path)
-    except yamlio.YamlError as e:  # "path (line 7): what" -> "line 7: what", under the path
-        return None, [Problem(path, re.sub(r"^ \((line \d+)\)", r"\1", str(e).removeprefix(path)).removeprefix(": "))]
-    problems = schema_problems(data, path) or character_problems(data, path)
-    if problems:
-        return None, problems
-    for i, record in enumerate(data["records"]):
-        columns = record.get("profile") or {}
-        if len({len(v) for v in columns.values()}) > 1:
-            problems.append(Problem(path, "profile: its columns have different lengths", i))
-    if problems:
-        return None, problems
-    entry = _entry_from_dict(data)
-    problems = entry_problems(entry, path)
-    if canonical:
-        if not text.startswith(HEADER):
-            problems.append(Problem(path, "the header comment is missing: files are written by superweight only"))
-        elif text != render_entry(entry):
-            problems.append(Problem(path, "not in the canonical format superweight writes (edited by hand?)"))
-    return entry, problems
-
-
-@dataclass(frozen=True)
-class Links:
-    """What the rules across files need of one file: small, so the load cache keeps it and a warm
-    `load_index` checks them as `index validate` does."""
-
-    model: str
-    measured: dict[str, list[str]]
-    """revision -> the sorted sha256 of its weight files, for each measured record ([] when unknown)."""
-    same_weights: list[tuple[int, str, str, list[str]]]
-    """(record, model, revision it points at, the sorted sha256 of its own weight files)."""
-
-    @classmethod
-    def of(cls, entry: ModelEntry) -> Links:
-        return cls(
-            entry.model,
-            {
-                r.revision: sorted((r.weights_sha256 or {}).values())
-                for r in entry.records
-                if isinstance(r, MeasuredRecord)
-            },
-            [
-                (i, r.same_weights_as.model, r.same_weights_as.revision, sorted(r.weights_sha256.values()))
-                for i, r in enumerate(entry.records)
-                if isinstance(r, SameWeightsRecord)
-            ],
-        )
-
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), separators=(",", ":"))
-
-    @classmethod
-    def from_json(cls, text: str) -> Links:
-        data = json.loads(text)
-        return cls(data["model"], data["measured"], [tuple(x) for x in data["same_weights"]])
-
-
-def check_links(files: dict[str, Links]) -> list[Problem]:
-    """Rules across files. `files` maps each file's path relative to the index root to its links."""
+def check_index(entries: dict[str, ModelEntry]) -> list[Problem]:
+    """Rules across files. `entries` maps each file's path relative to the index root to its entry: one file
+    per model (Hub ids are case-insensitive), and every `same_weights_as` pointing at a measured record that
+    exists and whose weight files have the same hashes."""
     problems = []
     first: dict[str, str] = {}  # lower-cased model id -> its first file
-    for path, links in files.items():
-        other = first.setdefault(links.model.lower(), path)
+    for path, entry in entries.items():
+        other = first.setdefault(entry.model.lower(), path)
         if other != path:
             problems.append(Problem(path, f"same model as {other} (Hub ids are case-insensitive)"))
-    for path, links in files.items():
-        for i, model, revision, hashes in links.same_weights:
-            target = files[first[model.lower()]] if model.lower() in first else None
-            if target is None or revision not in target.measured:
+    for path, entry in entries.items():
+        for i, r in enumerate(entry.records):
+            if not isinstance(r, SameWeightsRecord):
+                continue
+            model, revision = r.same_weights_as.model, r.same_weights_as.revision
+            target = entries[first[model.lower()]] if model.lower() in first else None
+            measured = [m for m in (target.records if target else []) if isinstance(m, MeasuredRecord)]
+            hashes = {m.revision: sorted((m.weights_sha256 or {}).values()) for m in measured}
+            if revision not in hashes:
                 problems.append(Problem(path, f"same_weights_as {model}@{revision} is not in the index", i))
-            elif hashes != target.measured[revision]:
+            elif sorted(r.weights_sha256.values()) != hashes[revision]:
                 problems.append(Problem(path, f"its weight files' sha256 differ from those of {model}@{revision}", i))
     return problems
 
 
-def check_index(entries: dict[str, ModelEntry]) -> list[Problem]:
-    """Rules across files. `entries` maps each file's path relative to the index root to its entry."""
-    return check_links({path: Links.of(entry) for path, entry in entries.items()})
-
-
-__all__ = ["IndexValidationError", "Links", "Problem", "check_index", "check_links", "check_text", "identity"]
+__all__ = ["IndexValidationError", "Problem", "check_data", "check_index", "check_text", "identity"]

@@ -16,88 +16,76 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
+import msgspec
+
 from .. import clock
-from .entries import SCHEMA_VERSION, MeasuredRecord, ReportedRecord, SameWeightsRecord
+from ..models import to_data
+from ..records import SuperWeight
+from .entries import SCHEMA_VERSION, MeasuredRecord, ModelEntry, ReportedRecord, SameWeightsRecord
 from .store import Index
 
 FORMATS = ("json", "jsonl", "csv")
-CSV_COLUMNS = (
-    "model",
-    "source",
-    "revision",
-    "date",
-    "verdict",
-    "layer",
-    "row",
-    "col",
-    "expert",
-    "value",
-    "activation",
-    "tensor",
-    "index",
-    "perplexity_original",
-    "perplexity_ablated",
-    "perplexity_control",
-    "tool_version",
-    "architecture",
-    "citation",
-    "same_weights_as",
-    "schema_version",
-    "generated_at",
-)
+SUMMARY = ("model", "source", "revision", "date", "verdict")
 
 
-def ordered(index: Index) -> list[str]:
-    return sorted(index.payloads, key=lambda key: key)
+def scalar_fields(cls: Any, prefix: str = "") -> list[str]:
+    """The dotted names of a model's single-valued fields, nested models flattened (`ablation.tokens`);
+    lists and mappings are left to the JSON formats. Coordinate tuples (`shape`, `index`) count as one."""
+    names = []
+    for f in msgspec.inspect.type_info(cls).fields:
+        kinds = f.type.types if isinstance(f.type, msgspec.inspect.UnionType) else (f.type,)
+        inner = next((k for k in kinds if not isinstance(k, msgspec.inspect.NoneType)), kinds[0])
+        if isinstance(inner, msgspec.inspect.StructType):
+            names += scalar_fields(inner.cls, f"{prefix}{f.name}.")
+        elif not isinstance(inner, (msgspec.inspect.ListType, msgspec.inspect.DictType)):
+            names.append(prefix + f.name)
+    return names
+
+
+def csv_columns() -> list[str]:
+    """Follow from the models: a summary, each super weight's fields as `weight.*`, every record type's
+    own fields in turn (each once), then the dump's version and time."""
+    columns = [*SUMMARY, *(f"weight.{name}" for name in scalar_fields(SuperWeight))]
+    for cls in (MeasuredRecord, ReportedRecord, SameWeightsRecord):
+        columns += [name for name in scalar_fields(cls) if name not in columns]
+    return [*columns, "schema_version", "generated_at"]
+
+
+CSV_COLUMNS = tuple(csv_columns())
+
+
+def ordered(index: Index) -> list[ModelEntry]:
+    """Models sorted by lower-cased id, whatever the order of their files."""
+    return [index.entries[key] for key in sorted(index.entries)]
 
 
 def cell(value: Any) -> Any:
-    """A CSV cell: empty for None; text a spreadsheet would run as a formula, defused."""
+    """A CSV cell: empty for None; coordinates as `4096 11008`; text a spreadsheet would run as a formula,
+    defused."""
     if value is None:
         return ""
+    if isinstance(value, (list, tuple)):
+        return " ".join(map(str, value))
     return "'" + value if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r") else value
 
 
+def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            out |= flatten(value, f"{prefix}{key}.")
+        else:
+            out[prefix + key] = value
+    return out
+
+
 def csv_rows(index: Index, generated_at: str) -> Iterator[dict[str, Any]]:
-    for entry in (index.get(key) for key in ordered(index)):
+    stamp = {"schema_version": SCHEMA_VERSION, "generated_at": generated_at}
+    for entry in ordered(index):
         for record in entry.records:
-            base = {
-                "model": entry.model,
-                "source": record.source,
-                "revision": record.revision or "",
-                "date": record.date,
-                "verdict": record.verdict or "",
-                "schema_version": SCHEMA_VERSION,
-                "generated_at": generated_at,
-            }
-            if isinstance(record, MeasuredRecord):
-                a = record.ablation
-                base |= {
-                    "perplexity_original": a.perplexity_original,
-                    "perplexity_ablated": a.perplexity_ablated,
-                    "perplexity_control": a.perplexity_control,
-                    "tool_version": record.tool_version,
-                    "architecture": record.architecture,
-                }
-            elif isinstance(record, ReportedRecord):
-                base |= {"citation": record.citation, "architecture": record.architecture}
-            elif isinstance(record, SameWeightsRecord):
-                ref = record.same_weights_as
-                base |= {"same_weights_as": f"{ref.model}@{ref.revision}", "tool_version": record.tool_version}
-            weights = getattr(record, "super_weights", []) or [None]
-            for w in weights:
-                row = dict(base)
-                if w is not None:
-                    row |= {
-                        "layer": w.layer,
-                        "row": w.row,
-                        "col": w.col,
-                        "expert": w.expert,
-                        "value": w.value,
-                        "activation": w.activation,
-                        "tensor": w.tensor,
-                        "index": " ".join(map(str, w.index)) if w.index else None,
-                    }
+            base = flatten(to_data(record)) | {"model": entry.model, "verdict": record.verdict} | stamp
+            for w in getattr(record, "super_weights", []) or [None]:
+                row = base | ({} if w is None else flatten(to_data(w), "weight."))
                 yield {c: cell(row.get(c)) for c in CSV_COLUMNS}
 
 
@@ -105,22 +93,15 @@ def export(index: Index, fmt: str, *, generated_at: str | None = None) -> str:
     """The whole index as text in `fmt` (json, jsonl or csv)."""
     generated_at = generated_at or clock.stamp()
     if fmt == "json":
-        # The cache already holds each file's validated data as JSON: splice it in rather than rebuild it.
-        models = ",\n".join(index.payloads[key][1] for key in ordered(index))
-        head = json.dumps({"schema_version": SCHEMA_VERSION, "generated_at": generated_at})[:-1]
-        return f'{head}, "models": [\n{models}\n]}}\n'
+        head = {"schema_version": SCHEMA_VERSION, "generated_at": generated_at}
+        models = ",\n".join(msgspec.json.encode(entry).decode() for entry in ordered(index))
+        return f'{json.dumps(head)[:-1]}, "models": [\n{models}\n]}}\n'
     if fmt == "jsonl":
         lines = []
-        for key in ordered(index):
-            model, payload = index.payloads[key]
-            for record in json.loads(payload)["records"]:
-                line = {
-                    "schema_version": SCHEMA_VERSION,
-                    "generated_at": generated_at,
-                    "model": model,
-                    "record": record,
-                }
-                lines.append(json.dumps(line, allow_nan=False) + "\n")
+        for entry in ordered(index):
+            for record in entry.records:
+                line = {"schema_version": SCHEMA_VERSION, "generated_at": generated_at, "model": entry.model}
+                lines.append(json.dumps({**line, "record": to_data(record)}, allow_nan=False) + "\n")
         return "".join(lines)
     if fmt == "csv":
         out = io.StringIO()

@@ -1,10 +1,13 @@
 """Reading and writing the index on disk.
 
-Reading (`load_index`, `lookup`) validates every file it returns (see `checks`). Parsing YAML strictly is
-slow (libyaml alone needs about 0.25 ms for a 2 KB file), so the validated data of each file is kept in a
-cache keyed by a hash of its path and bytes: a changed file misses the cache and is parsed and validated
-again (in worker processes when many do); an unchanged one costs a hash. The cache is JSON Lines in the
-user's cache directory; delete it at will. Typed entries are built from it only when a model is read.
+Reading (`load_index`, `lookup`) validates every file it returns: the schema, the rules of `checks`, and the
+rules across files. `load_index` reads many files, so it parses them with a YAML 1.2 reader written in
+Rust (turboyaml, about 20 times libyaml's speed) and types them with msgspec; together these load 10,000
+models in about a second without any cache (see benchmarks/bench_index.py). Before that reader sees a
+file, yamlio's bounds on size and nesting apply. A file holding anything that YAML 1.1 and 1.2 could read
+differently, or that the fast path does not accept, goes through the strict reader (`yamlio`) instead,
+which also names what is wrong. One case is knowingly left to `index validate`, which always reads
+strictly (and runs in CI on every change): a key repeated after an empty first value.
 
 Writing (`append_record`) is safe against crashes and concurrent writers: a lock file in the index root
 serialises writers, the new text is validated before it is written, and the file is replaced atomically
@@ -17,28 +20,40 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import hashlib
-import json
+import gc
 import multiprocessing
 import os
+import re
 import stat
+import threading
 from collections.abc import Iterator
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .. import __version__, yamlio
+import msgspec
+import turboyaml
+
+from .. import yamlio
 from ..errors import AuditorError, Failure, UsageError
 from ..fileio import atomic_write
 from ..ids import is_model_id
-from .checks import IndexValidationError, Links, Problem, check_links, check_text, identity, parse_date
-from .entries import ModelEntry, Record, entry_from_dict, entry_to_dict, render_entry
+from ..models import DataError
+from .checks import (
+    UNSAFE_CHARACTERS,
+    IndexValidationError,
+    Problem,
+    check_index,
+    check_text,
+    entry_problems,
+    identity,
+    parse_date,
+)
+from .entries import ModelEntry, Record, entry_from_dict, render_entry
 
 LOCK_NAME = ".superweight.lock"
-CACHE_FORMAT = 3
 ROOT_FILES = {"README.md"}
-PARALLEL_FROM = 256  # files to parse before worker processes pay for their start
+FAST_BYTES = 256 * 1024  # bigger files (hundreds of records) take the strict reader
+PARALLEL_FROM = 2000  # files to read before worker processes pay for themselves
 
 
 class IndexNotFoundError(AuditorError):
@@ -122,24 +137,41 @@ def read_file(path: Path, root: Path, *, folder_checked: bool = False) -> tuple[
     rel = path.relative_to(root).as_posix()
     if not folder_checked and path.parent.is_symlink():
         return rel, None, [Problem(rel, "is in a linked folder; the index holds plain files")]
+    raw, why = read_plain(str(path))
+    return rel, raw, [] if raw is not None else [Problem(rel, why)]
+
+
+def read_plain(path: str) -> tuple[bytes | None, str]:
+    """(bytes, "") of a plain file no bigger than the YAML reader takes, else (None, why not)."""
     try:
-        with open(path, "rb", opener=lambda p, flags: os.open(p, flags | os.O_NONBLOCK | os.O_NOFOLLOW)) as f:
-            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
-                return rel, None, [Problem(rel, "is not a plain file")]
-            raw = f.read(yamlio.MAX_BYTES + 1)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
     except OSError as e:
         if e.errno == errno.ELOOP:  # O_NOFOLLOW met a link
-            return rel, None, [Problem(rel, "is a symbolic link; the index holds plain files")]
-        return rel, None, [Problem(rel, f"cannot be read ({e.strerror})")]
+            return None, "is a symbolic link; the index holds plain files"
+        return None, f"cannot be read ({e.strerror})"
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None, "is not a plain file"
+        chunks = []
+        while data := os.read(fd, yamlio.MAX_BYTES + 1 - sum(map(len, chunks))):
+            chunks.append(data)
+        raw = b"".join(chunks)
+    except OSError as e:
+        return None, f"cannot be read ({e.strerror})"
+    finally:
+        os.close(fd)
     if len(raw) > yamlio.MAX_BYTES:
-        return rel, None, [Problem(rel, f"is over the {yamlio.MAX_BYTES:,}-byte limit")]
-    return rel, raw, []
+        return None, f"is over the {yamlio.MAX_BYTES:,}-byte limit"
+    return raw, ""
 
 
 def check_file(path: Path, root: Path, *, canonical: bool = True) -> tuple[ModelEntry | None, list[Problem]]:
     rel, raw, problems = read_file(path, root)
-    if raw is None:
-        return None, problems
+    return (None, problems) if raw is None else check_file_bytes(raw, rel, canonical=canonical)
+
+
+def check_file_bytes(raw: bytes, rel: str, *, canonical: bool = False) -> tuple[ModelEntry | None, list[Problem]]:
+    """The strict check of one file's bytes (`checks.check_text`)."""
     try:
         return check_text(raw.decode("utf-8"), rel, canonical=canonical)
     except UnicodeDecodeError:
@@ -156,125 +188,137 @@ def read_entry(path: Path, root: Path) -> ModelEntry:
 
 @dataclass
 class Index:
-    """All models of an index by Hub id (case-insensitive). Entries are built from validated data on first
-    use, so loading many files is cheap and each model costs only when it is read."""
+    """All models of an index by Hub id (case-insensitive), each validated."""
 
     root: Path
-    payloads: dict[str, tuple[str, str]] = field(default_factory=dict)
-    """lower-cased model id -> (model id, JSON of the file's validated data)."""
-    built: dict[str, ModelEntry] = field(default_factory=dict, repr=False)
+    entries: dict[str, ModelEntry] = field(default_factory=dict)
+    """lower-cased model id -> its entry, in the order of the files (sorted paths)."""
 
     def __len__(self) -> int:
-        return len(self.payloads)
+        return len(self.entries)
 
     def __iter__(self) -> Iterator[ModelEntry]:
-        return (self.get(key) for key in self.payloads)
+        return iter(self.entries.values())
 
     def models(self) -> list[str]:
-        return [model for model, _ in self.payloads.values()]
+        return [entry.model for entry in self.entries.values()]
 
     def get(self, model_id: str) -> ModelEntry | None:
-        key = model_id.lower()
-        if key not in self.built and key in self.payloads:
-            self.built[key] = entry_from_dict(json.loads(self.payloads[key][1]))
-        return self.built.get(key)
+        return self.entries.get(model_id.lower())
 
     def lookup(self, model_id: str, revision: str | None = None) -> list[Record]:
         entry = self.get(model_id)
         return [] if entry is None else entry.for_revision(revision)
 
 
-def cache_path(root: Path) -> Path:
-    base = os.environ.get("SUPERWEIGHT_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache", "superweight"
-    )
-    where = hashlib.blake2b(str(root.resolve()).encode(), digest_size=8).hexdigest()
-    return Path(base) / f"index-{where}.jsonl"
+SAFE_ASCII = bytes(range(0x20, 0x7F)) + b"\t\n"
+ESCAPE = re.compile(r"\\[0abvfeN_LPxuU]")  # a double-quoted escape that can make a control character
+NOT_FINITE = (".inf", ".Inf", ".INF", ".nan", ".NaN", ".NAN")
 
 
-CACHE_HEADER = json.dumps({"format": CACHE_FORMAT, "tool_version": __version__})
-
-
-Parsed = tuple[str, str, str]
-"""A validated file: (model id, JSON of its `Links`, JSON of its data)."""
-
-
-def read_cache(path: Path) -> dict[str, Parsed]:
-    """key -> `Parsed`: one line per file, `key TAB model TAB links TAB data`; the data is parsed only when used."""
-    try:
-        with path.open(encoding="utf-8") as f:
-            if f.readline().rstrip("\n") != CACHE_HEADER:
-                return {}
-            return {
-                key: (model, links, data) for key, model, links, data in (ln.rstrip("\n").split("\t", 3) for ln in f)
-            }
-    except (OSError, ValueError):
-        return {}  # missing, unreadable or from another version: rebuild it
-
-
-def parse_file(rel: str, raw: bytes) -> tuple[Parsed | None, list[tuple[str, str, int | None]]]:
-    """Validate one file: (`Parsed`, []) or (None, problems). Runs in workers."""
+def read_entry_fast(raw: bytes) -> ModelEntry | None:
+    """The file's entry by the fast path, or None where only the strict reader may judge it: characters
+    that need the strict check, a possible inf or NaN, or anything the fast reader or the model refuses."""
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
-        return None, [(rel, "is not UTF-8 text", None)]
-    entry, problems = check_text(text, rel, canonical=False)
-    if problems:
-        return None, [(p.path, p.message, p.record) for p in problems]
-    return (entry.model, Links.of(entry).to_json(), json.dumps(entry_to_dict(entry), allow_nan=False)), []
-
-
-def parse_all(files: list[tuple[str, bytes]]):
-    """Parse files that missed the cache: in worker processes when there are many (YAML is the cost)."""
-    workers = min(os.cpu_count() or 1, 8)
-    if len(files) < PARALLEL_FROM or workers < 2:
-        return [parse_file(rel, raw) for rel, raw in files]
-    context = multiprocessing.get_context("spawn")  # no fork of a threaded parent
+        return None
+    # Characters the strict check refuses (scanned only when there is more than printable ASCII), and
+    # escapes that could make them.
+    if (raw.translate(None, SAFE_ASCII) and UNSAFE_CHARACTERS.search(text)) or ("\\" in text and ESCAPE.search(text)):
+        return None
+    if any(word in text for word in NOT_FINITE):
+        return None
+    if yamlio.flow_depth(text) > yamlio.MAX_FLOW_DEPTH:
+        return None  # the Rust reader crashes on brackets nested thousands deep
     try:
-        with ProcessPoolExecutor(workers, mp_context=context) as pool:
-            return list(pool.map(parse_file, *zip(*files, strict=True), chunksize=64))
-    except (BrokenProcessPool, OSError):  # workers cannot start here (a main module read from stdin...)
-        return [parse_file(rel, raw) for rel, raw in files]
+        return entry_from_dict(turboyaml.load(text, strict=True, yaml_1_1_bools=True))
+    except (turboyaml.TurboYamlError, DataError):
+        return None
 
 
-def load_index(root: str | Path | None = None, *, cache: bool = True) -> Index:
+def load_files(root: Path, files: list[Path]) -> tuple[dict[str, ModelEntry], list[Problem]]:
+    """Read and check index files (those `scan` listed): {path relative to the root: entry} for the files
+    without problems, and the problems of the others."""
+    with gc_paused():
+        return _load_files(root, files)
+
+
+@contextlib.contextmanager
+def gc_paused() -> Iterator[None]:
+    """No cyclic garbage collection for a while: reading makes millions of objects and no cycles, and
+    each of the collector's passes would walk all of them again."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _load_files(root: Path, files: list[Path]) -> tuple[dict[str, ModelEntry], list[Problem]]:
+    entries, problems = {}, []
+    base = str(root)
+    for path in files:
+        rel = f"{path.parent.name}/{path.name}"  # scan lists <org>/<name>.yaml
+        raw, why = read_plain(f"{base}/{rel}")
+        entry = read_entry_fast(raw) if raw is not None and len(raw) <= FAST_BYTES else None
+        if entry is not None:
+            found = entry_problems(entry, rel)
+        elif raw is not None:
+            entry, found = check_file_bytes(raw, rel)
+        else:
+            found = [Problem(rel, why)]
+        problems += found
+        if entry is not None and not found:
+            entries[rel] = entry
+    return entries, problems
+
+
+def load_in_parallel(root: Path, files: list[Path], workers: int) -> tuple[dict[str, ModelEntry], list[Problem]]:
+    """`load_files` split over forked worker processes, in file order. Forking is cheap (nothing is imported
+    again) but unsafe with threads running, so then, and where there is no fork, it runs here."""
+    if workers < 2 or threading.active_count() > 1 or "fork" not in multiprocessing.get_all_start_methods():
+        return load_files(root, files)
+    size = -(-len(files) // workers)
+    with multiprocessing.get_context("fork").Pool(workers) as pool:
+        parts = pool.starmap(load_chunk, [(root, files[i : i + size]) for i in range(0, len(files), size)])
+    with gc_paused():
+        decoded = [msgspec.msgpack.decode(part, type=Chunk) for part in parts]
+    entries = {rel: entry for part, _ in decoded for rel, entry in part.items()}
+    return entries, [Problem(*p) for _, found in decoded for p in found]
+
+
+Chunk = tuple[dict[str, ModelEntry], list[tuple[str, str, int | None]]]
+
+
+def load_chunk(root: Path, files: list[Path]) -> bytes:
+    """`load_files` in a worker: its result as MessagePack, which crosses processes several times faster
+    than pickled objects."""
+    entries, problems = load_files(root, files)
+    return msgspec.msgpack.encode((entries, [(p.path, p.message, p.record) for p in problems]))
+
+
+def load_index(root: str | Path | None = None, *, workers: int | None = None) -> Index:
     """Every model of the index, validated: each file, and the rules across files, as `index validate`
     checks them (except the canonical formatting of the text, which only reviewers of a diff need).
+
+    `workers`: processes to read with (default: one per core, up to 8, from 2,000 files on).
 
     Raises:
         IndexNotFoundError: no index directory; IndexValidationError: a file breaks the rules (all of its
         problems and those of every other broken file are listed).
     """
     root = resolve_root(root)
-    cached = read_cache(cache_path(root)) if cache else {}
-    fresh: dict[str, Parsed] = {}
-    paths: dict[str, str] = {}  # key -> path relative to the root
-    misses: list[tuple[str, bytes]] = []
     files, problems = scan(root)
-    for path in files:
-        rel, raw, found = read_file(path, root, folder_checked=True)
-        if raw is None:
-            problems += found
-            continue
-        key = hashlib.blake2b(rel.encode() + b"\0" + raw, digest_size=16).hexdigest()
-        paths[key] = rel
-        if key in cached:
-            fresh[key] = cached[key]
-        else:
-            misses.append((key, raw))
-    for (key, _), (parsed, found) in zip(misses, parse_all([(paths[k], raw) for k, raw in misses]), strict=True):
-        if parsed is None:
-            problems += [Problem(*p) for p in found]
-        else:
-            fresh[key] = parsed
-    problems += check_links({paths[key]: Links.from_json(links) for key, (_, links, _) in fresh.items()})
+    if workers is None:
+        workers = min(os.cpu_count() or 1, 8) if len(files) >= PARALLEL_FROM else 1
+    entries, found = load_in_parallel(root, files, workers)
+    problems += found + check_index(entries)
     if problems:
         raise IndexValidationError(problems)
-    if cache and fresh.keys() != cached.keys():
-        lines = [CACHE_HEADER] + ["\t".join((key, *parsed)) for key, parsed in fresh.items()]
-        with contextlib.suppress(OSError):  # a read-only home is no reason to fail a read
-            atomic_write(cache_path(root), "\n".join(lines) + "\n")
-    return Index(root, {model.lower(): (model, data) for model, _, data in fresh.values()})
+    return Index(root, {entry.model.lower(): entry for entry in entries.values()})
 
 
 def lookup(model_id: str, revision: str | None = None, *, root: str | Path | None = None) -> list[Record]:
@@ -312,5 +356,32 @@ def append_record(model_id: str, record: Record, *, root: str | Path, timeout: f
                 raise IndexValidationError(problems)
             atomic_write(path, text)
             return path
+    except Timeout as e:
+        raise AuditorError(f"another writer has held {root / LOCK_NAME} for {timeout:g} s") from e
+
+
+def migrate_index(root: str | Path | None = None, *, timeout: float = 600) -> list[Path]:
+    """Rewrite every file that is not the canonical text of its data at the current schema version (files
+    of an older version, as reading migrates them in memory), under the writers' lock, each atomically.
+    Every file is validated first. Returns the files rewritten.
+
+    Raises:
+        IndexValidationError: a file breaks the rules (nothing is written).
+    """
+    from filelock import FileLock, Timeout
+
+    root = resolve_root(root)
+    try:
+        with FileLock(root / LOCK_NAME, timeout=timeout):
+            index = load_index(root, workers=1)
+            files, _ = scan(root)
+            stale = []
+            for path in files:
+                text = render_entry(index.get(f"{path.parent.name}/{path.stem}"))
+                if path.read_text(encoding="utf-8") != text:
+                    stale.append((path, text))
+            for path, text in stale:
+                atomic_write(path, text)
+            return [path for path, _ in stale]
     except Timeout as e:
         raise AuditorError(f"another writer has held {root / LOCK_NAME} for {timeout:g} s") from e

@@ -12,17 +12,18 @@ Every key is optional (defaults below); an unknown key, a wrong type or a bad va
 
 from __future__ import annotations
 
-import json
 import re
-from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Literal
+
+import msgspec
+from msgspec import Meta
 
 from .. import yamlio
 from ..errors import AuditorError, Failure
-from ..records import from_dict
-from ..settings import DTYPES, AuditSettings, SettingsError
+from ..models import Count, DataError, Model, Positive, from_data
+from ..settings import AuditSettings, SettingsError
 
 CONFIG_FILE = "auditor.yaml"
 # Open licenses by their Hub ids; community licenses (llama3.1, gemma, ...) can be added in auditor.yaml.
@@ -42,6 +43,8 @@ OPEN_LICENSES = [
     "mpl-2.0",
 ]
 PRIORITY_KEYS = ("base_models", "downloads", "likes", "newest")
+Duration = str | float
+"""`90`, `90s`, `45m`, `6h` or `1d` (see `parse_duration`)."""
 
 
 class ConfigError(AuditorError):
@@ -58,34 +61,31 @@ def parse_duration(text: str | int | float) -> float:
     return float(m.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2)]
 
 
-@dataclass(frozen=True)
-class DiscoverConfig:
+class DiscoverConfig(Model):
     pipeline_tag: str = "text-generation"
-    limit: int = 200
+    limit: Count = 200
     """Models examined per run; the next run carries on where this one stopped."""
     since: str | None = None
     """Do not look at models created before this date (YYYY-MM-DD)."""
 
 
-@dataclass(frozen=True)
-class RunConfig:
-    max_models: int = 5
-    time_budget: str = "6h"
+class RunConfig(Model):
+    max_models: Count = 5
+    time_budget: Duration = "6h"
     """No new audit starts after this much time."""
-    timeout: str = "2h"
+    timeout: Duration = "2h"
     """One audit is stopped after this long."""
-    max_attempts: int = 3
+    max_attempts: Positive = 3
     """A model that keeps failing for a passing reason (a download, a crash) is tried this often."""
     work_dir: str = ".superweight"
     """Downloads, the run lock and run summaries; not committed."""
-    keep_skipped: int = 1000
+    keep_skipped: Count = 1000
     """Skipped discovered models kept in the queue (the newest); requests and failures are all kept."""
 
 
-@dataclass(frozen=True)
-class GitHubConfig:
-    repo: str | None = None
-    """owner/name; else $GITHUB_REPOSITORY (set in GitHub Actions)."""
+class GitHubConfig(Model):
+    repo: Annotated[str, Meta(pattern="^[A-Za-z0-9._-]+/[A-Za-z0-9._-]+$")] | None = None
+    """GitHub's owner/name; else $GITHUB_REPOSITORY (set in GitHub Actions)."""
     base: str = "main"
     api_url: str = "https://api.github.com"
     site_url: str | None = None
@@ -97,67 +97,22 @@ class GitHubConfig:
     set it to `<app-name>[bot]`)."""
 
 
-@dataclass(frozen=True)
-class Config:
-    licenses: list[str] = field(default_factory=lambda: list(OPEN_LICENSES))
-    memory_gib: float = 80.0
-    memory_factor: float = 1.3
+class Config(Model):
+    licenses: list[str] = msgspec.field(default_factory=lambda: list(OPEN_LICENSES))
+    memory_gib: Annotated[float, Meta(gt=0)] = 80.0
+    memory_factor: Annotated[float, Meta(ge=1)] = 1.3
     """Peak memory of an audit over the checkpoint's size (benchmarks/: about 1.02 on CPU)."""
-    priority: list[str] = field(default_factory=lambda: ["base_models", "downloads", "likes"])
-    audit: AuditSettings = field(default_factory=AuditSettings)
-    discover: DiscoverConfig = field(default_factory=DiscoverConfig)
-    run: RunConfig = field(default_factory=RunConfig)
-    github: GitHubConfig = field(default_factory=GitHubConfig)
+    priority: list[Literal[PRIORITY_KEYS]] = msgspec.field(
+        default_factory=lambda: ["base_models", "downloads", "likes"]
+    )
+    audit: AuditSettings = msgspec.field(default_factory=AuditSettings)
+    discover: DiscoverConfig = msgspec.field(default_factory=DiscoverConfig)
+    run: RunConfig = msgspec.field(default_factory=RunConfig)
+    github: GitHubConfig = msgspec.field(default_factory=GitHubConfig)
 
     @property
     def memory_bytes(self) -> float:
         return self.memory_gib * 2**30
-
-
-def _obj(**props: Any) -> dict[str, Any]:
-    return {"type": "object", "properties": props, "additionalProperties": False}
-
-
-NUMBER, INTEGER, TEXT = {"type": "number"}, {"type": "integer"}, {"type": "string"}
-DURATION = {"type": ["string", "number"]}
-SCHEMA = _obj(
-    licenses={"type": "array", "items": TEXT},
-    memory_gib=NUMBER,
-    memory_factor=NUMBER,
-    priority={"type": "array", "items": {"enum": list(PRIORITY_KEYS)}},
-    audit=_obj(
-        device=TEXT,
-        dtype={"enum": list(DTYPES)},
-        prompt=TEXT,
-        min_output_ratio=NUMBER,
-        min_input_ratio=NUMBER,
-        min_share=NUMBER,
-        max_super_weights=INTEGER,
-        module_pattern={"type": ["string", "null"]},
-        eval_text={"type": ["string", "null"]},
-        seq_len=INTEGER,
-        max_tokens=INTEGER,
-        min_damage=NUMBER,
-        min_margin=NUMBER,
-    ),
-    discover=_obj(pipeline_tag=TEXT, limit=INTEGER, since={"type": ["string", "null"]}),
-    run=_obj(
-        max_models=INTEGER,
-        time_budget=DURATION,
-        timeout=DURATION,
-        max_attempts=INTEGER,
-        work_dir=TEXT,
-        keep_skipped=INTEGER,
-    ),
-    github=_obj(
-        repo={"type": ["string", "null"], "pattern": "^[A-Za-z0-9._-]+/[A-Za-z0-9._-]+$"},  # GitHub's owner/name
-        base=TEXT,
-        api_url=TEXT,
-        site_url={"type": ["string", "null"]},
-        write_interval=NUMBER,
-        bot_login={"type": ["string", "null"]},
-    ),
-)
 
 
 def load_config(path: str | Path | None = None, *, repo: str | Path = ".") -> Config:
@@ -166,8 +121,6 @@ def load_config(path: str | Path | None = None, *, repo: str | Path = ".") -> Co
     Raises:
         ConfigError: naming the file and the first problem found.
     """
-    import jsonschema_rs
-
     if path is None:
         path = Path(repo) / CONFIG_FILE
         if not path.exists():
@@ -181,14 +134,10 @@ def load_config(path: str | Path | None = None, *, repo: str | Path = ".") -> Co
         raise ConfigError(str(e)) from e
     except (OSError, UnicodeDecodeError) as e:
         raise ConfigError(f"{path}: cannot be read ({getattr(e, 'strerror', None) or e})") from e
-    data = data or {}
-    errors = list(jsonschema_rs.validator_for(SCHEMA).iter_errors(data))
-    if errors:
-        e = errors[0]
-        where = ".".join(map(str, e.instance_path)) or "file"
-        raise ConfigError(f"{path}: {where}: {e.message}")
     try:
-        config = from_dict(Config, json.loads(json.dumps(data)))
+        config = from_data(data or {}, Config)
+    except DataError as e:
+        raise ConfigError(f"{path}: {e}") from e
     except SettingsError as e:
         raise ConfigError(f"{path}: audit: {e}") from e
     check(config, str(path))

@@ -23,16 +23,19 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from functools import partial
 from pathlib import Path
+from typing import Literal
+
+import msgspec
 
 from .. import __version__, hub, yamlio
 from ..errors import AuditorError, Failure
 from ..fileio import atomic_write
 from ..index import Index, MeasuredRecord, ModelRef, SameWeightsRecord, append_record, load_index, lookup
-from ..records import from_dict, to_dict
+from ..models import DataError, Model, Time, from_data, to_data
 from ..source import SHARD_INDEX, read_config, weights_to_load
 from .config import Config
 from .eligibility import Candidate, Ineligible, check_model
-from .queue import TIME, Item, Queue, now
+from .queue import Item, Queue, now
 
 log = logging.getLogger(__name__)
 
@@ -52,39 +55,17 @@ EXPAND = [
     "tags",
 ]
 CURSOR_HEADER = "# Written by superweight's scheduler: the creation times of Hub models already examined.\n"
-CURSOR_SCHEMA = {
-    "type": "object",
-    "additionalProperties": False,
-    "required": ["schema_version", "examined"],
-    "properties": {
-        "schema_version": {"const": 1},
-        "examined": {
-            "type": "array",
-            "items": {
-                "type": "object",
-                "additionalProperties": False,
-                "required": ["until"],
-                "properties": {
-                    "until": {"type": "string", "pattern": TIME},
-                    "after": {"type": ["string", "null"], "pattern": TIME},
-                },
-            },
-        },
-        "modified": {"$ref": "#/properties/examined"},
-    },
-}
 
 
 class CursorError(AuditorError):
     code = Failure.CURSOR
 
 
-@dataclass(frozen=True)
-class Span:
+class Span(Model):
     """Models created in (after, until] have been examined; `after` None means since the beginning."""
 
-    until: str
-    after: str | None = None
+    until: Time
+    after: Time | None = None
 
 
 @dataclass
@@ -132,31 +113,29 @@ def stamp(t: datetime) -> str:
     return t.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+class CursorFile(Model):
+    """queue/cursor.yaml."""
+
+    schema_version: Literal[1]
+    examined: list[Span]
+    modified: list[Span] = msgspec.field(default_factory=list)
+
+
 def load_cursor(path: Path) -> Cursor:
     """Raises: CursorError, naming the file and what is wrong (delete the file to start over)."""
-    import jsonschema_rs
-
     if not path.exists():
         return Cursor()
     try:
-        data = yamlio.load(path.read_text(encoding="utf-8"), str(path))
+        data = from_data(yamlio.load(path.read_text(encoding="utf-8"), str(path)), CursorFile)
     except (yamlio.YamlError, OSError, UnicodeDecodeError) as e:
         raise CursorError(f"{e} (delete {path} to start discovery over)") from e
-    errors = list(jsonschema_rs.validator_for(CURSOR_SCHEMA).iter_errors(data))
-    if errors:
-        where = ".".join(map(str, errors[0].instance_path)) or "file"
-        raise CursorError(f"{path}: {where}: {errors[0].message} (delete the file to start discovery over)")
-    spans = [from_dict(Span, s) for s in data["examined"]]
-    return Cursor(spans, Spans([from_dict(Span, s) for s in data.get("modified", [])]))
+    except DataError as e:
+        raise CursorError(f"{path}: {e} (delete the file to start discovery over)") from e
+    return Cursor(data.examined, Spans(data.modified))
 
 
 def save_cursor(path: Path, cursor: Cursor) -> None:
-    data = {
-        "schema_version": 1,
-        "examined": [to_dict(s, omit_none=True) for s in cursor.spans],
-        "modified": [to_dict(s, omit_none=True) for s in cursor.modified.spans],
-    }
-    atomic_write(path, CURSOR_HEADER + yamlio.dump(data))
+    atomic_write(path, CURSOR_HEADER + yamlio.dump(to_data(CursorFile(1, cursor.spans, cursor.modified.spans))))
 
 
 @dataclass

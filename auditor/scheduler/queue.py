@@ -15,17 +15,18 @@ found `running` by the next run (the run that owned it died) is put back to pend
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
+
+import msgspec
+from msgspec import Meta
 
 from .. import clock, yamlio
 from ..errors import AuditorError, Failure
 from ..fileio import atomic_write
-from ..ids import MODEL_ID
-from ..records import from_dict, to_dict
+from ..models import Count, DataError, Model, ModelId, Sha40, Sha256, Text, Time, from_data, to_data
 
 State = Literal["pending", "running", "done", "failed", "skipped"]
 MAX_QUEUE_BYTES = 64 * 1024 * 1024
@@ -33,49 +34,8 @@ HEADER = (
     "# Written by superweight's scheduler: do not edit by hand. Models waiting for an audit, and those\n"
     "# that could not be audited, with the reason. To ask for an audit, add a file under requests/.\n"
 )
-TIME = "^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\\.[0-9]+)?(Z|[+-][0-9]{2}:[0-9]{2})$"
 MAX_MESSAGE = 4000
-TEXT = {"type": ["string", "null"], "maxLength": MAX_MESSAGE}
-COUNT = {"type": "integer", "minimum": 0}
-QUEUE_SCHEMA = {
-    "type": "object",
-    "additionalProperties": False,
-    "required": ["schema_version", "items"],
-    "properties": {
-        "schema_version": {"const": 1},
-        "items": {
-            "type": "array",
-            "items": {
-                "type": "object",
-                "additionalProperties": False,
-                "required": ["model", "revision", "origin", "state", "added", "updated"],
-                "properties": {
-                    "model": {"type": "string", "pattern": MODEL_ID},
-                    "revision": {"type": ["string", "null"], "pattern": "^[0-9a-f]{40}$"},
-                    "origin": {"enum": ["request", "discovered"]},
-                    "state": {"enum": ["pending", "running", "failed", "skipped"]},
-                    "added": {"type": "string", "pattern": TIME},
-                    "updated": {"type": "string", "pattern": TIME},
-                    "attempts": COUNT,
-                    "code": {"enum": [*(f.value for f in Failure), None]},
-                    "message": TEXT,
-                    "requested_by": TEXT,
-                    "request_reason": TEXT,
-                    "request_files": {"type": "array", "items": {"type": "string", "pattern": "^requests/[^/]+$"}},
-                    "created_at": {"type": ["string", "null"], "pattern": TIME},
-                    "downloads": COUNT,
-                    "likes": COUNT,
-                    "base_model": {"type": "boolean"},
-                    "weights_sha256": {
-                        "type": ["object", "null"],
-                        "additionalProperties": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
-                    },
-                    "run": TEXT,
-                },
-            },
-        },
-    },
-}
+RequestFile = Annotated[str, Meta(pattern="^requests/[^/]+$")]
 
 
 def now() -> str:
@@ -86,32 +46,31 @@ class QueueError(AuditorError):
     code = Failure.QUEUE
 
 
-@dataclass(frozen=True)
-class Item:
-    model: str
-    revision: str | None
+class Item(Model):
+    model: ModelId
+    revision: Sha40 | None
     """The commit sha; None only for a request whose model could not be found."""
     origin: Literal["request", "discovered"]
     state: State
-    added: str
-    updated: str
-    attempts: int = 0
+    added: Time
+    updated: Time
+    attempts: Count = 0
     code: Failure | None = None
-    message: str | None = None
-    requested_by: str | None = None
-    request_reason: str | None = None
-    request_files: list[str] = field(default_factory=list)
+    message: Text(MAX_MESSAGE) | None = None
+    requested_by: Text(MAX_MESSAGE) | None = None
+    request_reason: Text(MAX_MESSAGE) | None = None
+    request_files: list[RequestFile] = msgspec.field(default_factory=list)
     """The request files that asked for it (gone from requests/ once taken), for the status comments."""
-    created_at: str | None = None
-    downloads: int = 0
-    likes: int = 0
+    created_at: Time | None = None
+    downloads: Count = 0
+    likes: Count = 0
     base_model: bool = True
-    weights_sha256: dict[str, str] | None = None
-    run: str | None = None
+    weights_sha256: dict[str, Sha256] | None = None
+    run: Text(MAX_MESSAGE) | None = None
 
     def __post_init__(self) -> None:
         if self.message is not None and len(self.message) > MAX_MESSAGE:  # an exception can say a lot
-            object.__setattr__(self, "message", self.message[: MAX_MESSAGE - 1] + "…")
+            msgspec.structs.force_setattr(self, "message", self.message[: MAX_MESSAGE - 1] + "…")
 
     @property
     def key(self) -> tuple[str, str | None]:
@@ -136,7 +95,7 @@ class Queue:
         self, item: Item, state: State, *, code: Failure | None = None, message: str | None = None, **changes
     ) -> Item:
         """Move an item to `state`; done items leave the queue."""
-        new = replace(item, state=state, code=code, message=message, updated=now(), **changes)
+        new = msgspec.structs.replace(item, state=state, code=code, message=message, updated=now(), **changes)
         self.items = [i for i in self.items if i.key != item.key]
         if state != "done":
             self.items.append(new)
@@ -164,20 +123,21 @@ class Queue:
         return sorted((i for i in self.items if i.state == "pending"), key=rank)
 
 
-def load_queue(path: Path) -> Queue:
-    import jsonschema_rs
+class QueueFile(Model, omit_defaults=False):
+    """queue/queue.yaml."""
 
+    schema_version: Literal[1]
+    items: list[Item]
+
+
+def load_queue(path: Path) -> Queue:
     if not path.exists():
         return Queue()
     try:
         data = yamlio.load(path.read_text(encoding="utf-8"), str(path), max_bytes=MAX_QUEUE_BYTES)
-        errors = list(jsonschema_rs.validator_for(QUEUE_SCHEMA).iter_errors(data))
-        if errors:
-            where = ".".join(map(str, errors[0].instance_path)) or "file"
-            raise QueueError(f"{path}: {where}: {errors[0].message}")
-        queue = Queue([from_dict(Item, i) for i in data["items"]])
-    except (yamlio.YamlError, ValueError, TypeError, OSError) as e:
-        raise QueueError(f"{path}: {e}") from e
+        queue = Queue(from_data(data, QueueFile).items)
+    except (yamlio.YamlError, DataError, OSError, UnicodeDecodeError) as e:
+        raise QueueError(e if isinstance(e, yamlio.YamlError) else f"{path}: {e}") from e
     keys = [i.key for i in queue.items]
     if len(set(keys)) != len(keys):
         twice = next(k for k in keys if keys.count(k) > 1)
@@ -187,5 +147,4 @@ def load_queue(path: Path) -> Queue:
 
 def save_queue(path: Path, queue: Queue) -> None:
     items = sorted(queue.items, key=lambda i: (i.state, i.added, i.model.lower()))
-    data = {"schema_version": 1, "items": [to_dict(i, omit_none=True) for i in items]}
-    atomic_write(path, HEADER + yamlio.dump(json.loads(json.dumps(data))))
+    atomic_write(path, HEADER + yamlio.dump(to_data(QueueFile(1, items))))

@@ -13,10 +13,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
+import msgspec
+
 from ..errors import AuditorError, Failure
 from ..fileio import atomic_write
 from ..index import MeasuredRecord, ModelRef
-from ..records import from_dict, to_dict
+from ..models import Model, from_data
 from .queue import Item, Queue
 
 if TYPE_CHECKING:  # discover imports huggingface_hub, which `publish` (the base install) must not need
@@ -41,8 +43,7 @@ class RunReport:
     pending: int = 0
 
 
-@dataclass(frozen=True)
-class RequestUpdate:
+class RequestUpdate(Model):
     """What became of one request file, for the status comment on its pull request."""
 
     state: Literal["pending", "running", "failed", "skipped", "done", "not_queued"]
@@ -57,15 +58,13 @@ class RequestUpdate:
     """Original, zeroed, control (done only)."""
 
 
-@dataclass(frozen=True)
-class PublishedRef:
+class PublishedRef(Model, omit_defaults=False):
     pull: int | None
     url: str | None
     commit: str | None
 
 
-@dataclass
-class RunManifest:
+class RunManifest(Model, frozen=False):
     run_id: str
     started: str
     finished: str | None
@@ -73,9 +72,9 @@ class RunManifest:
     """The run's Markdown summary: the body of its pull request."""
     audited: int
     failed: int
-    requests_taken: dict[str, str] = field(default_factory=dict)
+    requests_taken: dict[str, str] = msgspec.field(default_factory=dict)
     """Request file -> git blob sha of the content this run took: publishing deletes exactly these."""
-    request_updates: dict[str, RequestUpdate] = field(default_factory=dict)
+    request_updates: dict[str, RequestUpdate] = msgspec.field(default_factory=dict)
     published: PublishedRef | None = None
     """Set by `publish` once the run's pull request is open."""
 
@@ -118,12 +117,12 @@ def manifest_of(report: RunReport, queue: Queue, summary: str) -> RunManifest:
 
 
 def write_manifest(path: Path, manifest: RunManifest) -> None:
-    atomic_write(path, json.dumps(to_dict(manifest, omit_none=True)))
+    atomic_write(path, msgspec.json.encode(manifest).decode())
 
 
 def read_manifest(path: Path) -> RunManifest:
     """A run's manifest; a damaged one is one clear error that names it."""
     try:
-        return from_dict(RunManifest, json.loads(path.read_text(encoding="utf-8")))
-    except (ValueError, TypeError, KeyError, AttributeError) as e:
+        return from_data(json.loads(path.read_text(encoding="utf-8")), RunManifest)
+    except (ValueError, OSError) as e:
         raise ManifestError(f"{path}: not a run manifest this version can read ({e})") from e

@@ -13,37 +13,30 @@ from __future__ import annotations
 
 import os
 import stat
-from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated
+
+from msgspec import Meta
 
 from .. import hub, yamlio
 from ..errors import Failure
-from ..ids import MODEL_ID, is_model_id
-from ..records import from_dict
+from ..ids import is_model_id
+from ..models import DataError, Model, ModelId, Text, from_data
 from .config import Config
 from .discover import indexed_record
 from .eligibility import Candidate, Ineligible, check_model
 
-REQUEST_SCHEMA = {
-    "type": "object",
-    "required": ["model"],
-    "additionalProperties": False,
-    "properties": {
-        "model": {"type": "string", "pattern": MODEL_ID},
-        "revision": {"type": "string", "pattern": "^[\\w./-]{1,200}$"},
-        "requested_by": {"type": "string", "maxLength": 100},
-        "reason": {"type": "string", "maxLength": 2000},
-    },
-}
 MAX_REQUEST_BYTES = 16_384
 
 
-@dataclass(frozen=True)
-class AuditRequest:
-    model: str
-    revision: str | None = None
-    requested_by: str | None = None
-    reason: str | None = None
+class AuditRequest(Model):
+    """requests/*.yaml: a pull request's ask for an audit."""
+
+    model: ModelId
+    revision: Annotated[str, Meta(pattern=r"^[\w./-]{1,200}$")] | None = None
+    """A branch, tag or commit; the newest commit of the default branch when left out."""
+    requested_by: Text(100) | None = None
+    reason: Text(2000) | None = None
 
 
 def request_files(directory: Path) -> list[Path]:
@@ -71,27 +64,21 @@ def read_request(path: Path) -> AuditRequest:
     Raises:
         Ineligible: code `invalid_request`, saying what to fix.
     """
-    import jsonschema_rs
-
     try:
         raw = read_regular_file(path, MAX_REQUEST_BYTES)
         data = yamlio.load(raw.decode("utf-8"), str(path))
     except (yamlio.YamlError, UnicodeDecodeError, OSError, ValueError) as e:
         message = str(e) if str(e).startswith(str(path)) else f"{path}: {e}"
         raise Ineligible(Failure.INVALID_REQUEST, message) from e
-    errors = list(jsonschema_rs.validator_for(REQUEST_SCHEMA).iter_errors(data))
-    if errors:
-        e = errors[0]
-        where = ".".join(map(str, e.instance_path)) or "request"
-        if type(e.kind).__name__ == "Pattern" and where == "model":
-            message = f"model {e.instance!r} is not a Hub model id (org/name)"
-        else:
-            message = f"{where}: {e.message[:200]}"
+    try:
+        request = from_data(data, AuditRequest)
+    except DataError as e:
+        message = f"model {data['model']!r} is not a Hub model id (org/name)" if e.where == "model" else str(e)
         expected = "Expected: model, and optionally revision, requested_by, reason"
-        raise Ineligible(Failure.INVALID_REQUEST, f"{path}: {message}. {expected}")
-    if not is_model_id(data["model"]):  # the Hub's own rules: no "--" or "..", no ".git" at the end
-        raise Ineligible(Failure.INVALID_REQUEST, f"{path}: model {data['model']!r} is not a valid Hub model id")
-    return from_dict(AuditRequest, data)
+        raise Ineligible(Failure.INVALID_REQUEST, f"{path}: {message[:300]}. {expected}") from e
+    if not is_model_id(request.model):  # the Hub's own rules: no "--" or "..", no ".git" at the end
+        raise Ineligible(Failure.INVALID_REQUEST, f"{path}: model {request.model!r} is not a valid Hub model id")
+    return request
 
 
 def check_request(request: AuditRequest, config: Config, *, index_root: Path, api=None) -> Candidate:

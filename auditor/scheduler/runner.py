@@ -20,7 +20,6 @@ identical record, and an item already in the index at that commit is not audited
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import os
 import shutil
@@ -31,11 +30,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import msgspec
+
 from .. import __version__, clock
 from ..errors import TRANSIENT, AuditorError, Failure
 from ..fileio import atomic_write, git_blob_sha
-from ..index import ModelRef, append_record
-from ..index.entries import record_from_dict
+from ..index import MeasuredRecord, ModelRef, append_record
+from ..models import from_data
 from .config import Config, parse_duration
 from .discover import (
     audited_index,
@@ -268,7 +269,7 @@ def audit_pending(paths, config, queue, report, max_models, budget: float, log) 
         outcome = audit_in_worker(item, config, paths, report.run_id)
         if "record" in outcome:
             try:
-                record = record_from_dict(outcome["record"])
+                record = from_data(outcome["record"], MeasuredRecord)
                 append_record(item.model, record, root=paths.index)
             except (AuditorError, ValueError, TypeError, KeyError) as e:  # never let one result stop the run
                 outcome = {"error": {"code": Failure.INVALID_RESULT, "message": f"the index refused the result: {e}"}}
@@ -304,7 +305,7 @@ def audit_in_worker(item: Item, config: Config, paths: RepoPaths, run_id: str) -
     name = f"{run_id}-{item.model.replace('/', '--')}"
     job, result = jobs / f"{name}.json", jobs / f"{name}.result.json"
     result.unlink(missing_ok=True)
-    settings = dataclasses.asdict(config.audit)
+    settings = msgspec.structs.asdict(config.audit)
     atomic_write(
         job,
         json.dumps(

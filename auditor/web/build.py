@@ -35,6 +35,7 @@ from .. import __version__, clock
 from ..errors import UsageError
 from ..index import MeasuredRecord, export, load_index, resolve_root
 from ..index.entries import SCHEMA_VERSION, record_to_dict
+from ..models import to_data
 from ..settings import AuditSettings
 from .chart import profile_svg
 from .views import VERDICT_LABELS, record_view, row, sort_value
@@ -133,7 +134,7 @@ def build_site(
             chart = ""
             if isinstance(current, MeasuredRecord):
                 chart = profile_svg(
-                    current.profile,
+                    current.profile.rows(),
                     {w.layer for w in current.super_weights},
                     f"Down-projection profile of {entry.model}",
                 )
@@ -146,9 +147,7 @@ def build_site(
                 chart=chart,
                 row=row(entry, index.lookup),
             )
-            # The index already holds the file's validated data as JSON; add generated_at, compactly.
-            data = json.loads(index.payloads[entry.model.lower()][1])
-            api = {"schema_version": SCHEMA_VERSION, "generated_at": generated_at, **data}
+            api = {"schema_version": SCHEMA_VERSION, "generated_at": generated_at, **to_data(entry)}
             writer.text(f"api/v1/models/{entry.model}.json", json.dumps(api, separators=(",", ":")) + "\n")
             source = index_root / f"{entry.model}.yaml"
             writer.bytes(f"api/v1/models/{entry.model}.yaml", source.read_bytes())
