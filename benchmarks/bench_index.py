@@ -5,8 +5,7 @@
 Writes N model files, each with one realistic measured record (two super weights, a 32-layer profile, the
 full ablation), then times, cold (no cache of any kind):
 
-- `load_index` as it is: turboyaml (a YAML 1.2 reader in Rust) and msgspec, the index rules, one process
-  and two (forked workers);
+- `load_index` as it is: turboyaml (a YAML 1.2 reader in Rust) and msgspec, then the index rules;
 - the strict path every file took before, and still takes when the fast one declines: yamlio (libyaml,
   plus its checks), the JSON Schema (jsonschema-rs), the model and the rules;
 - each stage alone: parsing with libyaml (yamlio), turboyaml and any other reader installed (yaml-rs,
@@ -152,8 +151,7 @@ def main() -> None:
             rows.append((name, seconds))
             return result
 
-        index = measure("load_index, cold: turboyaml + msgspec + rules, 1 process", lambda: load_index(root, workers=1))
-        measure("load_index, cold: the same, 2 forked workers", lambda: load_index(root, workers=2))
+        index = measure("load_index, cold: turboyaml + msgspec + rules", lambda: load_index(root))
         with gc_paused():
             measure(
                 "before: yamlio + JSON Schema + model + rules",

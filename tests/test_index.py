@@ -231,11 +231,10 @@ def test_same_weights_rules(good, record):
     assert "same model as demo/tiny-llama.yaml (Hub ids are case-insensitive)" in str(problem)
 
 
-def test_load_index_applies_the_rules_across_files(tmp_path, record, monkeypatch):
-    monkeypatch.setenv("SUPERWEIGHT_CACHE", str(tmp_path / "cache"))
+def test_load_index_applies_the_rules_across_files(tmp_path, record):
     index = tmp_path / "index"
     append_record("demo/tiny-llama", record, root=index)
-    assert load_index(index).models() == ["demo/tiny-llama"]  # and now cached
+    assert load_index(index).models() == ["demo/tiny-llama"]
     twin = index / "Demo" / "Tiny-Llama.yaml"
     twin.parent.mkdir()
     twin.write_text((index / "demo" / "tiny-llama.yaml").read_text().replace("demo/tiny-llama", "Demo/Tiny-Llama"))
@@ -341,7 +340,7 @@ def test_a_crash_before_the_rename_leaves_the_old_file(tmp_path, record):
 
     assert path.read_bytes() == before
     assert list(path.parent.glob(".tiny-llama.yaml.*.tmp"))  # the orphan is there...
-    assert len(load_index(tmp_path, workers=1)) == 1  # ...and ignored
+    assert len(load_index(tmp_path)) == 1  # ...and ignored
 
 
 def test_an_invalid_record_is_never_written(tmp_path, record):
@@ -355,7 +354,7 @@ def test_an_invalid_record_is_never_written(tmp_path, record):
 
 
 def test_the_repository_index_is_valid_and_holds_the_published_coordinates():
-    index = load_index(REPO / "index", workers=1)
+    index = load_index(REPO / "index")
     for p in PUBLISHED:
         [record] = [r for r in index.get(p.model).records if r.source == "reported"]
         assert [(w.layer, w.row, w.col) for w in record.super_weights] == list(p.weights)
@@ -371,13 +370,13 @@ def test_lookup_is_case_insensitive_and_filters_by_revision(tmp_path, record):
     assert len(lookup("DEMO/Tiny-LLAMA", root=tmp_path)) == 2
     assert lookup("demo/tiny-llama", SHA_B, root=tmp_path) == [other]
     assert lookup("demo/unknown", root=tmp_path) == []
-    index = load_index(tmp_path, workers=1)
+    index = load_index(tmp_path)
     assert index.get("Demo/TINY-llama").latest() == other
     assert index.lookup("demo/tiny-llama", record.revision) == [record]
 
 
 def test_lookup_and_export_agree():
-    index = load_index(REPO / "index", workers=1)
+    index = load_index(REPO / "index")
     dump = json.loads(export(index, "json", generated_at="2026-11-22T00:00:00Z"))
     assert (dump["schema_version"], dump["generated_at"]) == (SCHEMA_VERSION, "2026-11-22T00:00:00Z")
     for model in dump["models"]:
@@ -412,7 +411,7 @@ def test_csv_text_cells_cannot_run_as_spreadsheet_formulas(tmp_path, record):
     append_record("demo/tiny-llama", record, root=tmp_path)
     append_record("demo/tiny-llama", cited, root=tmp_path)
 
-    rows = list(csv.DictReader(io.StringIO(export(load_index(tmp_path, workers=1), "csv"))))
+    rows = list(csv.DictReader(io.StringIO(export(load_index(tmp_path), "csv"))))
 
     reported = next(r for r in rows if r["source"] == "reported")
     assert reported["citation"] == "'" + cited.citation and reported["architecture"] == "'" + cited.architecture
@@ -440,7 +439,7 @@ def test_the_fast_reader_and_the_strict_one_agree(tmp_path, good):
         (root / "tiny-llama.yaml").write_text(variant, encoding="utf-8")
         strict_entry, strict_problems = check_text(variant, "demo/tiny-llama.yaml", canonical=False)
         try:
-            fast = load_index(root.parent, workers=1).get("demo/tiny-llama")
+            fast = load_index(root.parent).get("demo/tiny-llama")
             found = []
         except IndexValidationError as e:
             fast, found = None, [str(p) for p in e.problems]
@@ -452,19 +451,6 @@ def test_the_fast_reader_and_the_strict_one_agree(tmp_path, good):
     octal = text.replace("num_layers: 4", "num_layers: 04")
     assert store.read_entry_fast(octal.encode()).records[0].num_layers == 4
     assert any("'04' reads differently in YAML 1.1 and 1.2" in m for m in messages(octal))
-
-
-def test_loading_in_worker_processes_gives_the_same_index(tmp_path, record):
-    for i in range(6):
-        append_record(f"org/model-{i}", msgspec.structs.replace(record, revision=f"{i:040x}"), root=tmp_path)
-    (tmp_path / "org" / "model-3.yaml").write_text("model: [")
-    with pytest.raises(IndexValidationError) as one:
-        load_index(tmp_path, workers=1)
-    with pytest.raises(IndexValidationError) as two:
-        load_index(tmp_path, workers=3)
-    assert [str(p) for p in one.value.problems] == [str(p) for p in two.value.problems]
-    (tmp_path / "org" / "model-3.yaml").unlink()
-    assert load_index(tmp_path, workers=1).entries == load_index(tmp_path, workers=3).entries
 
 
 def test_a_date_in_the_future_is_judged_by_the_clock_of_each_read(tmp_path, record, monkeypatch):
@@ -608,7 +594,7 @@ def test_malicious_yaml_is_refused_without_harm(tmp_path, text, message):
     assert any(message in m for m in found), found
     assert not marker.exists()
     with pytest.raises(IndexValidationError):
-        load_index(tmp_path, workers=1)
+        load_index(tmp_path)
 
 
 def test_profile_columns_of_different_lengths_are_a_problem_not_a_crash(good):
@@ -630,7 +616,7 @@ def test_a_symbolic_link_is_not_an_index_file(tmp_path, record):
     (tmp_path / "evil").mkdir()
     (tmp_path / "evil" / "model.yaml").symlink_to(path)
     with pytest.raises(IndexValidationError, match=r"evil/model\.yaml: is a symbolic link"):
-        load_index(tmp_path, workers=1)
+        load_index(tmp_path)
 
 
 def test_anything_out_of_place_in_the_index_is_reported(tmp_path, record):
@@ -648,7 +634,7 @@ def test_anything_out_of_place_in_the_index_is_reported(tmp_path, record):
     (index / "demo" / ".tmp-123").write_text("half a file")  # an interrupted write's temp file: passed over
 
     with pytest.raises(IndexValidationError) as caught:
-        load_index(index, workers=1)
+        load_index(index)
 
     assert sorted(map(str, caught.value.problems)) == [
         "demo/dir.yaml: is not a plain file",

@@ -232,7 +232,7 @@ def test_a_diverged_ablation_sorts_as_the_most_damage(audit_result):
 
 
 def test_the_machine_readable_files(site):
-    index = load_index(site / ".index", workers=1)
+    index = load_index(site / ".index")
     dump = json.loads(read(site, "api/v1/index.json"))
     assert (dump["schema_version"], dump["generated_at"]) == (SCHEMA_VERSION, "2026-11-22T12:00:00Z")
     assert json.loads(read(site, "api/v1/schema.json")) == index_schema()  # the schema, as generated

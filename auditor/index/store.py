@@ -21,16 +21,13 @@ from __future__ import annotations
 import contextlib
 import errno
 import gc
-import multiprocessing
 import os
 import re
 import stat
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import msgspec
 import turboyaml
 
 from .. import yamlio
@@ -53,7 +50,6 @@ from .entries import ModelEntry, Record, entry_from_dict, render_entry
 LOCK_NAME = ".superweight.lock"
 ROOT_FILES = {"README.md"}
 FAST_BYTES = 256 * 1024  # bigger files (hundreds of records) take the strict reader
-PARALLEL_FROM = 2000  # files to read before worker processes pay for themselves
 
 
 class IndexNotFoundError(AuditorError):
@@ -213,7 +209,6 @@ class Index:
 
 SAFE_ASCII = bytes(range(0x20, 0x7F)) + b"\t\n"
 ESCAPE = re.compile(r"\\[0abvfeN_LPxuU]")  # a double-quoted escape that can make a control character
-NOT_FINITE = (".inf", ".Inf", ".INF", ".nan", ".NaN", ".NAN")
 
 
 def read_entry_fast(raw: bytes) -> ModelEntry | None:
@@ -227,7 +222,8 @@ def read_entry_fast(raw: bytes) -> ModelEntry | None:
     # escapes that could make them.
     if (raw.translate(None, SAFE_ASCII) and UNSAFE_CHARACTERS.search(text)) or ("\\" in text and ESCAPE.search(text)):
         return None
-    if any(word in text for word in NOT_FINITE):
+    lowered = text.lower()
+    if ".inf" in lowered or ".nan" in lowered:  # YAML 1.2 reads .inf and .NaN as floats
         return None
     if yamlio.flow_depth(text) > yamlio.MAX_FLOW_DEPTH:
         return None  # the Rust reader crashes on brackets nested thousands deep
@@ -276,35 +272,9 @@ def _load_files(root: Path, files: list[Path]) -> tuple[dict[str, ModelEntry], l
     return entries, problems
 
 
-def load_in_parallel(root: Path, files: list[Path], workers: int) -> tuple[dict[str, ModelEntry], list[Problem]]:
-    """`load_files` split over forked worker processes, in file order. Forking is cheap (nothing is imported
-    again) but unsafe with threads running, so then, and where there is no fork, it runs here."""
-    if workers < 2 or threading.active_count() > 1 or "fork" not in multiprocessing.get_all_start_methods():
-        return load_files(root, files)
-    size = -(-len(files) // workers)
-    with multiprocessing.get_context("fork").Pool(workers) as pool:
-        parts = pool.starmap(load_chunk, [(root, files[i : i + size]) for i in range(0, len(files), size)])
-    with gc_paused():
-        decoded = [msgspec.msgpack.decode(part, type=Chunk) for part in parts]
-    entries = {rel: entry for part, _ in decoded for rel, entry in part.items()}
-    return entries, [Problem(*p) for _, found in decoded for p in found]
-
-
-Chunk = tuple[dict[str, ModelEntry], list[tuple[str, str, int | None]]]
-
-
-def load_chunk(root: Path, files: list[Path]) -> bytes:
-    """`load_files` in a worker: its result as MessagePack, which crosses processes several times faster
-    than pickled objects."""
-    entries, problems = load_files(root, files)
-    return msgspec.msgpack.encode((entries, [(p.path, p.message, p.record) for p in problems]))
-
-
-def load_index(root: str | Path | None = None, *, workers: int | None = None) -> Index:
+def load_index(root: str | Path | None = None) -> Index:
     """Every model of the index, validated: each file, and the rules across files, as `index validate`
     checks them (except the canonical formatting of the text, which only reviewers of a diff need).
-
-    `workers`: processes to read with (default: one per core, up to 8, from 2,000 files on).
 
     Raises:
         IndexNotFoundError: no index directory; IndexValidationError: a file breaks the rules (all of its
@@ -312,9 +282,7 @@ def load_index(root: str | Path | None = None, *, workers: int | None = None) ->
     """
     root = resolve_root(root)
     files, problems = scan(root)
-    if workers is None:
-        workers = min(os.cpu_count() or 1, 8) if len(files) >= PARALLEL_FROM else 1
-    entries, found = load_in_parallel(root, files, workers)
+    entries, found = load_files(root, files)
     problems += found + check_index(entries)
     if problems:
         raise IndexValidationError(problems)
@@ -373,7 +341,7 @@ def migrate_index(root: str | Path | None = None, *, timeout: float = 600) -> li
     root = resolve_root(root)
     try:
         with FileLock(root / LOCK_NAME, timeout=timeout):
-            index = load_index(root, workers=1)
+            index = load_index(root)
             files, _ = scan(root)
             stale = []
             for path in files:
