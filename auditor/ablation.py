@@ -19,10 +19,10 @@ from collections import defaultdict
 import torch
 from tqdm.auto import tqdm
 
-from .errors import NonFiniteError
+from .errors import EvalTextError, NonFiniteError
 from .layout import DownProjection, find_down_projections, projection_for, zeroed
 from .records import Ablation, Detection, WeightPerplexity, WeightRef
-from .settings import DEFAULT_MIN_DAMAGE, DEFAULT_MIN_MARGIN
+from .settings import DEFAULT_MIN_DAMAGE, DEFAULT_MIN_MARGIN, MIN_EVAL_TOKENS
 from .verdict import judge
 
 
@@ -74,8 +74,14 @@ def ablate(
     """Measure the damage of zeroing the detected super weights; the model is restored afterwards.
 
     Raises:
-        NonFiniteError: the original model's perplexity is not finite (the eval text or dtype is unusable).
+        EvalTextError: fewer than MIN_EVAL_TOKENS tokens to score; NonFiniteError: the original model's
+        perplexity is not finite (the eval text or dtype is unusable).
     """
+    if windows.numel() < MIN_EVAL_TOKENS:
+        raise EvalTextError(
+            f"{eval_name} gives {windows.numel()} token(s) to score; judging needs at least {MIN_EVAL_TOKENS} "
+            "(a longer text, or a larger --max-tokens)"
+        )
     projections = find_down_projections(model, detection.settings.module_pattern)
     refs = [w.ref() for w in detection.super_weights]
 
@@ -85,7 +91,9 @@ def ablate(
 
     original = measure("perplexity (original)", [])
     if not math.isfinite(original):
-        raise NonFiniteError("the unmodified model's perplexity is not finite: try --dtype float32")
+        dtype = str(next(model.parameters()).dtype).removeprefix("torch.")
+        hint = "try --dtype float32" if dtype != "float32" else "the model breaks on this text even in float32"
+        raise NonFiniteError(f"the unmodified model's perplexity is not finite in {dtype}: {hint}")
     common = dict(
         eval_text=eval_name,
         eval_sha256=eval_sha256,

@@ -107,6 +107,15 @@ def load(checkpoint: Checkpoint, *, device: str = "auto", dtype: str = "auto") -
             f"{checkpoint.model}: {len(absent)} weight(s) of {type(model).__name__} are missing from the checkpoint "
             f"or shaped differently ({', '.join(absent[:3])}): they would stay random, so nothing can be audited"
         )
+    # A tensor the model does not take (a config that claims fewer layers than the files hold, say) would be
+    # dropped silently, and its super weights with it. Old checkpoints saved RoPE's frequency buffer.
+    unused = sorted(k for k in loading["unexpected_keys"] if not k.endswith("rotary_emb.inv_freq"))
+    if unused:
+        raise CorruptCheckpointError(
+            f"{checkpoint.model}: {len(unused)} tensor(s) of the checkpoint are not used by {type(model).__name__} "
+            f"as its config describes it ({', '.join(unused[:3])}): the config and the weights disagree"
+        )
+    check_weights(model, tokenizer, checkpoint.model)
     model.eval().requires_grad_(False)
     if dev.type == "cpu":
         model.to(dev)
@@ -125,6 +134,25 @@ def load(checkpoint: Checkpoint, *, device: str = "auto", dtype: str = "auto") -
         weights_sha256=checkpoint.weights_sha256,
     )
     return LoadedModel(model=model, tokenizer=tokenizer, checkpoint=checkpoint, info=info)
+
+
+def check_weights(model, tokenizer, name: str) -> None:
+    """Refuse a model that cannot be audited meaningfully: weights that are inf or NaN, or a tokenizer whose
+    vocabulary reaches beyond the embedding (its ids would index past the end).
+
+    Raises:
+        CorruptCheckpointError: naming the tensor, or both sizes.
+    """
+    rows = model.get_input_embeddings().weight.shape[0]
+    ids = getattr(tokenizer, "vocab_size", None) or len(tokenizer)  # its vocabulary, not tokens added after
+    if ids > rows:
+        raise CorruptCheckpointError(
+            f"{name}: the tokenizer has {ids:,} ids but the model's embedding only {rows:,} rows "
+            "(vocab_size in config.json is too small for this tokenizer)"
+        )
+    for key, tensor in model.named_parameters():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise CorruptCheckpointError(f"{name}: weight {key} holds inf or NaN values: the checkpoint is damaged")
 
 
 def hardware(device: str) -> str:

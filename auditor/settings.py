@@ -22,6 +22,8 @@ DEFAULT_SEQ_LEN = 2048
 DEFAULT_MAX_TOKENS = 65536
 DEFAULT_MIN_DAMAGE = 2.0
 DEFAULT_MIN_MARGIN = 2.0
+MIN_EVAL_TOKENS = 256
+"""Fewer scored tokens than this judge nothing: a verdict from a few tokens would be noise in the index."""
 DTYPES = ("auto", "float32", "float16", "bfloat16")
 DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
 

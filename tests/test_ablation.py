@@ -194,3 +194,27 @@ def test_a_diverged_loss_is_stored_named_and_judged(build_checkpoint, load_check
     assert json.loads(json.dumps(audit.to_json(), allow_nan=False))["ablation"]["damage"] is None
     text = render_entry(ModelEntry("demo/tiny-llama", [MeasuredRecord.from_audit(audit)]))
     assert check_text(text, "demo/tiny-llama.yaml")[1] == []  # the index takes it, and re-checks the verdict
+
+
+def test_too_short_a_text_judges_nothing(build_checkpoint, load_checkpoint, eval_text):
+    from auditor.settings import MIN_EVAL_TOKENS
+
+    lm = load_checkpoint(build_checkpoint("llama"))
+    detection = detect(lm.model, lm.tokenizer, progress=False)
+    windows = evaltext.windows(lm.tokenizer, evaltext.from_file(eval_text), seq_len=64, max_tokens=MIN_EVAL_TOKENS - 64)
+    with pytest.raises(
+        EvalTextError, match=rf"gives 192 token\(s\) to score; judging needs at least {MIN_EVAL_TOKENS}"
+    ):
+        ablate(lm.model, detection, windows, eval_name="file:x", eval_sha256="0" * 64, progress=False)
+
+
+def test_a_non_finite_model_in_float32_is_not_told_to_use_float32(build_checkpoint, load_checkpoint, eval_text):
+    from auditor.errors import NonFiniteError
+
+    lm = load_checkpoint(build_checkpoint("llama", []))
+    with torch.no_grad():
+        lm.model.lm_head.weight.fill_(float("inf"))
+    windows = evaltext.windows(lm.tokenizer, evaltext.from_file(eval_text), seq_len=64, max_tokens=256)
+    detection = detect(lm.model, lm.tokenizer, progress=False)
+    with pytest.raises(NonFiniteError, match="not finite in float32: the model breaks on this text even in float32"):
+        ablate(lm.model, detection, windows, eval_name="file:x", eval_sha256="0" * 64, progress=False)

@@ -129,6 +129,33 @@ def test_weights_the_checkpoint_lacks_are_refused_not_left_random(checkpoint_cop
         load_checkpoint(checkpoint_copy)
 
 
+def test_a_config_with_fewer_layers_than_the_weights_is_refused(checkpoint_copy, load_checkpoint):
+    edit_config(checkpoint_copy, num_hidden_layers=3)  # the files hold 4: layer 3 would be dropped silently
+    with pytest.raises(CorruptCheckpointError, match=r"tensor\(s\) of the checkpoint are not used .*model\.layers\.3"):
+        load_checkpoint(checkpoint_copy)
+
+
+def test_non_finite_weights_are_named(checkpoint_copy, load_checkpoint):
+    from safetensors.torch import load_file, save_file
+
+    weights = load_file(checkpoint_copy / "model.safetensors")
+    weights["model.layers.2.mlp.up_proj.weight"][0, 0] = float("nan")
+    save_file(weights, checkpoint_copy / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(CorruptCheckpointError, match=r"weight model\.layers\.2\.mlp\.up_proj\.weight holds inf or NaN"):
+        load_checkpoint(checkpoint_copy)
+
+
+def test_a_tokenizer_larger_than_the_embedding_is_refused(checkpoint_copy, load_checkpoint):
+    from auditor.loading import check_weights
+
+    lm = load_checkpoint(checkpoint_copy)
+    ids = lm.tokenizer.vocab_size
+    lm.model.resize_token_embeddings(ids - 8)  # as a config.json whose vocab_size is too small loads
+    wanted = rf"the tokenizer has {ids:,} ids but the model's embedding only {ids - 8:,} rows"
+    with pytest.raises(CorruptCheckpointError, match=wanted):
+        check_weights(lm.model, lm.tokenizer, "demo")
+
+
 def test_a_pre_quantized_checkpoint_is_refused(checkpoint_copy):
     edit_config(checkpoint_copy, quantization_config={"quant_method": "fp8", "weight_block_size": [128, 128]})
     with pytest.raises(QuantizedModelError, match=r"pre-quantized \(fp8\)") as refused:
