@@ -1,14 +1,22 @@
-"""Confirm detected super weights by zeroing them, against a control.
+"""Prove each detected candidate by zeroing it, against a control; the verdict is per weight.
 
 Perplexity on the evaluation windows is measured for:
   (a) the original model;
-  (b) all detected super weights zeroed;
-  (c) a control: as many of the largest-magnitude *other* weights of the same matrices zeroed;
-  and each super weight zeroed alone, when there are several.
+  (b) each candidate zeroed alone, and its control alone: the largest-magnitude weight of the same matrix
+      that is not a candidate. A candidate is a `super_weight` when its damage clears the bar (below);
+  (c) the candidates that are not proven alone, when zeroing all of them together clears the bar against
+      their controls: a group grown greedily (most damaging first) until it clears the bar, then each member
+      it does not need dropped again. The members left are `in_group`: the paper reports weights that matter
+      only together, and redundant copies do nothing alone. Every other candidate is `rejected`, kept in the
+      record with its figures;
+  (d) the proven weights zeroed together (every candidate, when none is proven) against as many of the
+      largest other weights of the same matrices: the record's overall figures.
 
-The verdict (`auditor.verdict`): confirmed when the ablated perplexity is at least min_damage (2) times the
-original and at least min_margin (2) times the control's: removing the weights hurts a lot, and far more than
-removing as many large ordinary weights; not_confirmed otherwise; none_found when detection found nothing.
+With several candidates and more than one window, they are first screened on a slice (the first eighth of
+the windows, at least MIN_EVAL_TOKENS tokens): one whose lone damage there is under SCREEN_MIN_DAMAGE (1%
+more perplexity) is not measured alone on the full text (it cannot be a super weight alone), only
+considered for a group. The bar (`auditor.verdict`): zeroed perplexity at
+least min_damage (2) times the original and min_margin (2) times the control's.
 """
 
 from __future__ import annotations
@@ -60,6 +68,27 @@ def control_weights(projections: list[DownProjection], refs: list[WeightRef]) ->
     return control
 
 
+SCREEN_FRACTION = 8
+SCREEN_MIN_DAMAGE = 1.01
+
+
+def lone_control(projections: list[DownProjection], weight: WeightRef, candidates: set[WeightRef]) -> WeightRef:
+    """The largest-|w| weight of `weight`'s matrix that is not a candidate."""
+    m = projection_for(projections, weight.layer, weight.expert).matrix(weight.expert)
+    cols = m.shape[1]
+    for i in torch.topk(m.detach().abs().flatten().float(), len(candidates) + 1).indices.tolist():
+        ref = WeightRef(weight.layer, *divmod(i, cols), weight.expert)
+        if ref not in candidates:
+            return ref
+    raise AssertionError("a matrix of more weights than candidates")  # topk took one more than there are
+
+
+def screen_slice(windows: torch.Tensor) -> torch.Tensor | None:
+    """The first windows to screen on, or None when that would be (nearly) all of them."""
+    n = max(-(-windows.shape[0] // SCREEN_FRACTION), -(-MIN_EVAL_TOKENS // windows.shape[1]))
+    return windows[:n] if n < windows.shape[0] else None
+
+
 def ablate(
     model,
     detection: Detection,
@@ -69,9 +98,10 @@ def ablate(
     eval_sha256: str,
     min_damage: float = DEFAULT_MIN_DAMAGE,
     min_margin: float = DEFAULT_MIN_MARGIN,
+    screen: bool = True,
     progress: bool = True,
 ) -> Ablation:
-    """Measure the damage of zeroing the detected super weights; the model is restored afterwards.
+    """Judge each detected candidate by zeroing it (see the module docstring); the model is restored.
 
     Raises:
         EvalTextError: fewer than MIN_EVAL_TOKENS tokens to score; NonFiniteError: the original model's
@@ -84,12 +114,19 @@ def ablate(
         )
     projections = find_down_projections(model, detection.settings.module_pattern)
     refs = [w.ref() for w in detection.super_weights]
+    diverged: list[str] = []
 
-    def measure(desc: str, zero: list[WeightRef]) -> float:
+    def measure(desc: str, zero: list[WeightRef], on: torch.Tensor = windows, name: str | None = None) -> float:
         with zeroed(projections, zero):
-            return perplexity(model, windows, desc=desc, progress=progress)
+            value = perplexity(model, on, desc=f"perplexity ({desc})", progress=progress)
+        if name is not None and not math.isfinite(value):
+            diverged.append(name)
+        return value
 
-    original = measure("perplexity (original)", [])
+    def bar(zeroed_ppl: float, control_ppl: float) -> bool:
+        return judge(original, zeroed_ppl, control_ppl, min_damage=min_damage, min_margin=min_margin) == "confirmed"
+
+    original = measure("original", [])
     if not math.isfinite(original):
         dtype = str(next(model.parameters()).dtype).removeprefix("torch.")
         hint = "try --dtype float32" if dtype != "float32" else "the model breaks on this text even in float32"
@@ -105,26 +142,94 @@ def ablate(
     )
     if not refs:
         return Ablation(**common, perplexity_ablated=None, perplexity_control=None, verdict="none_found")
-    ablated = measure("perplexity (super weights zeroed)", refs)
-    control = control_weights(projections, refs)
-    controlled = measure("perplexity (control)", control)
-    diverged = [name for name, value in (("ablated", ablated), ("control", controlled)) if not math.isfinite(value)]
-    per_weight = []
-    for r in refs:
-        # One super weight zeroed alone is the whole set zeroed: its figure is `ablated`, no second pass.
-        ppl = ablated if len(refs) == 1 else measure(f"perplexity (layer {r.layer} [{r.row}, {r.col}] zeroed)", [r])
-        if not math.isfinite(ppl):
-            diverged.append(f"layer {r.layer} [{r.row}, {r.col}]")
-        per_weight.append(WeightPerplexity(r.layer, r.row, r.col, finite(ppl), r.expert))
+
+    # (b), after the screen: each candidate alone, against its own control.
+    where = {r: f"layer {r.layer} [{r.row}, {r.col}]" for r in refs}
+    controls = {r: lone_control(projections, r, set(refs)) for r in refs}
+    part = screen_slice(windows) if screen and len(refs) > 1 else None
+    screened: dict[WeightRef, float] = {}
+    if part is not None:
+        base = measure("screen: original", [], part)
+        screened = {r: measure(f"screen: {where[r]} zeroed", [r], part) for r in refs}
+        common |= {"screen_tokens": int(part.numel()), "screen_original": base}
+    survivors = [r for r in refs if r not in screened or screened[r] >= SCREEN_MIN_DAMAGE * common["screen_original"]]
+    alone = {r: measure(f"{where[r]} zeroed", [r], name=where[r]) for r in survivors}
+    controlled = {r: measure(f"control of {where[r]}", [controls[r]], name=f"control of {where[r]}") for r in survivors}
+    verdicts = {r: "super_weight" if bar(alone[r], controlled[r]) else "rejected" for r in survivors}
+
+    # (c) a group among the rest (the screened-out too: redundant weights each do nothing alone), most
+    # damaging first; only when all of them together clear the bar is there a group to look for.
+    def damage(r: WeightRef) -> float:
+        return alone[r] / original if r in alone else screened[r] / common["screen_original"]
+
+    rest = sorted((r for r in refs if verdicts.get(r) != "super_weight"), key=damage, reverse=True)
+
+    def group_figures(group: list[WeightRef]) -> tuple[float, float]:
+        return measure("group", group), measure("group control", [controls[r] for r in group])
+
+    group, figures = [], None
+    if len(rest) >= 2 and bar(*(everyone := group_figures(rest))):
+        group, figures = find_group(rest, group_figures, bar, everyone)
+    for r in group:
+        verdicts[r] = "in_group"
+    if figures is not None:
+        common |= {"group_perplexity": finite(figures[0]), "group_control": finite(figures[1])}
+        diverged += [name for name, v in zip(("group", "group control"), figures, strict=True) if not math.isfinite(v)]
+
+    # (d) the proven weights together (every candidate when none is proven).
+    proven = [r for r in refs if verdicts.get(r) in ("super_weight", "in_group")]
+    together = proven or refs
+    control = control_weights(projections, together)
+    if len(refs) == 1 and control == [controls[refs[0]]]:  # the same two measurements as (b)
+        ablated, set_control = alone[refs[0]], controlled[refs[0]]
+        diverged += [n for n, v in (("ablated", ablated), ("control", set_control)) if not math.isfinite(v)]
+    else:
+        ablated = measure("proven weights zeroed" if proven else "all candidates zeroed", together, name="ablated")
+        set_control = measure("control", control, name="control")
+    per_weight = [
+        WeightPerplexity(
+            r.layer,
+            r.row,
+            r.col,
+            finite(alone[r]) if r in alone else None,
+            r.expert,
+            control=controls[r],
+            perplexity_control=finite(controlled[r]) if r in controlled else None,
+            screened=finite(screened[r]) if r in screened else None,
+            verdict=verdicts.get(r, "rejected"),
+        )
+        for r in refs
+    ]
     return Ablation(
         **common,
         perplexity_ablated=finite(ablated),
-        perplexity_control=finite(controlled),
-        verdict=judge(original, ablated, controlled, min_damage=min_damage, min_margin=min_margin),
+        perplexity_control=finite(set_control),
+        verdict=judge(original, ablated, set_control, min_damage=min_damage, min_margin=min_margin),
         control_weights=control,
         per_weight=per_weight,
         diverged=diverged,
     )
+
+
+def find_group(
+    rest: list[WeightRef], measure, clears, everyone: tuple[float, float]
+) -> tuple[list[WeightRef], tuple[float, float]]:
+    """A small group among `rest` (most damaging first), all of which together clear the bar (`everyone`
+    are their figures): grow it one weight at a time until it clears, then drop each member it does not
+    need. `measure(group)` gives (zeroed, control) perplexities; `clears(zeroed, control)` is the bar."""
+    group: list[WeightRef] = []
+    for r in rest:
+        group.append(r)
+        if len(group) == len(rest):
+            figures = everyone
+            break
+        if len(group) >= 2 and clears(*(figures := measure(group))):
+            break
+    for r in reversed(list(group)):  # least damaging first
+        trial = [g for g in group if g != r]
+        if len(trial) >= 2 and clears(*(smaller := measure(trial))):
+            group, figures = trial, smaller
+    return group, figures
 
 
 def finite(value: float) -> float | None:

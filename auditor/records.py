@@ -125,17 +125,34 @@ class Detection(Model, omit_defaults=False):
     """True when the search stopped at `max_super_weights` with a spike still present."""
 
 
+WeightVerdict = Literal["super_weight", "in_group", "rejected"]
+"""`super_weight`: zeroing it alone clears the bar against its control; `in_group`: it does so only with the
+other `in_group` weights of its record (each is needed); `rejected`: neither."""
+
+
 class WeightPerplexity(Model):
+    """One candidate zeroed alone, against its control: the largest other weight of its matrix zeroed alone."""
+
     layer: Count
     row: Count
     col: Count
     perplexity: float | None
-    """None when the loss was not finite (see Ablation.diverged)."""
+    """None when the loss was not finite (see Ablation.diverged), or when the screen left it out."""
     expert: int | None = None
+    control: WeightRef | None = None
+    perplexity_control: float | None = None
+    screened: float | None = None
+    """Its perplexity zeroed alone on the screening slice (`Ablation.screen_tokens`)."""
+    verdict: WeightVerdict | None = None
+    """None in records from before per-weight verdicts (schema 2), where the weights were judged as a set."""
+
+    def ref(self) -> WeightRef:
+        return WeightRef(self.layer, self.row, self.col, self.expert)
 
 
-class Ablation(Model, omit_defaults=False):
-    """Perplexity with the super weights zeroed, against a control of as many of the largest other weights."""
+class Ablation(Model):
+    """Each candidate judged alone (`per_weight`), and the proven super weights zeroed together (or every
+    candidate, when none is proven) against a control of as many of the largest other weights."""
 
     eval_text: Text(200)
     """Where the text came from: `wikitext-2-raw-v1 (test)` or `file:NAME`."""
@@ -151,10 +168,19 @@ class Ablation(Model, omit_defaults=False):
     min_margin: float
     control_weights: list[WeightRef] = field(default_factory=list)
     per_weight: list[WeightPerplexity] = field(default_factory=list)
-    """Each super weight zeroed alone (with one super weight, the same figure as `perplexity_ablated`)."""
+    """Each candidate zeroed alone, with its control and its own verdict."""
     diverged: list[Text(100)] = field(default_factory=list)
     """Measurements whose loss was not finite (inf or NaN: the model broke outright), stored as None:
-    `ablated`, `control`, or `layer L [row, col]` for a weight zeroed alone."""
+    `ablated`, `control`, `layer L [row, col]` for a weight zeroed alone, `control of layer L [row, col]`,
+    `group`, `group control`."""
+    screen_tokens: int | None = None
+    """Tokens of the screening slice (the first windows), when candidates were screened on it first."""
+    screen_original: float | None = None
+    """The unmodified model's perplexity on that slice."""
+    group_perplexity: float | None = None
+    """The `in_group` weights zeroed together."""
+    group_control: float | None = None
+    """Their controls zeroed together."""
 
     @property
     def damage(self) -> float | None:

@@ -7,10 +7,11 @@ import math
 from .records import Ablation, AuditResult
 
 VERDICT_TEXT = {
-    "confirmed": "confirmed: these are super weights",
-    "not_confirmed": "not confirmed: removing the candidates hurts no more than the control",
+    "confirmed": "confirmed: zeroing proves these super weights",
+    "not_confirmed": "not confirmed: no candidate hurts the model more than its control, alone or in a group",
     "none_found": "none found: no down projection has a super-weight spike",
 }
+WEIGHT_VERDICT_TEXT = {"super_weight": "super weight", "in_group": "super weight (in group)", "rejected": "rejected"}
 
 
 def number(x: float | None, digits: int = 2) -> str:
@@ -36,7 +37,7 @@ def render(result: AuditResult) -> str:
         "",
     ]
     n = len(det.super_weights)
-    lines.append(f"{n} super weight{'s' if n != 1 else ''} found in {det.passes} forward pass(es)")
+    lines.append(f"{n} candidate{'s' if n != 1 else ''} found in {det.passes} forward pass(es)")
     if n:
         header = ["layer", "row", "col", "expert", "weight", "activation", "input", "out x", "in x", "share"]
         rows = [
@@ -78,25 +79,53 @@ def render(result: AuditResult) -> str:
 def render_ablation(a: Ablation) -> list[str]:
     windows = a.tokens // a.seq_len
     lines = [f"Ablation on {a.eval_text} ({a.tokens:,} tokens, {windows} window(s) of {a.seq_len}):"]
-    rows = [["original", number(a.perplexity_original), ""]]
 
-    def figure(name: str, value: float | None, ratio: float | None) -> list[str]:
+    def figure(name: str, value: float | None) -> list[str]:
         if value is None and name in a.diverged:
             return ["diverged", "unbounded"]
-        return [number(value), f"x{number(ratio)}"]
+        return [number(value), "-" if value is None else f"x{number(value / a.perplexity_original)}"]
 
+    if a.per_weight:
+        screen = f"; screened first on {a.screen_tokens:,} tokens" if a.screen_tokens else ""
+        lines.append(
+            f"  each candidate zeroed alone, against its control (the largest other weight of its matrix){screen}:"
+        )
+        rows = []
+        for w in a.per_weight:
+            name = f"layer {w.layer} [{w.row}, {w.col}]"
+            alone = figure(name, w.perplexity)
+            if w.perplexity is None and w.screened is not None:
+                alone = [number(w.screened), f"x{number(w.screened / a.screen_original)} (screen)"]
+            rows.append(
+                [
+                    name + (f" expert {w.expert}" if w.expert is not None else ""),
+                    *alone,
+                    *figure(f"control of {name}", w.perplexity_control),
+                    WEIGHT_VERDICT_TEXT.get(w.verdict, "judged as a set"),
+                ]
+            )
+        lines += table(rows, ["weight", "zeroed", "vs original", "control", "vs original", "verdict"])
+        if a.group_perplexity is not None or "group" in a.diverged:
+            group = [f"layer {w.layer} [{w.row}, {w.col}]" for w in a.per_weight if w.verdict == "in_group"]
+            lines.append(
+                f"  in group ({', '.join(group)}): zeroed together {' '.join(figure('group', a.group_perplexity))}, "
+                f"their controls {' '.join(figure('group control', a.group_control))}"
+            )
+    rows = [["original", number(a.perplexity_original), ""]]
     if a.verdict != "none_found":
-        rows.append(["super weights zeroed", *figure("ablated", a.perplexity_ablated, a.damage)])
+        proven = any(w.verdict in ("super_weight", "in_group") for w in a.per_weight)
+        which = "the super weights" if proven else "all candidates"
+        lines.append(f"  {which} zeroed together, against as many of the largest other weights of their matrices:")
+        rows.append(["zeroed together", *figure("ablated", a.perplexity_ablated)])
         control = f"control ({len(a.control_weights)} largest others zeroed)"
-        rows.append([control, *figure("control", a.perplexity_control, a.control_damage)])
-    for w in a.per_weight if len(a.per_weight) > 1 else []:  # one weight alone is the row above
-        label = f"only layer {w.layer} [{w.row}, {w.col}]" + (f" expert {w.expert}" if w.expert is not None else "")
-        ratio = None if w.perplexity is None else w.perplexity / a.perplexity_original
-        rows.append([label, number(w.perplexity), f"x{number(ratio)}"])
+        rows.append([control, *figure("control", a.perplexity_control)])
     lines += table(rows, ["perplexity", "", "vs original"])[1:]
     lines += ["", f"Verdict: {VERDICT_TEXT[a.verdict]}"]
     if a.diverged:
         lines.append(f"  diverged (the loss was not finite, the model broke outright): {', '.join(a.diverged)}")
     if a.verdict != "none_found":
-        lines.append(f"  (confirmed needs ablated >= {a.min_damage:g} x original and >= {a.min_margin:g} x control)")
+        lines.append(
+            f"  (a super weight, alone or in a group, makes perplexity >= {a.min_damage:g} x original and "
+            f">= {a.min_margin:g} x its control's)"
+        )
     return lines

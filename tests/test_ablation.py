@@ -70,8 +70,11 @@ def test_each_weight_alone_when_there_are_several(build_checkpoint, load_checkpo
 
     assert result.verdict == "confirmed"
     assert [(w.layer, w.row, w.col) for w in result.per_weight] == [(1, 7, 33), (3, 20, 90)]
-    # The two are redundant here (the head reads either one), which only the one-at-a-time figures show.
-    assert all(w.perplexity < 1.1 * result.perplexity_original for w in result.per_weight)
+    # The two are redundant here (the head reads either one), which only the one-at-a-time figures show:
+    # each alone does nothing (the screen on the first windows says so), together they break the model.
+    assert all(w.screened < 1.01 * result.screen_original and w.perplexity is None for w in result.per_weight)
+    assert [w.verdict for w in result.per_weight] == ["in_group", "in_group"]
+    assert result.group_perplexity > 100 * result.perplexity_original
     assert result.damage > 100
     assert len(result.control_weights) == 2
     after = lm.model.state_dict()
@@ -177,7 +180,7 @@ def test_a_diverged_loss_is_stored_named_and_judged(build_checkpoint, load_check
         ablation_module,
         "perplexity",
         lambda model, windows, desc="", progress=True: (
-            math.nan if "super weights zeroed" in desc else real(model, windows, progress=False)
+            math.nan if "[7, 33] zeroed" in desc else real(model, windows, progress=False)
         ),
     )
     lm = load_checkpoint(build_checkpoint("llama"))
@@ -185,7 +188,8 @@ def test_a_diverged_loss_is_stored_named_and_judged(build_checkpoint, load_check
     _, result = run_ablation(lm, eval_text)
 
     assert (result.verdict, result.perplexity_ablated) == ("confirmed", None)
-    assert result.diverged == ["ablated", "layer 1 [7, 33]"]  # the lone weight zeroed alone is the set zeroed
+    assert result.diverged == ["layer 1 [7, 33]", "ablated"]  # the lone candidate zeroed alone is the set zeroed
+    assert result.per_weight[0].verdict == "super_weight" and result.per_weight[0].perplexity is None
     assert result.damage is None and result.perplexity_control is not None
 
     info = replace(lm.info, revision="a" * 40)  # as if from the Hub, so that the index takes it
@@ -218,3 +222,45 @@ def test_a_non_finite_model_in_float32_is_not_told_to_use_float32(build_checkpoi
     detection = detect(lm.model, lm.tokenizer, progress=False)
     with pytest.raises(NonFiniteError, match="not finite in float32: the model breaks on this text even in float32"):
         ablate(lm.model, detection, windows, eval_name="file:x", eval_sha256="0" * 64, progress=False)
+
+
+def test_a_spike_that_does_not_matter_is_rejected_and_kept_apart(
+    build_checkpoint, load_checkpoint, eval_text, tmp_path
+):
+    """Two candidates: the head reads the super activation of one only, so the other is a massive activation
+    that zeroing proves harmless. Only the first is a super weight; the second is kept as rejected."""
+    from auditor.index import MeasuredRecord, append_record, check_text
+    from auditor.index.entries import ModelEntry, render_entry
+    from auditor.report import render
+    from auditor.web.build import build_site
+
+    lm = load_checkpoint(build_checkpoint("llama", [Plant(1, 7, 33), Plant(3, 20, 90)]))
+    with torch.no_grad():
+        lm.model.lm_head.weight[:, 20] = 0  # nothing reads row 20 any more
+
+    detection, result = run_ablation(lm, eval_text)
+
+    assert [(w.layer, w.row, w.col, w.verdict) for w in result.per_weight] == [
+        (1, 7, 33, "super_weight"),
+        (3, 20, 90, "rejected"),
+    ]
+    first = result.per_weight[0]
+    assert first.perplexity > 2 * max(first.perplexity_control, result.perplexity_original)
+    assert first.control.layer == 1 and first.control not in {w.ref() for w in detection.super_weights}
+    assert result.verdict == "confirmed" and len(result.control_weights) == 1  # the proven one, zeroed together
+
+    info = replace(lm.info, revision="a" * 40)
+    audit = AuditResult(info, detection, result, Environment("0.1.0", "2", "5", "cpu", "2026-11-22T00:00:00Z", 1.0))
+    record = MeasuredRecord.from_audit(audit)
+    assert [(w.layer, w.row) for w in record.super_weights] == [(1, 7)]
+    assert [(w.layer, w.row) for w in record.rejected_candidates] == [(3, 20)]
+    assert check_text(render_entry(ModelEntry("demo/tiny-llama", [record])), "demo/tiny-llama.yaml")[1] == []
+    report = render(audit)
+    assert "layer 3 [20, 90]" in report and "rejected" in report and "super weight" in report
+
+    append_record("demo/tiny-llama", record, root=tmp_path / "index")
+    build_site(tmp_path / "site", index_root=tmp_path / "index", queue_file=None)
+    page = (tmp_path / "site" / "models" / "demo" / "tiny-llama" / "index.html").read_text()
+    assert "1 rejected candidate:" in page and "layer 3 [20, 90]" in page
+    home = (tmp_path / "site" / "index.html").read_text()
+    assert "L1 [7, 33]" in home and "L3 [20, 90]" not in home  # the home table lists proven weights only

@@ -99,7 +99,7 @@ def test_audit_text_report(build_checkpoint, eval_text, capsys):
     )
 
     assert code == 0
-    assert "1 super weight found" in out
+    assert "1 candidate found" in out
     assert "transformer.h.1.mlp.c_proj.weight[33, 7]" in out  # Conv1D stores [in, out]
     assert "Verdict: confirmed" in out
     assert "Layer profile" in out
@@ -108,7 +108,7 @@ def test_audit_text_report(build_checkpoint, eval_text, capsys):
 def test_detect_none_found_text(build_checkpoint, capsys):
     code, out, _ = run(capsys, "detect", str(build_checkpoint("llama", [])), "--quiet")
     assert code == 0
-    assert "0 super weights found in 1 forward pass(es)" in out
+    assert "0 candidates found in 1 forward pass(es)" in out
 
 
 def test_thresholds_and_pattern_reach_the_detector(build_checkpoint, capsys):

@@ -104,7 +104,8 @@ DELETE = object()
         ("ablation.perplexity_original", -1.0, "perplexity_original: -1.0 is less than or equal to the minimum"),
         ("ablation.control_weights.0", {"layer": 1, "row": 7, "col": 33}, "control_weights must be"),
         ("ablation.per_weight", [{"layer": 1, "row": 7, "col": 34, "perplexity": 5.0}], "per_weight lists"),
-        ("ablation.per_weight.0.perplexity", 5.0, "per_weight of a lone super weight is perplexity_ablated"),
+        ("ablation.per_weight.0.perplexity", 5.0, "is a super_weight but its figures do not clear the bar"),
+        ("ablation.per_weight.0.verdict", "rejected", "is rejected but listed among the super weights"),
         ("hardware", DELETE, 'record: "hardware" is a required property'),
         ("colour", "red", "Additional properties are not allowed ('colour' was unexpected)"),
         ("source", "guessed", 'source: "guessed" is not one of "measured", "reported" or "same_weights"'),
@@ -114,7 +115,11 @@ DELETE = object()
         ("architecture", "Llama\u202eMLtuo", "architecture: character U+202E is not allowed"),  # hides what it says
         ("super_weights.0.tensor", "a\n__import__('os').system('x')", "is not a dotted module or tensor name"),
         ("ablation.control_weights.0", {"layer": 1, "row": 64, "col": 0}, "[64, 0] is outside the 64 x 128 matrix"),
-        ("ablation.control_weights.0", {"layer": 0, "row": 1, "col": 0}, "is not in a matrix that holds a super"),
+        (
+            "ablation.control_weights.0",
+            {"layer": 0, "row": 1, "col": 0},
+            "is not in a matrix that holds a weight it stands for",
+        ),
     ],
 )
 def test_each_kind_of_bad_record_is_rejected(good, path, value, message):
@@ -489,11 +494,20 @@ def test_the_schema_and_the_model_judge_alike(good):
     assert schema_problems(good, "x") == []
 
 
+def before_v3(record: MeasuredRecord) -> MeasuredRecord:
+    """`record` as schema 2 could hold it: no per-weight verdicts, controls or screen figures."""
+    from auditor.records import WeightPerplexity
+
+    a = record.ablation
+    per = [WeightPerplexity(w.layer, w.row, w.col, w.perplexity, w.expert) for w in a.per_weight]
+    return msgspec.structs.replace(record, ablation=msgspec.structs.replace(a, per_weight=per))
+
+
 def v1_file(record) -> dict:
     """`record` as schema version 1 wrote it: a lone super weight had no per_weight entry."""
-    data = record_to_dict(record)
+    data = record_to_dict(before_v3(record))
     data["ablation"] = {**data["ablation"], "per_weight": []}
-    data["ablation"]["diverged"] = [d for d in data["ablation"]["diverged"] if not d.startswith("layer ")]
+    data["ablation"]["diverged"] = [d for d in data["ablation"].get("diverged", []) if not d.startswith("layer ")]
     return {"schema_version": 1, "model": "demo/tiny-llama", "records": [data]}
 
 
@@ -511,7 +525,7 @@ def test_migration_v1_to_v2_lists_a_lone_super_weight_in_per_weight(record):
         "col": w.col,
         "perplexity": old["records"][0]["ablation"]["perplexity_ablated"],
     }
-    assert entry_from_dict(old).records == [record]  # read as today's record, nothing lost
+    assert entry_from_dict(old).records == [before_v3(record)]  # read as a record of today, nothing lost
 
     diverged = copy.deepcopy(old)
     diverged["records"][0]["ablation"] |= {"perplexity_ablated": None, "diverged": ["ablated"]}
@@ -522,6 +536,17 @@ def test_migration_v1_to_v2_lists_a_lone_super_weight_in_per_weight(record):
     several = copy.deepcopy(old)
     several["records"][0]["super_weights"] *= 2
     assert STEPS[1](several)["records"] == several["records"]  # only a lone weight changes
+
+
+def test_migration_v2_to_v3_keeps_weights_judged_as_a_set(record):
+    from auditor.index.migrations import STEPS
+
+    old = {"schema_version": 2, "model": "demo/tiny-llama", "records": [record_to_dict(before_v3(record))]}
+    new = STEPS[2](copy.deepcopy(old))
+    assert new == {**old, "schema_version": 3}  # nothing invented: no verdict, no control, no rejection
+    [migrated] = entry_from_dict(old).records
+    assert [w.verdict for w in migrated.ablation.per_weight] == [None] and migrated.rejected_candidates == []
+    assert messages(text_of(new)) == []  # a valid record of today: weights judged as a set
 
 
 def test_every_version_step_has_a_migration():
@@ -537,11 +562,11 @@ def test_index_migrate_rewrites_old_files_in_the_current_version(tmp_path, recor
     path = tmp_path / "demo" / "tiny-llama.yaml"
     path.parent.mkdir()
     path.write_text(text_of(v1_file(record)))
-    assert load_index(tmp_path).get("demo/tiny-llama").records == [record]  # read, migrated in memory
+    assert load_index(tmp_path).get("demo/tiny-llama").records == [before_v3(record)]  # migrated in memory
     assert any("canonical format" in m for m in messages(path.read_text()))  # ...but the file is old
 
     assert main(["index", "migrate", "--index", str(tmp_path)]) == 0
-    assert path.read_text() == render_entry(ModelEntry("demo/tiny-llama", [record]))
+    assert path.read_text() == render_entry(ModelEntry("demo/tiny-llama", [before_v3(record)]))
     assert main(["index", "migrate", "--index", str(tmp_path)]) == 0 and messages(path.read_text()) == []
 
 

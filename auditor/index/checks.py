@@ -172,8 +172,9 @@ def record_problems(record: Record, num_layers: int | None, latest: datetime | N
         out.append(f"date {record.date!r} is not a valid date")
     weights = getattr(record, "super_weights", [])
     seen = set()
-    for i, w in enumerate(weights):
-        at = f"super_weights[{i}]"
+    listed = [(f"super_weights[{i}]", w) for i, w in enumerate(weights)]
+    listed += [(f"rejected_candidates[{i}]", w) for i, w in enumerate(getattr(record, "rejected_candidates", []))]
+    for at, w in listed:
         if num_layers is not None and w.layer >= num_layers:
             out.append(f"{at}: layer {w.layer} is not below num_layers {num_layers}")
         rows, cols = w.shape
@@ -189,59 +190,100 @@ def record_problems(record: Record, num_layers: int | None, latest: datetime | N
             out.append(f"{at}: layer {w.layer} [{w.row}, {w.col}] is listed twice")
         seen.add(w.ref())
     if isinstance(record, MeasuredRecord):
-        out += measured_problems(record, seen)
+        out += measured_problems(record, {w.ref() for w in weights})
     return out
 
 
-def control_problems(record: MeasuredRecord) -> list[str]:
-    """The control zeroes, in each matrix holding super weights, as many other weights of that matrix."""
-    shapes = {(w.layer, w.expert): w.shape for w in record.super_weights}
-    wanted = {m: sum((w.layer, w.expert) == m for w in record.super_weights) for m in shapes}
+def control_problems(record: MeasuredRecord, together: list) -> list[str]:
+    """The control zeroes, in each matrix holding a weight of `together`, as many other weights of it."""
+    shapes = {(w.layer, w.expert): w.shape for w in together}
+    wanted = {m: sum((w.layer, w.expert) == m for w in together) for m in shapes}
     got = {m: 0 for m in shapes}
     for i, c in enumerate(record.ablation.control_weights):
         matrix = (c.layer, c.expert)
         if matrix not in shapes:
-            return [f"ablation: control_weights[{i}] is not in a matrix that holds a super weight"]
+            return [f"ablation: control_weights[{i}] is not in a matrix that holds a weight it stands for"]
         rows, cols = shapes[matrix]
         if c.row >= rows or c.col >= cols:
             return [f"ablation: control_weights[{i}]: [{c.row}, {c.col}] is outside the {rows} x {cols} matrix"]
         got[matrix] += 1
     if got != wanted:
-        return ["ablation: control_weights must zero as many weights of each matrix as it has super weights"]
+        return ["ablation: control_weights must zero as many weights of each matrix as it stands for"]
     return []
 
 
 def measured_problems(record: MeasuredRecord, refs: set) -> list[str]:
+    """The ablation agrees with itself: each candidate's verdict with its figures, the lists of proven and
+    rejected weights with those verdicts, the overall verdict with the overall figures."""
     out = []
     a = record.ablation
+    rejected = {w.ref(): w for w in record.rejected_candidates}
+    candidates = {w.ref(): w for w in record.super_weights} | rejected
 
     def value(name: str, figure: float | None) -> float | None:
         """A figure as the verdict saw it: inf where the record says the loss diverged."""
         return math.inf if figure is None and name in a.diverged else figure
 
-    figures = [a.perplexity_original, a.perplexity_ablated, a.perplexity_control, *(w.perplexity for w in a.per_weight)]
-    ablated, control = value("ablated", a.perplexity_ablated), value("control", a.perplexity_control)
+    def clears(zeroed: float | None, control: float | None) -> bool:
+        return judge(a.perplexity_original, zeroed, control, min_damage=a.min_damage, min_margin=a.min_margin) == (
+            "confirmed"
+        )
+
+    figures = [a.perplexity_original, a.perplexity_ablated, a.perplexity_control, a.group_perplexity]
+    figures += [a.group_control, *(f for w in a.per_weight for f in (w.perplexity, w.perplexity_control, w.screened))]
     if any(f is not None and not math.isfinite(f) for f in figures):
-        out.append("ablation: perplexities must be finite (a diverged one is null and named in diverged)")
-    elif not refs:
+        return ["ablation: perplexities must be finite (a diverged one is null and named in diverged)"]
+    if set(refs) & set(rejected):
+        out.append("a weight is both a super weight and a rejected candidate")
+    per = {w.ref(): w for w in a.per_weight}
+    if per.keys() != candidates.keys() or len(per) != len(a.per_weight):
+        return [*out, "ablation: per_weight lists each candidate (super weight or rejected) once"]
+    judged = [w for w in a.per_weight if w.verdict is not None]
+    if judged and len(judged) != len(a.per_weight):
+        out.append("ablation: per_weight gives every candidate a verdict, or none (records before schema 3)")
+    if not judged and rejected:
+        out.append("rejected_candidates need per-weight verdicts")
+    for i, w in enumerate(judged):
+        at, name = f"ablation: per_weight[{i}]", f"layer {w.layer} [{w.row}, {w.col}]"
+        alone, control = value(name, w.perplexity), value(f"control of {name}", w.perplexity_control)
+        if (w.verdict == "rejected") != (w.ref() in rejected):
+            listed = "super weights" if w.verdict == "rejected" else "rejected candidates"
+            out.append(f"{at}: {name} is {w.verdict} but listed among the {listed}")
+        if w.verdict == "super_weight" and not (alone is not None and control is not None and clears(alone, control)):
+            out.append(f"{at}: {name} is a super_weight but its figures do not clear the bar")
+        if w.verdict == "rejected" and alone is not None and control is not None and clears(alone, control):
+            out.append(f"{at}: {name} is rejected but its figures clear the bar")
+        if alone is None and (w.screened is None or w.verdict == "super_weight"):
+            out.append(f"{at}: {name} has no perplexity (only a candidate the screen left out has none)")
+        if w.control is not None:
+            shape = candidates[w.ref()].shape
+            if (w.control.layer, w.control.expert) != (w.layer, w.expert) or w.control in candidates:
+                out.append(f"{at}: its control is not another weight of the same matrix")
+            elif w.control.row >= shape[0] or w.control.col >= shape[1]:
+                out.append(f"{at}: its control [{w.control.row}, {w.control.col}] is outside the matrix")
+    grouped = [w for w in judged if w.verdict == "in_group"]
+    group, group_control = value("group", a.group_perplexity), value("group control", a.group_control)
+    if grouped and (len(grouped) < 2 or group is None or group_control is None or not clears(group, group_control)):
+        out.append("ablation: in_group weights are two or more whose group figures clear the bar")
+    ablated, control = value("ablated", a.perplexity_ablated), value("control", a.perplexity_control)
+    if not candidates:
         if a.verdict != "none_found" or a.perplexity_ablated is not None or a.perplexity_control is not None:
-            out.append("ablation: with no super weights the verdict is none_found and nothing is zeroed")
+            out.append("ablation: with no candidates the verdict is none_found and nothing is zeroed")
     elif ablated is None or control is None:
-        out.append("ablation: perplexity_ablated and perplexity_control are required with super weights")
+        out.append("ablation: perplexity_ablated and perplexity_control are required with candidates")
     else:
         verdict = judge(a.perplexity_original, ablated, control, min_damage=a.min_damage, min_margin=a.min_margin)
         if verdict != a.verdict:
             out.append(f"ablation: verdict {a.verdict} disagrees with its figures and thresholds ({verdict})")
-    control = set(a.control_weights)
-    if control & refs or len(control) != len(a.control_weights) or len(control) != len(refs):
-        out.append("ablation: control_weights must be as many distinct weights as the super weights, none of them")
-    else:
-        out += control_problems(record)
-    per = {(w.layer, w.row, w.col, w.expert) for w in a.per_weight}
-    if per != {(r.layer, r.row, r.col, r.expert) for r in refs} or len(per) != len(a.per_weight):
-        out.append("ablation: per_weight lists each super weight once")
-    elif len(a.per_weight) == 1 and a.per_weight[0].perplexity != a.perplexity_ablated:
-        out.append("ablation: per_weight of a lone super weight is perplexity_ablated (zeroing it is zeroing the set)")
+    together = list(refs) or list(candidates)  # zeroed together: the super weights, else every candidate
+    weights = {w.ref(): w for w in record.super_weights} if refs else candidates
+    chosen = set(a.control_weights)
+    if chosen & candidates.keys() or len(chosen) != len(a.control_weights) or len(chosen) != len(together):
+        out.append(
+            "ablation: control_weights must be as many distinct weights as those zeroed together, none a candidate"
+        )
+    elif candidates:
+        out += control_problems(record, [weights[r] for r in together])
     if record.profile.layer and max(record.profile.layer) >= record.num_layers:
         out.append("profile: a layer is not below num_layers")
     return out

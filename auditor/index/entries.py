@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
+import msgspec
 from msgspec import Meta
 
 from .. import yamlio
@@ -117,6 +118,9 @@ class MeasuredRecord(IndexRecord, tag="measured"):
     detection: DetectionSummary
     profile: Profile
     weights_sha256: WeightFiles | None = None
+    rejected_candidates: list[SuperWeight] = msgspec.field(default_factory=list)
+    """Candidates that zeroing proved harmless, alone and in any group: massive-activation carriers that are
+    not super weights (their figures are in `ablation.per_weight`)."""
 
     @property
     def verdict(self) -> str:
@@ -127,6 +131,7 @@ class MeasuredRecord(IndexRecord, tag="measured"):
         if result.info.revision is None or result.ablation is None:
             raise ValueError("only an audit (with ablation) of a Hub model at a known commit can be indexed")
         env, det = result.environment, result.detection
+        rejected = {w.ref() for w in result.ablation.per_weight if w.verdict == "rejected"}
         return cls(
             revision=result.info.revision,
             date=env.created_at,
@@ -140,11 +145,12 @@ class MeasuredRecord(IndexRecord, tag="measured"):
             hardware=env.hardware,
             software=Software(env.torch, env.transformers),
             elapsed_s=env.elapsed_s,
-            super_weights=det.super_weights,
+            super_weights=[w for w in det.super_weights if w.ref() not in rejected],
             ablation=result.ablation,
             detection=DetectionSummary(det.settings, det.passes, det.truncated),
             profile=Profile.of(det.profile),
             weights_sha256=result.info.weights_sha256 or None,
+            rejected_candidates=[w for w in det.super_weights if w.ref() in rejected],
         )
 
 

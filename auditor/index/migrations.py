@@ -13,7 +13,7 @@ from typing import Any
 
 from ..models import DataError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 def v1_to_v2(data: dict[str, Any]) -> dict[str, Any]:
@@ -44,7 +44,15 @@ def v1_to_v2(data: dict[str, Any]) -> dict[str, Any]:
     return {**data, "schema_version": 2, "records": records}
 
 
-STEPS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: v1_to_v2}
+def v2_to_v3(data: dict[str, Any]) -> dict[str, Any]:
+    """v3: each candidate has its own verdict (`ablation.per_weight[].verdict`, with its control), and a
+    measured record lists the candidates zeroing disproved as `rejected_candidates`. Records before it
+    were judged as a set: their weights keep no per-weight verdict (null), none is invented, and all stay
+    in `super_weights`. Reported records never had per-weight figures. So the data is unchanged."""
+    return {**data, "schema_version": 3}
+
+
+STEPS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: v1_to_v2, 2: v2_to_v3}
 """version -> the function taking a file's data from that version to the next."""
 
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import shutil
 import tempfile
 import time
@@ -114,6 +115,7 @@ def build_site(
             schema_version=SCHEMA_VERSION,
             sort_value=sort_value,
             feeds=feeds,
+            inf=math.inf,
         )
         writer = Writer(tmp)
 

@@ -131,6 +131,19 @@ class WeightView:
 
 
 @dataclass(frozen=True)
+class CandidateView:
+    """One candidate's lone ablation, as the model page's table shows it."""
+
+    name: str
+    zeroed: float | None
+    """Perplexity with it zeroed alone (inf: diverged; None: screened out, see `screened`)."""
+    screened: float | None
+    """Its damage on the screening slice, over the original there, when it was not measured in full."""
+    control: float | None
+    verdict: str
+
+
+@dataclass(frozen=True)
 class RecordView:
     record: Record
     kind: str
@@ -138,6 +151,32 @@ class RecordView:
     hub_commit_url: str | None
     reproduce: str | None
     settings: list[tuple[str, str]] = field(default_factory=list)
+    candidates: list[CandidateView] = field(default_factory=list)
+
+
+WEIGHT_VERDICTS = {"super_weight": "super weight", "in_group": "super weight, in the group", "rejected": "rejected"}
+
+
+def candidate_views(record: MeasuredRecord) -> list[CandidateView]:
+    a = record.ablation
+
+    def figure(name: str, value: float | None) -> float | None:
+        return math.inf if value is None and name in a.diverged else value
+
+    views = []
+    for w in a.per_weight:
+        name = f"layer {w.layer} [{w.row}, {w.col}]" + (f" expert {w.expert}" if w.expert is not None else "")
+        screened = w.screened / a.screen_original if w.perplexity is None and w.screened and a.screen_original else None
+        views.append(
+            CandidateView(
+                name,
+                figure(f"layer {w.layer} [{w.row}, {w.col}]", w.perplexity),
+                screened,
+                figure(f"control of layer {w.layer} [{w.row}, {w.col}]", w.perplexity_control),
+                WEIGHT_VERDICTS.get(w.verdict, "judged with the others as a set"),
+            )
+        )
+    return views
 
 
 def record_view(model: str, record: Record) -> RecordView:
@@ -149,7 +188,8 @@ def record_view(model: str, record: Record) -> RecordView:
         for w in getattr(record, "super_weights", []) or []
     ]
     commit = f"https://huggingface.co/{model}/commit/{record.revision}" if record.revision else None
-    return RecordView(record, record.source, weights, commit, reproduce(model, record), settings_of(record))
+    candidates = candidate_views(record) if isinstance(record, MeasuredRecord) else []
+    return RecordView(record, record.source, weights, commit, reproduce(model, record), settings_of(record), candidates)
 
 
 def reproduce(model: str, record: Record) -> str | None:
