@@ -52,8 +52,11 @@ def perplexity(model, windows: torch.Tensor, *, desc: str = "perplexity", progre
     return math.exp(nll) if nll < 700 else math.inf
 
 
-def control_weights(projections: list[DownProjection], refs: list[WeightRef]) -> list[WeightRef]:
-    """For each matrix holding super weights, as many of its largest-|w| weights that are not one of them."""
+def control_weights(
+    projections: list[DownProjection], refs: list[WeightRef], exclude: list[WeightRef] = ()
+) -> list[WeightRef]:
+    """For each matrix holding weights of `refs`, as many of its largest-|w| weights that are none of them
+    (nor of `exclude`: the other candidates)."""
     by_matrix: dict[tuple[int, int | None], list[WeightRef]] = defaultdict(list)
     for r in refs:
         by_matrix[r.layer, r.expert].append(r)
@@ -61,7 +64,7 @@ def control_weights(projections: list[DownProjection], refs: list[WeightRef]) ->
     for (layer, expert), mine in by_matrix.items():
         m = projection_for(projections, layer, expert).matrix(expert)
         cols = m.shape[1]
-        skip = {(r.row, r.col) for r in mine}
+        skip = {(r.row, r.col) for r in [*mine, *exclude] if (r.layer, r.expert) == (layer, expert)}
         top = torch.topk(m.detach().abs().flatten().float(), len(mine) + len(skip)).indices.tolist()
         picked = [divmod(i, cols) for i in top if divmod(i, cols) not in skip][: len(mine)]
         control += [WeightRef(layer, row, col, expert) for row, col in picked]
@@ -179,7 +182,7 @@ def ablate(
     # (d) the proven weights together (every candidate when none is proven).
     proven = [r for r in refs if verdicts.get(r) in ("super_weight", "in_group")]
     together = proven or refs
-    control = control_weights(projections, together)
+    control = control_weights(projections, together, exclude=refs)
     if len(refs) == 1 and control == [controls[refs[0]]]:  # the same two measurements as (b)
         ablated, set_control = alone[refs[0]], controlled[refs[0]]
         diverged += [n for n, v in (("ablated", ablated), ("control", set_control)) if not math.isfinite(v)]

@@ -15,7 +15,10 @@ from .models import Model
 
 DEFAULT_PROMPT = "Apple Inc. is a worldwide tech company."  # the paper's prompt
 DEFAULT_MIN_OUTPUT_RATIO = 100.0
-DEFAULT_MIN_INPUT_RATIO = 100.0
+DEFAULT_MIN_INPUT_RATIO = 20.0
+"""A floor, not a filter: real super weights stand far above it (SmolLM2-135M's five candidates: 244x to
+6,117x), and a weight that carries an output spike almost alone from a moderate input (50x) is offered too,
+for the ablation to judge."""
 DEFAULT_MIN_SHARE = 0.5
 DEFAULT_MAX_SUPER_WEIGHTS = 16
 DEFAULT_SEQ_LEN = 2048

@@ -91,6 +91,9 @@ def test_control_never_zeroes_a_super_weight(build_checkpoint, load_checkpoint):
     control = control_weights(projections, [WeightRef(1, 7, 33)])
 
     assert control == [WeightRef(1, 8, 97)]
+    # Nor another candidate (a rejected one, say, when only the proven weights are zeroed together).
+    assert control_weights(projections, [WeightRef(1, 7, 33)], exclude=[WeightRef(1, 8, 97)]) != control
+    assert WeightRef(1, 8, 97) not in control_weights(projections, [WeightRef(1, 7, 33)], exclude=control)
 
 
 def test_perplexity_of_a_uniform_model_is_the_vocabulary_size(build_checkpoint, load_checkpoint, eval_text):

@@ -209,3 +209,25 @@ def test_the_checkpoint_does_not_choose_the_attention_kernel(build_checkpoint, l
     assert [(w.layer, w.row, w.col) for w in detect(lm.model, lm.tokenizer, progress=False).super_weights] == [
         (1, 7, 33)
     ]
+
+
+def test_a_spike_from_a_moderate_input_is_offered_and_proven(build_checkpoint, load_checkpoint, eval_text):
+    """The output spike and the share decide what is offered; the input ratio is only a floor (20x)."""
+    from auditor import evaltext
+    from auditor.ablation import ablate
+
+    lm = load_checkpoint(build_checkpoint("llama"))
+    mlp = lm.model.model.layers[1].mlp
+    with torch.no_grad():  # the same output from a thousand times smaller an input
+        mlp.up_proj.weight[33, :] /= 1000
+        mlp.down_proj.weight[7, 33] *= 1000
+
+    [w] = detect(lm.model, lm.tokenizer, progress=False).super_weights
+    assert (w.layer, w.row, w.col) == (1, 7, 33) and 30 < w.input_ratio < 100 and w.share > 0.9
+    assert detect(lm.model, lm.tokenizer, min_input_ratio=100, progress=False).super_weights == []  # the old floor
+
+    text = evaltext.from_file(eval_text)
+    windows = evaltext.windows(lm.tokenizer, text, seq_len=256, max_tokens=1024)
+    detection = detect(lm.model, lm.tokenizer, progress=False)
+    result = ablate(lm.model, detection, windows, eval_name=text.name, eval_sha256=text.sha256, progress=False)
+    assert [v.verdict for v in result.per_weight] == ["super_weight"]
