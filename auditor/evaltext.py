@@ -62,12 +62,13 @@ def load(path: str | Path | None) -> EvalText:
 def windows(tokenizer, text: EvalText, *, seq_len: int, max_tokens: int):
     """Token windows [n, seq_len]: as many whole windows as fit in the text and in `max_tokens` (0: no cap).
 
-    A text shorter than one window gives a single window of all its tokens.
+    A text shorter than one window gives a single window of all its tokens, and a `max_tokens` below
+    `seq_len` a single window that long: the cap bounds the cost (the window length is recorded).
     """
     ids = tokenizer(text.text, return_tensors="pt", verbose=False).input_ids[0]
     if ids.numel() < 2:
         raise EvalTextError(f"{text.name} has {ids.numel()} token(s); perplexity needs at least 2")
-    seq_len = min(seq_len, ids.numel())
+    seq_len = max(2, min(seq_len, ids.numel(), max_tokens if max_tokens > 0 else seq_len))
     n = ids.numel() // seq_len
     if max_tokens > 0:
         n = max(1, min(n, max_tokens // seq_len))

@@ -148,7 +148,7 @@ class TestEvalText:
 
         assert evaltext.windows(tokenizer, text, seq_len=100, max_tokens=0).shape == (n_tokens // 100, 100)
         assert evaltext.windows(tokenizer, text, seq_len=100, max_tokens=350).shape == (3, 100)
-        assert evaltext.windows(tokenizer, text, seq_len=100, max_tokens=10).shape == (1, 100)
+        assert evaltext.windows(tokenizer, text, seq_len=100, max_tokens=10).shape == (1, 10)  # the cap holds
         short = evaltext.EvalText("short", "The river rises.")
         assert evaltext.windows(tokenizer, short, seq_len=2048, max_tokens=0).shape[0] == 1
 

@@ -95,7 +95,8 @@ def add_ablation_options(p: argparse.ArgumentParser) -> None:
         "--max-tokens",
         type=positive(int),
         default=DEFAULT_MAX_TOKENS,
-        help="tokens scored per measurement, 0 for the whole text (default: %(default)d)",
+        help="tokens scored per measurement, 0 for the whole text; below --seq-len, one window that long "
+        "(default: %(default)d)",
     )
     g.add_argument(
         "--seq-len",
