@@ -1,7 +1,9 @@
 """Typed records that flow out of detection and ablation.
 
-Plain dataclasses with no torch in sight, so anything that only reads results (the index, the site, a
-quantizer) can import them cheaply. `to_data()` gives the JSON shape that `superweight ... --json` prints.
+Typed models (`auditor.models.Model`) with no torch in sight, so anything that only reads results (the
+index, the site, a quantizer) can import them cheaply. `AuditResult.to_json()` is what `superweight audit
+--json` prints. A `SuperWeight` out of detection is a candidate; the ablation's `per_weight` says which
+candidates zeroing proved.
 
 Coordinates follow the paper: `layer` is 0-based, `row` the output (hidden) channel and `col` the input
 (intermediate) channel, so the weight is `down_proj.weight[row, col]` for an `nn.Linear`. Where the

@@ -2,12 +2,13 @@
 
 Reading (`load_index`, `lookup`) validates every file it returns: the schema, the rules of `checks`, and the
 rules across files. `load_index` reads many files, so it parses them with a YAML 1.2 reader written in
-Rust (turboyaml, about 20 times libyaml's speed) and types them with msgspec; together these load 10,000
-models in about a second without any cache (see benchmarks/bench_index.py). Before that reader sees a
-file, yamlio's bounds on size and nesting apply. A file holding anything that YAML 1.1 and 1.2 could read
-differently, or that the fast path does not accept, goes through the strict reader (`yamlio`) instead,
-which also names what is wrong. One case is knowingly left to `index validate`, which always reads
-strictly (and runs in CI on every change): a key repeated after an empty first value.
+Rust (turboyaml, about 25 times libyaml's speed here) and types them with msgspec: 10,000 models in about
+three seconds on two cores, with no cache (see benchmarks/bench_index.py). Before that reader sees a file,
+yamlio's bound on bracket nesting applies (turboyaml crashes on brackets nested thousands deep). A file
+holding what only the strict reader may judge (escapes and unusual characters, .inf and .nan) or anything
+the fast path refuses goes through the strict reader (`yamlio`) instead, which also names what is wrong.
+Knowingly left to `index validate`, which always reads strictly (and runs in CI on every change): a number in
+a form YAML 1.1 reads differently (`012`) and a key repeated after an empty first value.
 
 Writing (`append_record`) is safe against crashes and concurrent writers: a lock file in the index root
 serialises writers, the new text is validated before it is written, and the file is replaced atomically
