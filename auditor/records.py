@@ -217,10 +217,21 @@ class AuditResult(Model):
     ablation: Ablation | None
     environment: Environment
 
+    def judged(self) -> tuple[list[SuperWeight], list[SuperWeight]]:
+        """(super weights, rejected candidates): the candidates split by the ablation's per-weight verdicts
+        (without an ablation, or from before per-weight verdicts, every candidate is in the first list)."""
+        rejected = {w.ref() for w in self.ablation.per_weight if w.verdict == "rejected"} if self.ablation else set()
+        candidates = self.detection.super_weights
+        return [w for w in candidates if w.ref() not in rejected], [w for w in candidates if w.ref() in rejected]
+
     def to_json(self) -> dict[str, Any]:
-        """The flat JSON object of the CLI: model facts at the top, then results."""
+        """The flat JSON object of the CLI: model facts at the top, then results. `super_weights` holds the
+        candidates for `detect`; for `audit`, those zeroing proved, the others in `rejected_candidates`."""
         out: dict[str, Any] = to_full_data(self.info)
-        out["super_weights"] = to_full_data(self.detection.super_weights)
+        proven, rejected = self.judged()
+        out["super_weights"] = to_full_data(proven)
+        if self.ablation is not None:
+            out["rejected_candidates"] = to_full_data(rejected)
         out["profile"] = to_full_data(self.detection.profile)
         out["detection"] = {
             "settings": to_full_data(self.detection.settings),

@@ -260,6 +260,9 @@ def test_a_spike_that_does_not_matter_is_rejected_and_kept_apart(
     assert check_text(render_entry(ModelEntry("demo/tiny-llama", [record])), "demo/tiny-llama.yaml")[1] == []
     report = render(audit)
     assert "layer 3 [20, 90]" in report and "rejected" in report and "super weight" in report
+    data = json.loads(json.dumps(audit.to_json()))  # what `audit --json` prints: split as the index is
+    assert [(w["layer"], w["row"]) for w in data["super_weights"]] == [(1, 7)]
+    assert [(w["layer"], w["row"]) for w in data["rejected_candidates"]] == [(3, 20)]
 
     append_record("demo/tiny-llama", record, root=tmp_path / "index")
     build_site(tmp_path / "site", index_root=tmp_path / "index", queue_file=None)

@@ -131,7 +131,7 @@ class MeasuredRecord(IndexRecord, tag="measured"):
         if result.info.revision is None or result.ablation is None:
             raise ValueError("only an audit (with ablation) of a Hub model at a known commit can be indexed")
         env, det = result.environment, result.detection
-        rejected = {w.ref() for w in result.ablation.per_weight if w.verdict == "rejected"}
+        proven, rejected = result.judged()
         return cls(
             revision=result.info.revision,
             date=env.created_at,
@@ -145,12 +145,12 @@ class MeasuredRecord(IndexRecord, tag="measured"):
             hardware=env.hardware,
             software=Software(env.torch, env.transformers),
             elapsed_s=env.elapsed_s,
-            super_weights=[w for w in det.super_weights if w.ref() not in rejected],
+            super_weights=proven,
             ablation=result.ablation,
             detection=DetectionSummary(det.settings, det.passes, det.truncated),
             profile=Profile.of(det.profile),
             weights_sha256=result.info.weights_sha256 or None,
-            rejected_candidates=[w for w in det.super_weights if w.ref() in rejected],
+            rejected_candidates=rejected,
         )
 
 
