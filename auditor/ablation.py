@@ -75,17 +75,6 @@ SCREEN_FRACTION = 8
 SCREEN_MIN_DAMAGE = 1.01
 
 
-def lone_control(projections: list[DownProjection], weight: WeightRef, candidates: set[WeightRef]) -> WeightRef:
-    """The largest-|w| weight of `weight`'s matrix that is not a candidate."""
-    m = projection_for(projections, weight.layer, weight.expert).matrix(weight.expert)
-    cols = m.shape[1]
-    for i in torch.topk(m.detach().abs().flatten().float(), len(candidates) + 1).indices.tolist():
-        ref = WeightRef(weight.layer, *divmod(i, cols), weight.expert)
-        if ref not in candidates:
-            return ref
-    raise AssertionError("a matrix of more weights than candidates")  # topk took one more than there are
-
-
 def screen_slice(windows: torch.Tensor) -> torch.Tensor | None:
     """The first windows to screen on, or None when that would be (nearly) all of them."""
     n = max(-(-windows.shape[0] // SCREEN_FRACTION), -(-MIN_EVAL_TOKENS // windows.shape[1]))
@@ -147,8 +136,8 @@ def ablate(
         return Ablation(**common, perplexity_ablated=None, perplexity_control=None, verdict="none_found")
 
     # (b), after the screen: each candidate alone, against its own control.
-    where = {r: f"layer {r.layer} [{r.row}, {r.col}]" for r in refs}
-    controls = {r: lone_control(projections, r, set(refs)) for r in refs}
+    where = {r: r.label for r in refs}
+    controls = {r: control_weights(projections, [r], exclude=refs)[0] for r in refs}
     part = screen_slice(windows) if screen and len(refs) > 1 else None
     screened: dict[WeightRef, float] = {}
     if part is not None:
@@ -183,7 +172,7 @@ def ablate(
     proven = [r for r in refs if verdicts.get(r) in ("super_weight", "in_group")]
     together = proven or refs
     control = control_weights(projections, together, exclude=refs)
-    if len(refs) == 1 and control == [controls[refs[0]]]:  # the same two measurements as (b)
+    if len(refs) == 1:  # the lone candidate and its control: the same two measurements as (b)
         ablated, set_control = alone[refs[0]], controlled[refs[0]]
         diverged += [n for n, v in (("ablated", ablated), ("control", set_control)) if not math.isfinite(v)]
     else:

@@ -63,17 +63,20 @@ def Text(limit: int) -> Any:
     return Annotated[str, Meta(max_length=limit)]
 
 
-# Patterns in words, for error messages (keyed by the pattern strings above).
+# The patterns above in words, for error messages: keyed by each type's own pattern string.
 PATTERN_WORDS = {
-    "^[0-9a-f]{40}$": "a 40-character commit sha",
-    "^[0-9a-f]{64}$": "a 64-character sha256",
-    MODEL_ID: "a Hub model id (org/name)",
-    r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z0-9_]+)*$": "a dotted module or tensor name (model.layers.2.mlp.down_proj)",
-    '^https://[A-Za-z0-9.-]+(:[0-9]+)?(/[^\\s"<>\\\\^`{|}]*)?$': "an https:// URL (no spaces, quotes or brackets)",
-    r"^[^/]+\.safetensors$": "a weight file name (*.safetensors)",
+    constrained.__metadata__[0].pattern: words
+    for constrained, words in (
+        (Sha40, "a 40-character commit sha"),
+        (Sha256, "a 64-character sha256"),
+        (ModelId, "a Hub model id (org/name)"),
+        (DottedName, "a dotted module or tensor name (model.layers.2.mlp.down_proj)"),
+        (Url, "an https:// URL (no spaces, quotes or brackets)"),
+        (WeightFile, "a weight file name (*.safetensors)"),
+        (Date, "a date (YYYY-MM-DD) or a UTC time (YYYY-MM-DDTHH:MM:SSZ)"),
+        (Time, "a time (YYYY-MM-DDTHH:MM:SSZ)"),
+    )
 }
-PATTERN_WORDS[Date.__metadata__[0].pattern] = "a date (YYYY-MM-DD) or a UTC time (YYYY-MM-DDTHH:MM:SSZ)"
-PATTERN_WORDS[Time.__metadata__[0].pattern] = "a time (YYYY-MM-DDTHH:MM:SSZ)"
 
 
 class DataError(ValueError):

@@ -15,6 +15,7 @@ stored tensor is laid out differently (GPT-2's Conv1D keeps [in, out]; fused exp
 
 from __future__ import annotations
 
+import math
 from typing import Annotated, Any, Literal
 
 from msgspec import Meta, field
@@ -35,6 +36,11 @@ class WeightRef(Model):
 
     def key(self) -> tuple[int, int | None, int, int]:
         return (self.layer, self.expert, self.row, self.col)
+
+    @property
+    def label(self) -> str:
+        """`layer 1 [7, 33]`: how reports name the weight, and how `Ablation.diverged` names its figures."""
+        return f"layer {self.layer} [{self.row}, {self.col}]"
 
 
 class SuperWeight(Model):
@@ -130,6 +136,12 @@ class Detection(Model, omit_defaults=False):
 WeightVerdict = Literal["super_weight", "in_group", "rejected"]
 """`super_weight`: zeroing it alone clears the bar against its control; `in_group`: it does so only with the
 other `in_group` weights of its record (each is needed); `rejected`: neither."""
+WEIGHT_VERDICT_LABELS = {
+    "super_weight": "super weight",
+    "in_group": "super weight (in group)",
+    "rejected": "rejected",
+    None: "judged as a set",  # records from before per-weight verdicts
+}
 
 
 class WeightPerplexity(Model):
@@ -183,6 +195,10 @@ class Ablation(Model):
     """The `in_group` weights zeroed together."""
     group_control: float | None = None
     """Their controls zeroed together."""
+
+    def seen(self, name: str, figure: float | None) -> float | None:
+        """A figure as the verdict saw it: inf where `diverged` names it (it is stored as None)."""
+        return math.inf if figure is None and name in self.diverged else figure
 
     @property
     def damage(self) -> float | None:

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import math
 
-from .records import Ablation, AuditResult
+from .records import WEIGHT_VERDICT_LABELS, Ablation, AuditResult
 
 VERDICT_TEXT = {
     "confirmed": "confirmed: zeroing proves these super weights",
     "not_confirmed": "not confirmed: no candidate hurts the model more than its control, alone or in a group",
     "none_found": "none found: no down projection has a super-weight spike",
 }
-WEIGHT_VERDICT_TEXT = {"super_weight": "super weight", "in_group": "super weight (in group)", "rejected": "rejected"}
 
 
 def number(x: float | None, digits: int = 2) -> str:
@@ -92,7 +91,7 @@ def render_ablation(a: Ablation) -> list[str]:
         )
         rows = []
         for w in a.per_weight:
-            name = f"layer {w.layer} [{w.row}, {w.col}]"
+            name = w.ref().label
             alone = figure(name, w.perplexity)
             if w.perplexity is None and w.screened is not None:
                 alone = [number(w.screened), f"x{number(w.screened / a.screen_original)} (screen)"]
@@ -101,12 +100,12 @@ def render_ablation(a: Ablation) -> list[str]:
                     name + (f" expert {w.expert}" if w.expert is not None else ""),
                     *alone,
                     *figure(f"control of {name}", w.perplexity_control),
-                    WEIGHT_VERDICT_TEXT.get(w.verdict, "judged as a set"),
+                    WEIGHT_VERDICT_LABELS[w.verdict],
                 ]
             )
         lines += table(rows, ["weight", "zeroed", "vs original", "control", "vs original", "verdict"])
         if a.group_perplexity is not None or "group" in a.diverged:
-            group = [f"layer {w.layer} [{w.row}, {w.col}]" for w in a.per_weight if w.verdict == "in_group"]
+            group = [w.ref().label for w in a.per_weight if w.verdict == "in_group"]
             lines.append(
                 f"  in group ({', '.join(group)}): zeroed together {' '.join(figure('group', a.group_perplexity))}, "
                 f"their controls {' '.join(figure('group control', a.group_control))}"

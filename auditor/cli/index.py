@@ -72,9 +72,9 @@ def cmd_lookup(args: argparse.Namespace) -> int:
             expert = f" expert {w.expert}" if w.expert is not None else ""
             value = f"  value {w.value:.4g}" if w.value is not None else ""
             where = f"  {w.tensor}[{', '.join(map(str, w.index))}]" if w.tensor and w.index else ""
-            print(f"  layer {w.layer} [{w.row}, {w.col}]{expert}{value}{where}")
+            print(f"  {w.ref().label}{expert}{value}{where}")
         if rejected := getattr(r, "rejected_candidates", []):
-            print(f"  rejected candidates: {', '.join(f'layer {w.layer} [{w.row}, {w.col}]' for w in rejected)}")
+            print(f"  rejected candidates: {', '.join(w.ref().label for w in rejected)}")
         if getattr(r, "note", None):
             print(f"  note: {r.note}")
     return 0

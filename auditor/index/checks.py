@@ -187,7 +187,7 @@ def record_problems(record: Record, num_layers: int | None, latest: datetime | N
             elif w.expert is not None and w.index[0] != w.expert:
                 out.append(f"{at}: index {list(w.index)} does not address expert {w.expert}")
         if w.ref() in seen:
-            out.append(f"{at}: layer {w.layer} [{w.row}, {w.col}] is listed twice")
+            out.append(f"{at}: {w.ref().label} is listed twice")
         seen.add(w.ref())
     if isinstance(record, MeasuredRecord):
         out += measured_problems(record, {w.ref() for w in weights})
@@ -220,10 +220,6 @@ def measured_problems(record: MeasuredRecord, refs: set) -> list[str]:
     rejected = {w.ref(): w for w in record.rejected_candidates}
     candidates = {w.ref(): w for w in record.super_weights} | rejected
 
-    def value(name: str, figure: float | None) -> float | None:
-        """A figure as the verdict saw it: inf where the record says the loss diverged."""
-        return math.inf if figure is None and name in a.diverged else figure
-
     def clears(zeroed: float | None, control: float | None) -> bool:
         return judge(a.perplexity_original, zeroed, control, min_damage=a.min_damage, min_margin=a.min_margin) == (
             "confirmed"
@@ -244,8 +240,8 @@ def measured_problems(record: MeasuredRecord, refs: set) -> list[str]:
     if not judged and rejected:
         out.append("rejected_candidates need per-weight verdicts")
     for i, w in enumerate(judged):
-        at, name = f"ablation: per_weight[{i}]", f"layer {w.layer} [{w.row}, {w.col}]"
-        alone, control = value(name, w.perplexity), value(f"control of {name}", w.perplexity_control)
+        at, name = f"ablation: per_weight[{i}]", w.ref().label
+        alone, control = a.seen(name, w.perplexity), a.seen(f"control of {name}", w.perplexity_control)
         if (w.verdict == "rejected") != (w.ref() in rejected):
             listed = "super weights" if w.verdict == "rejected" else "rejected candidates"
             out.append(f"{at}: {name} is {w.verdict} but listed among the {listed}")
@@ -262,10 +258,10 @@ def measured_problems(record: MeasuredRecord, refs: set) -> list[str]:
             elif w.control.row >= shape[0] or w.control.col >= shape[1]:
                 out.append(f"{at}: its control [{w.control.row}, {w.control.col}] is outside the matrix")
     grouped = [w for w in judged if w.verdict == "in_group"]
-    group, group_control = value("group", a.group_perplexity), value("group control", a.group_control)
+    group, group_control = a.seen("group", a.group_perplexity), a.seen("group control", a.group_control)
     if grouped and (len(grouped) < 2 or group is None or group_control is None or not clears(group, group_control)):
         out.append("ablation: in_group weights are two or more whose group figures clear the bar")
-    ablated, control = value("ablated", a.perplexity_ablated), value("control", a.perplexity_control)
+    ablated, control = a.seen("ablated", a.perplexity_ablated), a.seen("control", a.perplexity_control)
     if not candidates:
         if a.verdict != "none_found" or a.perplexity_ablated is not None or a.perplexity_control is not None:
             out.append("ablation: with no candidates the verdict is none_found and nothing is zeroed")

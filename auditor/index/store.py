@@ -127,12 +127,11 @@ def find_file(root: Path, model_id: str) -> Path | None:
     return None
 
 
-def read_file(path: Path, root: Path, *, folder_checked: bool = False) -> tuple[str, bytes | None, list[Problem]]:
+def read_file(path: Path, root: Path) -> tuple[str, bytes | None, list[Problem]]:
     """(path relative to the root, bytes, problems): index files are plain files, never links, in folders
-    that are not links either (`scan` has checked the folders of the files it lists), and no bigger than
-    the YAML reader takes."""
+    that are not links either, and no bigger than the YAML reader takes."""
     rel = path.relative_to(root).as_posix()
-    if not folder_checked and path.parent.is_symlink():
+    if path.parent.is_symlink():
         return rel, None, [Problem(rel, "is in a linked folder; the index holds plain files")]
     raw, why = read_plain(str(path))
     return rel, raw, [] if raw is not None else [Problem(rel, why)]
@@ -234,13 +233,6 @@ def read_entry_fast(raw: bytes) -> ModelEntry | None:
         return None
 
 
-def load_files(root: Path, files: list[Path]) -> tuple[dict[str, ModelEntry], list[Problem]]:
-    """Read and check index files (those `scan` listed): {path relative to the root: entry} for the files
-    without problems, and the problems of the others."""
-    with gc_paused():
-        return _load_files(root, files)
-
-
 @contextlib.contextmanager
 def gc_paused() -> Iterator[None]:
     """No cyclic garbage collection for a while: reading makes millions of objects and no cycles, and
@@ -254,22 +246,24 @@ def gc_paused() -> Iterator[None]:
             gc.enable()
 
 
-def _load_files(root: Path, files: list[Path]) -> tuple[dict[str, ModelEntry], list[Problem]]:
+def load_files(root: Path, files: list[Path]) -> tuple[dict[str, ModelEntry], list[Problem]]:
+    """Read and check index files (those `scan` listed, folders checked): {path relative to the root:
+    entry} for the files without problems, and the problems of the others."""
     entries, problems = {}, []
-    base = str(root)
-    for path in files:
-        rel = f"{path.parent.name}/{path.name}"  # scan lists <org>/<name>.yaml
-        raw, why = read_plain(f"{base}/{rel}")
-        entry = read_entry_fast(raw) if raw is not None and len(raw) <= FAST_BYTES else None
-        if entry is not None:
-            found = entry_problems(entry, rel)
-        elif raw is not None:
-            entry, found = check_file_bytes(raw, rel)
-        else:
-            found = [Problem(rel, why)]
-        problems += found
-        if entry is not None and not found:
-            entries[rel] = entry
+    with gc_paused():
+        for path in files:
+            rel = f"{path.parent.name}/{path.name}"  # scan lists <org>/<name>.yaml
+            raw, why = read_plain(f"{root}/{rel}")
+            entry = read_entry_fast(raw) if raw is not None and len(raw) <= FAST_BYTES else None
+            if entry is not None:
+                found = entry_problems(entry, rel)
+            elif raw is not None:
+                entry, found = check_file_bytes(raw, rel)
+            else:
+                found = [Problem(rel, why)]
+            problems += found
+            if entry is not None and not found:
+                entries[rel] = entry
     return entries, problems
 
 
@@ -300,33 +294,48 @@ def lookup(model_id: str, revision: str | None = None, *, root: str | Path | Non
     return [] if path is None else read_entry(path, root).for_revision(revision)
 
 
+@contextlib.contextmanager
+def writers_lock(root: Path, timeout: float) -> Iterator[None]:
+    """The index's one-writer-at-a-time lock (a lock file in its root).
+
+    Raises:
+        AuditorError: another writer held it for `timeout` seconds.
+    """
+    from filelock import FileLock, Timeout
+
+    lock = FileLock(root / LOCK_NAME, timeout=timeout)
+    try:
+        lock.acquire()
+    except Timeout as e:
+        raise AuditorError(f"another writer has held {root / LOCK_NAME} for {timeout:g} s") from e
+    try:
+        yield
+    finally:
+        lock.release()
+
+
 def append_record(model_id: str, record: Record, *, root: str | Path, timeout: float = 600) -> Path | None:
     """Append `record` to the model's file (creating it), safely. Returns None if it was already there.
 
     Raises:
         IndexValidationError: the file would break the rules (nothing is written).
     """
-    from filelock import FileLock, Timeout
-
     check_model_id(model_id)
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
-    try:
-        with FileLock(root / LOCK_NAME, timeout=timeout):
-            path = find_file(root, model_id) or root / f"{model_id}.yaml"
-            entry = read_entry(path, root) if path.exists() else ModelEntry(model_id, [])
-            if any(identity(r) == identity(record) for r in entry.records):
-                return None
-            # In date order: an audit that finished first but got the lock second still lands in place.
-            records = sorted([*entry.records, record], key=lambda r: parse_date(r.date))
-            text = render_entry(ModelEntry(entry.model, records))
-            _, problems = check_text(text, path.relative_to(root).as_posix())
-            if problems:
-                raise IndexValidationError(problems)
-            atomic_write(path, text)
-            return path
-    except Timeout as e:
-        raise AuditorError(f"another writer has held {root / LOCK_NAME} for {timeout:g} s") from e
+    with writers_lock(root, timeout):
+        path = find_file(root, model_id) or root / f"{model_id}.yaml"
+        entry = read_entry(path, root) if path.exists() else ModelEntry(model_id, [])
+        if any(identity(r) == identity(record) for r in entry.records):
+            return None
+        # In date order: an audit that finished first but got the lock second still lands in place.
+        records = sorted([*entry.records, record], key=lambda r: parse_date(r.date))
+        text = render_entry(ModelEntry(entry.model, records))
+        _, problems = check_text(text, path.relative_to(root).as_posix())
+        if problems:
+            raise IndexValidationError(problems)
+        atomic_write(path, text)
+        return path
 
 
 def migrate_index(root: str | Path | None = None, *, timeout: float = 600) -> list[Path]:
@@ -337,20 +346,11 @@ def migrate_index(root: str | Path | None = None, *, timeout: float = 600) -> li
     Raises:
         IndexValidationError: a file breaks the rules (nothing is written).
     """
-    from filelock import FileLock, Timeout
-
     root = resolve_root(root)
-    try:
-        with FileLock(root / LOCK_NAME, timeout=timeout):
-            index = load_index(root)
-            files, _ = scan(root)
-            stale = []
-            for path in files:
-                text = render_entry(index.get(f"{path.parent.name}/{path.stem}"))
-                if path.read_text(encoding="utf-8") != text:
-                    stale.append((path, text))
-            for path, text in stale:
-                atomic_write(path, text)
-            return [path for path, _ in stale]
-    except Timeout as e:
-        raise AuditorError(f"another writer has held {root / LOCK_NAME} for {timeout:g} s") from e
+    with writers_lock(root, timeout):
+        # A valid index holds each model at <model>.yaml, so its entries name their own files.
+        wanted = {root / f"{entry.model}.yaml": render_entry(entry) for entry in load_index(root)}
+        stale = [path for path, text in wanted.items() if path.read_text(encoding="utf-8") != text]
+        for path in stale:
+            atomic_write(path, wanted[path])
+        return stale

@@ -10,7 +10,7 @@ import re
 from dataclasses import dataclass, field
 
 from ..index import MeasuredRecord, ModelEntry, Record, SameWeightsRecord
-from ..records import Ablation, SuperWeight
+from ..records import WEIGHT_VERDICT_LABELS, Ablation, SuperWeight
 from ..settings import AuditSettings
 
 VERDICT_LABELS = {
@@ -154,26 +154,21 @@ class RecordView:
     candidates: list[CandidateView] = field(default_factory=list)
 
 
-WEIGHT_VERDICTS = {"super_weight": "super weight", "in_group": "super weight, in the group", "rejected": "rejected"}
-
-
 def candidate_views(record: MeasuredRecord) -> list[CandidateView]:
     a = record.ablation
 
-    def figure(name: str, value: float | None) -> float | None:
-        return math.inf if value is None and name in a.diverged else value
-
     views = []
     for w in a.per_weight:
-        name = f"layer {w.layer} [{w.row}, {w.col}]" + (f" expert {w.expert}" if w.expert is not None else "")
+        label = w.ref().label
+        name = label + (f" expert {w.expert}" if w.expert is not None else "")
         screened = w.screened / a.screen_original if w.perplexity is None and w.screened and a.screen_original else None
         views.append(
             CandidateView(
                 name,
-                figure(f"layer {w.layer} [{w.row}, {w.col}]", w.perplexity),
+                a.seen(label, w.perplexity),
                 screened,
-                figure(f"control of layer {w.layer} [{w.row}, {w.col}]", w.perplexity_control),
-                WEIGHT_VERDICTS.get(w.verdict, "judged with the others as a set"),
+                a.seen(f"control of {label}", w.perplexity_control),
+                WEIGHT_VERDICT_LABELS[w.verdict],
             )
         )
     return views
