@@ -25,31 +25,18 @@ import math
 from collections import defaultdict
 
 import torch
-from tqdm.auto import tqdm
 
 from .errors import EvalTextError, NonFiniteError
-from .layout import DownProjection, find_down_projections, projection_for, zeroed
+from .layout import DownProjection, find_down_projections, projection_for
 from .records import Ablation, Detection, WeightPerplexity, WeightRef
+from .scoring import Scorer, Stats
 from .settings import DEFAULT_MIN_DAMAGE, DEFAULT_MIN_MARGIN, MIN_EVAL_TOKENS
 from .verdict import judge
 
 
-@torch.inference_mode()
-def perplexity(model, windows: torch.Tensor, *, desc: str = "perplexity", progress: bool = True) -> float:
-    """exp(mean next-token negative log-likelihood) over all windows.
-
-    The loss is taken from the logits, not the model's `.loss`, which for MoE models whose config asks for
-    router logits also holds the router's auxiliary loss (and zeroing a weight changes the routing).
-    """
-    device = next(model.parameters()).device
-    total, count = 0.0, 0
-    for window in tqdm(windows, desc=desc, unit="window", disable=not progress, leave=False):
-        ids = window.to(device)
-        logits = model(input_ids=ids[None], use_cache=False).logits[0, :-1]
-        total += float(torch.nn.functional.cross_entropy(logits.float(), ids[1:], reduction="sum"))
-        count += ids.shape[0] - 1
-    nll = total / count
-    return math.exp(nll) if nll < 700 else math.inf
+def perplexity(model, windows: torch.Tensor, *, progress: bool = True) -> float:
+    """exp(mean next-token negative log-likelihood) of the model over all windows."""
+    return Scorer(model, windows, [], cache_bytes=0, progress=progress).perplexity()
 
 
 def control_weights(
@@ -75,10 +62,10 @@ SCREEN_FRACTION = 8
 SCREEN_MIN_DAMAGE = 1.01
 
 
-def screen_slice(windows: torch.Tensor) -> torch.Tensor | None:
-    """The first windows to screen on, or None when that would be (nearly) all of them."""
+def screen_slice(windows: torch.Tensor) -> int | None:
+    """How many of the first windows to screen on, or None when that would be (nearly) all of them."""
     n = max(-(-windows.shape[0] // SCREEN_FRACTION), -(-MIN_EVAL_TOKENS // windows.shape[1]))
-    return windows[:n] if n < windows.shape[0] else None
+    return n if n < windows.shape[0] else None
 
 
 def ablate(
@@ -91,6 +78,7 @@ def ablate(
     min_damage: float = DEFAULT_MIN_DAMAGE,
     min_margin: float = DEFAULT_MIN_MARGIN,
     screen: bool = True,
+    stats: Stats | None = None,
     progress: bool = True,
 ) -> Ablation:
     """Judge each detected candidate by zeroing it (see the module docstring); the model is restored.
@@ -107,10 +95,10 @@ def ablate(
     projections = find_down_projections(model, detection.settings.module_pattern)
     refs = [w.ref() for w in detection.super_weights]
     diverged: list[str] = []
+    scorer = Scorer(model, windows, projections, boundaries=[r.layer for r in refs], stats=stats, progress=progress)
 
-    def measure(desc: str, zero: list[WeightRef], on: torch.Tensor = windows, name: str | None = None) -> float:
-        with zeroed(projections, zero):
-            value = perplexity(model, on, desc=f"perplexity ({desc})", progress=progress)
+    def measure(desc: str, zero: list[WeightRef], n: int | None = None, name: str | None = None) -> float:
+        value = scorer.perplexity(zero, n, desc=f"perplexity ({desc})")
         if name is not None and not math.isfinite(value):
             diverged.append(name)
         return value
@@ -141,9 +129,9 @@ def ablate(
     part = screen_slice(windows) if screen and len(refs) > 1 else None
     screened: dict[WeightRef, float] = {}
     if part is not None:
-        base = measure("screen: original", [], part)
+        base = measure("screen: original", [], part)  # the original pass's first windows: no new pass
         screened = {r: measure(f"screen: {where[r]} zeroed", [r], part) for r in refs}
-        common |= {"screen_tokens": int(part.numel()), "screen_original": base}
+        common |= {"screen_tokens": part * int(windows.shape[1]), "screen_original": base}
     survivors = [r for r in refs if r not in screened or screened[r] >= SCREEN_MIN_DAMAGE * common["screen_original"]]
     alone = {r: measure(f"{where[r]} zeroed", [r], name=where[r]) for r in survivors}
     controlled = {r: measure(f"control of {where[r]}", [controls[r]], name=f"control of {where[r]}") for r in survivors}
@@ -172,12 +160,9 @@ def ablate(
     proven = [r for r in refs if verdicts.get(r) in ("super_weight", "in_group")]
     together = proven or refs
     control = control_weights(projections, together, exclude=refs)
-    if len(refs) == 1:  # the lone candidate and its control: the same two measurements as (b)
-        ablated, set_control = alone[refs[0]], controlled[refs[0]]
-        diverged += [n for n, v in (("ablated", ablated), ("control", set_control)) if not math.isfinite(v)]
-    else:
-        ablated = measure("proven weights zeroed" if proven else "all candidates zeroed", together, name="ablated")
-        set_control = measure("control", control, name="control")
+    # With one proven weight these are (b)'s two measurements again, and cost nothing.
+    ablated = measure("proven weights zeroed" if proven else "all candidates zeroed", together, name="ablated")
+    set_control = measure("control", control, name="control")
     per_weight = [
         WeightPerplexity(
             r.layer,

@@ -1,7 +1,8 @@
 """Load a checked `Checkpoint` into a transformers causal LM and its tokenizer.
 
 Never runs checkpoint code: `trust_remote_code=False`, safetensors only (`use_safetensors=True`), and GGUF
-files go through transformers' own dequantizing reader. Every weight the model class expects must come from
+files are dequantized straight into the model (`gguf_weights`; transformers' reader for the architectures
+it does not stream). Every weight the model class expects must come from
 the checkpoint: a weight left at its random initialisation (a repo whose `auto_map` code differs from
 transformers' class of the same type, say) would make the audit meaningless.
 """
@@ -13,11 +14,12 @@ import os
 import platform
 from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import torch
 
-from . import settings
+from . import gguf_weights, settings
 from .errors import CorruptCheckpointError, OutOfMemoryError, UnsupportedModelError, UsageError, first_line
 from .records import ModelInfo
 from .source import Checkpoint
@@ -87,6 +89,9 @@ def load(checkpoint: Checkpoint, *, device: str = "auto", dtype: str = "auto") -
             **({} if checkpoint.gguf_file else {"use_safetensors": True}),
             **kwargs,
         )
+        if checkpoint.gguf_file:
+            streamed = partial(gguf_weights.load_model, Path(checkpoint.path) / checkpoint.gguf_file, config)
+            load = partial(stream_or_load, streamed, load, dtype=torch_dtype, device=dev)
         # The attention kernel is ours to choose, not the checkpoint's config (which may name a kernel to
         # download, or one that is not installed): SDPA, or eager for models that do not support it.
         try:
@@ -134,6 +139,15 @@ def load(checkpoint: Checkpoint, *, device: str = "auto", dtype: str = "auto") -
         weights_sha256=checkpoint.weights_sha256,
     )
     return LoadedModel(model=model, tokenizer=tokenizer, checkpoint=checkpoint, info=info)
+
+
+def stream_or_load(streamed, load, *, attn_implementation: str, dtype: torch.dtype, device: torch.device):
+    """A GGUF file's model by `gguf_weights` (one copy of the weights at the peak), or by transformers'
+    reader for the architectures that one does not stream."""
+    model = streamed(dtype=dtype, device=device, attn=attn_implementation)
+    if model is None:
+        return load(attn_implementation=attn_implementation)
+    return model, {"missing_keys": [], "mismatched_keys": [], "unexpected_keys": []}
 
 
 def check_weights(model, tokenizer, name: str) -> None:

@@ -263,7 +263,7 @@ def build(
         # Confident random guesses unless the planted activation takes over the head; when it must not
         # matter, a small head that nothing steers keeps predictions near uniform with or without it.
         model.get_output_embeddings().weight.normal_(0.0, 0.5 if matters else 0.02)
-    plant(model, list(plants), unigram_logprobs(tokenizer, TEXT, vocab), matters=matters)
+    plant(model, list(plants), unigram_logprobs(tokenizer, TEXT, config.vocab_size), matters=matters)
     model.to(dtype)
     model.save_pretrained(path, **({"max_shard_size": max_shard_size} if max_shard_size else {}))
     tokenizer.save_pretrained(path)

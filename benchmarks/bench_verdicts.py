@@ -8,7 +8,8 @@ For example SmolLM2-135M-Instruct from PyPI (see the README, "A real model, offl
         --eval-text /usr/share/common-licenses/GPL-3
 
 Detects once, then judges the candidates twice, screened (the default) and not, and reports for each the
-perplexity passes (forward passes over the windows, counted), the windows scored and the wall time; and how
+perplexity passes (measurements that ran windows; windows already scored are not run again), the windows
+scored and the wall time; and how
 well the screen's ranking of the candidates (lone damage on the first windows) agrees with the full
 evaluation's (Spearman's rank correlation), with both verdicts side by side. Reported, never asserted.
 """
@@ -20,28 +21,25 @@ import statistics
 import time
 
 import auditor.ablation as ablation
-from auditor import evaltext, loading, source
+from auditor import evaltext, loading, scoring, source
 from auditor.detect import detect
 
 
 def judged(lm, detection, windows, text, *, screen: bool):
-    calls = {"passes": 0, "windows": 0}
-    real = ablation.perplexity
-
-    def counted(model, on, **kw):
-        calls["passes"] += 1
-        calls["windows"] += on.shape[0]
-        return real(model, on, **kw)
-
-    ablation.perplexity = counted
-    try:
-        start = time.perf_counter()
-        result = ablation.ablate(
-            lm.model, detection, windows, eval_name=text.name, eval_sha256=text.sha256, screen=screen, progress=False
-        )
-        return result, calls, time.perf_counter() - start
-    finally:
-        ablation.perplexity = real
+    """The verdicts, what the scorer counted (measurements that ran windows, windows run) and the time."""
+    stats = scoring.Stats()
+    start = time.perf_counter()
+    result = ablation.ablate(
+        lm.model,
+        detection,
+        windows,
+        eval_name=text.name,
+        eval_sha256=text.sha256,
+        screen=screen,
+        stats=stats,
+        progress=False,
+    )
+    return result, {"passes": stats.passes, "windows": stats.windows_run}, time.perf_counter() - start
 
 
 def ranks(values: list[float]) -> list[float]:

@@ -174,19 +174,12 @@ class TestEvalText:
 
 def test_a_diverged_loss_is_stored_named_and_judged(build_checkpoint, load_checkpoint, eval_text, monkeypatch):
     """fp16 overflow or a broken model can make the loss inf or NaN: unbounded damage, stored as null."""
-    import auditor.ablation as ablation_module
     from auditor.index import MeasuredRecord, check_text
     from auditor.index.entries import ModelEntry, render_entry
 
-    real = ablation_module.perplexity
-    monkeypatch.setattr(
-        ablation_module,
-        "perplexity",
-        lambda model, windows, desc="", progress=True: (
-            math.nan if "[7, 33] zeroed" in desc else real(model, windows, progress=False)
-        ),
-    )
     lm = load_checkpoint(build_checkpoint("llama"))
+    down = lm.model.model.layers[1].mlp.down_proj  # the planted super weight is its [7, 33]
+    down.register_forward_hook(lambda module, args, out: out * math.nan if module.weight[7, 33] == 0 else out)
 
     _, result = run_ablation(lm, eval_text)
 
