@@ -3,12 +3,14 @@
 An audit scores the same windows many times (the original model, then each candidate zeroed, its control,
 groups), so each pass is made cheap and no work is done twice:
 
-- The loss goes through the model's head a chunk of tokens at a time, so full-vocabulary logits for a
-  whole window (2,048 tokens x 262k entries is 2 GiB in float32) never exist at once. The head is the
-  model's own forward with its decoder swapped for the hidden states the decoder made: softcapping, logit
-  scales and the like apply as in an ordinary call. Checked once per model against the plain logits; a
-  model where they differ is scored the plain way. A chunk's matrix product may round differently from
-  the whole window's (the kernel depends on the number of rows): results agree to float32 rounding.
+- The loss goes through the model's head a slice of the vocabulary at a time (logsumexp accumulated
+  online), so full-vocabulary logits for a whole window (2,048 tokens x 262k entries is 2 GiB in float32)
+  never exist at once, and the head's weights are still read once per window, not once per chunk of
+  tokens. The head is the model's own forward with its decoder swapped for the hidden states the decoder
+  made, and its head for a slice of itself: softcapping, logit scales and the like apply as in an ordinary
+  call. Checked once per model against the plain logits; a
+  model where they differ is scored the plain way. A slice's matrix product and the online logsumexp may
+  round differently from one whole product and `cross_entropy`: results agree to float32 rounding.
 - Results are kept per window, keyed by the weights zeroed: the original model is scored once (a screen's
   baseline is its first windows), a screen's windows count toward the full pass of the same weights, and a
   measurement asked for twice costs nothing.
@@ -35,7 +37,7 @@ from .records import WeightRef
 log = logging.getLogger(__name__)
 
 CHUNK_BYTES = 16 << 20
-"""Logits of one chunk of tokens (float32); the loss needs about three such buffers at once."""
+"""Logits of one slice of the vocabulary for all tokens (float32); the loss needs about three such buffers."""
 CACHE_FRACTION = 0.1
 """Default budget for the kept layer inputs: this share of the model's weight bytes."""
 CHECK_TOKENS = 32
@@ -66,6 +68,18 @@ class HeadInput(nn.Module):
         from transformers.modeling_outputs import MoeModelOutputWithPast  # has every field a head reads
 
         return MoeModelOutputWithPast(last_hidden_state=self.hidden)
+
+
+class HeadSlice(nn.Module):
+    """Stands in for the head: its rows `start:stop` (views, not copies)."""
+
+    def __init__(self, head: nn.Module, start: int, stop: int | None) -> None:
+        super().__init__()
+        self.weight = head.weight[start:stop]
+        self.bias = None if getattr(head, "bias", None) is None else head.bias[start:stop]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.linear(x, self.weight, self.bias)
 
 
 class Replay(nn.Module):
@@ -110,10 +124,10 @@ class Scorer:
         self.stats = Stats() if stats is None else stats
         self.decoder_name = decoder_attribute(model)
         self.layers = decoder_layers(model)[1] if self.decoder_name else None
-        vocab = model.get_output_embeddings().weight.shape[0] if model.get_output_embeddings() is not None else 0
-        # A multiple of 16 tokens: CPU matrix kernels then mostly give each row the bits of one big product.
-        self.chunk = max(16, chunk_bytes // (4 * vocab) // 16 * 16) if vocab and chunk_bytes else 0
-        self.chunked = bool(self.decoder_name and self.chunk) and self.head_agrees()
+        head = model.get_output_embeddings()
+        self.vocab = head.weight.shape[0] if isinstance(getattr(head, "weight", None), torch.Tensor) else 0
+        self.chunk_bytes = chunk_bytes
+        self.chunked = bool(self.decoder_name and self.vocab and chunk_bytes) and self.head_agrees()
         if cache_bytes is None:
             cache_bytes = int(CACHE_FRACTION * sum(p.numel() * p.element_size() for p in model.parameters()))
         self.cache_bytes = cache_bytes if self.chunked else 0
@@ -173,25 +187,42 @@ class Scorer:
         return self.head_nll(hidden[:, :-1].flatten(0, 1), ids[:, 1:].flatten()).view(len(batch), -1).double().sum(1)
 
     def head_nll(self, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """Per-token NLL through the model's own head, `self.chunk` tokens at a time."""
-        return torch.cat(
-            [
-                token_nll(self.head(hidden[s : s + self.chunk]), targets[s : s + self.chunk])
-                for s in range(0, hidden.shape[0], self.chunk)
-            ]
-        )
+        """Per-token NLL [tokens] of hidden states [tokens, hidden] through the model's own head, a slice of
+        the vocabulary at a time: logsumexp accumulated online (in float32), the target's logit picked from
+        its slice. The head's weights are read once for all the tokens, and no buffer exceeds chunk_bytes."""
+        step = self.vocab_step(hidden.shape[0])
+        peak = torch.full(targets.shape, -math.inf, device=hidden.device)
+        total = torch.zeros(targets.shape, device=hidden.device)
+        picked = torch.zeros(targets.shape, device=hidden.device)
+        for start in range(0, self.vocab, step):
+            logits = self.head(hidden, start, start + step).float()
+            top = torch.maximum(peak, logits.max(1).values)
+            total = total * torch.exp(peak - top) + torch.exp(logits - top[:, None]).sum(1)
+            peak = top
+            mine = (targets >= start) & (targets < start + step)
+            picked[mine] = logits[mine, targets[mine] - start]
+            del logits
+        return peak + torch.log(total) - picked
 
-    def head(self, hidden: torch.Tensor) -> torch.Tensor:
-        """Logits [tokens, vocab] of hidden states [tokens, hidden], by the model's forward after its decoder."""
+    def vocab_step(self, tokens: int) -> int:
+        """Vocabulary entries per slice for `tokens` tokens: a multiple of 16, at least 256."""
+        return max(256, self.chunk_bytes // (4 * tokens) // 16 * 16)
+
+    def head(self, hidden: torch.Tensor, start: int = 0, stop: int | None = None) -> torch.Tensor:
+        """Logits [tokens, stop - start] of hidden states [tokens, hidden] for a slice of the vocabulary, by
+        the model's own forward after its decoder (so that softcapping or a logit scale apply)."""
+        head = self.model.get_output_embeddings()
         stand_in = HeadInput()
         stand_in.hidden = hidden[None]
         decoder = self.decoder()
         setattr(self.model, self.decoder_name, stand_in)
+        self.model.set_output_embeddings(HeadSlice(head, start, stop))
         try:
             dummy = torch.zeros((1, hidden.shape[0]), dtype=torch.long, device=hidden.device)
             return self.model(input_ids=dummy, use_cache=False).logits[0]
         finally:
             setattr(self.model, self.decoder_name, decoder)
+            self.model.set_output_embeddings(head)
 
     def decoder(self) -> nn.Module:
         return getattr(self.model, self.decoder_name)
@@ -205,11 +236,15 @@ class Scorer:
         try:
             plain = self.model(input_ids=ids, use_cache=False).logits[0]
             hidden = self.decoder()(input_ids=ids, use_cache=False).last_hidden_state[0]
-            mine = self.head(hidden)
+            step = self.vocab_step(hidden.shape[0])
+            mine = torch.cat([self.head(hidden, v, v + step) for v in range(0, self.vocab, step)], dim=1)
         except Exception as e:  # any failure of the shortcut means: do without it
             log.info("chunked loss unavailable for %s (%s); scoring with full logits", type(self.model).__name__, e)
             return False
-        if mine.shape != plain.shape or not torch.equal(mine, plain):
+        # Slices of the product may round differently from the whole; what is checked is that the forward's
+        # work after the head (a softcap, a scale) is done the same way: far more than rounding.
+        scale = float(plain.abs().nan_to_num(0, 0, 0).max())
+        if mine.shape != plain.shape or not torch.allclose(mine, plain, rtol=1e-5, atol=1e-5 * scale, equal_nan=True):
             log.info("chunked head of %s differs from its forward; scoring with full logits", type(self.model).__name__)
             return False
         return True
