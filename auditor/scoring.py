@@ -60,9 +60,9 @@ class Stats:
 class HeadInput(nn.Module):
     """Stands in for the decoder while the model's head runs on hidden states the decoder made before."""
 
-    def __init__(self) -> None:
+    def __init__(self, hidden: torch.Tensor) -> None:
         super().__init__()
-        self.hidden: torch.Tensor | None = None
+        self.hidden = hidden
 
     def forward(self, *args, **kwargs):
         from transformers.modeling_outputs import MoeModelOutputWithPast  # has every field a head reads
@@ -172,18 +172,23 @@ class Scorer:
     def batch_nll(self, batch: list[int], lowest: int | None) -> torch.Tensor:
         """Summed NLL of each window of `batch`. `lowest`: the lowest layer with a zeroed weight (None: the
         original model, whose layer inputs are kept while the budget lasts)."""
-        ids = self.windows[batch].to(self.device)
-        n_layers = len(self.layers) if self.layers is not None else 0
         self.stats.windows_run += len(batch)
         if not self.chunked:
-            self.stats.layers_run += n_layers * len(batch)
+            ids = self.windows[batch].to(self.device)
+            self.stats.layers_run += (len(self.layers) if self.layers is not None else 0) * len(batch)
             logits = self.model(input_ids=ids, use_cache=False).logits[:, :-1]
             return token_nll(logits.flatten(0, 1), ids[:, 1:].flatten()).view(len(batch), -1).double().sum(1)
         boundary = self.replayable(batch, lowest)
-        with self.replaying(boundary, batch, keep=lowest is None):
-            hidden = self.decoder()(input_ids=ids, use_cache=False).last_hidden_state
-        self.stats.layers_run += (n_layers - (boundary or 0)) * len(batch)
         self.stats.layers_skipped += (boundary or 0) * len(batch)
+        return self.decoded_nll(batch, boundary, keep=lowest is None)
+
+    def decoded_nll(self, batch: list[int], boundary: int | None, *, keep: bool) -> torch.Tensor:
+        """Summed NLL of each window of `batch` by the decoder (replaying below `boundary`; keeping the
+        layer inputs with `keep`) and the sliced head."""
+        ids = self.windows[batch].to(self.device)
+        with self.replaying(boundary, batch, keep=keep):
+            hidden = self.decoder()(input_ids=ids, use_cache=False).last_hidden_state
+        self.stats.layers_run += (len(self.layers) - (boundary or 0)) * len(batch)
         return self.head_nll(hidden[:, :-1].flatten(0, 1), ids[:, 1:].flatten()).view(len(batch), -1).double().sum(1)
 
     def head_nll(self, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -212,10 +217,8 @@ class Scorer:
         """Logits [tokens, stop - start] of hidden states [tokens, hidden] for a slice of the vocabulary, by
         the model's own forward after its decoder (so that softcapping or a logit scale apply)."""
         head = self.model.get_output_embeddings()
-        stand_in = HeadInput()
-        stand_in.hidden = hidden[None]
         decoder = self.decoder()
-        setattr(self.model, self.decoder_name, stand_in)
+        setattr(self.model, self.decoder_name, HeadInput(hidden[None]))
         self.model.set_output_embeddings(HeadSlice(head, start, stop))
         try:
             dummy = torch.zeros((1, hidden.shape[0]), dtype=torch.long, device=hidden.device)
@@ -266,12 +269,7 @@ class Scorer:
         if b not in self.checked:
             self.checked.add(b)
             i = min(self.cache[b])
-            with self.replaying(b, [i], keep=False):
-                ids = self.windows[[i]].to(self.device)
-                hidden = self.decoder()(input_ids=ids, use_cache=False).last_hidden_state
-            self.stats.layers_run += len(self.layers) - b
-            replayed = self.head_nll(hidden[0, :-1], ids[0, 1:]).double().sum()
-            if float(replayed) != float(self.results[frozenset()][0][i]):
+            if float(self.decoded_nll([i], b, keep=False)[0]) != float(self.results[frozenset()][0][i]):
                 log.info("replaying layer %d's input changes the loss; not keeping it", b)
                 self.cached_bytes -= sum(tensor_bytes(v) for v in self.cache.pop(b).values())
                 self.boundaries.remove(b)
@@ -311,9 +309,10 @@ MAX_BATCH = 8
 
 
 def windows_per_forward(model, seq_len: int, free_bytes: int | None = None) -> int:
-    """Windows per forward pass: 1 on CPU, whose matrix kernels are already busy with one window (two gained
-    nothing in `benchmarks/bench_audit.py`); on CUDA, as many as a quarter of the free memory holds by a
-    rough estimate of one window's activations (hidden states, MLP and attention scores), at most MAX_BATCH."""
+    """Windows per forward pass: 1 on CPU, whose matrix kernels are already busy with one window (batches of
+    2 and 4 ran no faster on this project's 2-core machine, with 512- and 2,048-token windows); on CUDA, as
+    many as a quarter of the free memory holds by a rough estimate of one window's activations (hidden
+    states, MLP and attention scores), at most MAX_BATCH."""
     device = next(model.parameters()).device
     if free_bytes is None:
         if device.type != "cuda":
