@@ -135,11 +135,12 @@ def test_a_config_with_fewer_layers_than_the_weights_is_refused(checkpoint_copy,
         load_checkpoint(checkpoint_copy)
 
 
-def test_non_finite_weights_are_named(checkpoint_copy, load_checkpoint):
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -float("inf")])
+def test_non_finite_weights_are_named(checkpoint_copy, load_checkpoint, value):
     from safetensors.torch import load_file, save_file
 
     weights = load_file(checkpoint_copy / "model.safetensors")
-    weights["model.layers.2.mlp.up_proj.weight"][0, 0] = float("nan")
+    weights["model.layers.2.mlp.up_proj.weight"][5, 17] = value
     save_file(weights, checkpoint_copy / "model.safetensors", metadata={"format": "pt"})
     with pytest.raises(CorruptCheckpointError, match=r"weight model\.layers\.2\.mlp\.up_proj\.weight holds inf or NaN"):
         load_checkpoint(checkpoint_copy)
