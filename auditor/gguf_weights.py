@@ -103,8 +103,10 @@ def untouched(processor, slab, name: str) -> bool:
 def release(mapped, offset: int, length: int) -> None:
     """Drop a tensor's pages of the mapped file from this process once it is loaded: otherwise every page
     read stays resident until the file is closed, a second (quantized) copy of the model."""
-    start = offset // mmap.PAGESIZE * mmap.PAGESIZE
-    mapped._mmap.madvise(mmap.MADV_DONTNEED, start, offset + length - start)
+    mapping = getattr(mapped, "_mmap", None)  # numpy's memmap keeps its mmap here; without it, keep the pages
+    if mapping is not None and hasattr(mmap, "MADV_DONTNEED"):
+        start = offset // mmap.PAGESIZE * mmap.PAGESIZE
+        mapping.madvise(mmap.MADV_DONTNEED, start, offset + length - start)
 
 
 def checked(array, shape: torch.Size, name: str) -> torch.Tensor:
