@@ -7,6 +7,7 @@ summary counts it, and the site shows it.
 
 from __future__ import annotations
 
+import errno
 from enum import Enum
 
 
@@ -56,6 +57,9 @@ class Failure(str, Enum):
     CRASHED = "crashed"
     KILLED = "killed"
     TIMEOUT = "timeout"
+    # the machine's own disk, put off until a later run (RESOURCE)
+    NO_SPACE = "no_space"
+    NOT_WRITABLE = "not_writable"
     # the tool's own inputs and state
     USAGE = "usage"
     SETTINGS = "settings"
@@ -79,6 +83,35 @@ def first_line(e: BaseException, limit: int | None = None) -> str:
 
 TRANSIENT = frozenset({Failure.DOWNLOAD_ERROR, Failure.CRASHED, Failure.KILLED})
 """The failures a later run tries again (up to `run.max_attempts`); a timeout would only time out again."""
+
+RESOURCE = frozenset({Failure.NO_SPACE, Failure.NOT_WRITABLE})
+"""The runner's disk, not the model: a later run tries again, and the attempt does not count."""
+
+RESOURCE_ERRNOS = {
+    errno.ENOSPC: Failure.NO_SPACE,
+    errno.EDQUOT: Failure.NO_SPACE,
+    errno.EFBIG: Failure.NO_SPACE,
+    errno.EROFS: Failure.NOT_WRITABLE,
+    errno.EACCES: Failure.NOT_WRITABLE,
+    errno.EPERM: Failure.NOT_WRITABLE,
+}
+
+
+def resource_error(e: BaseException | None) -> OSError | None:
+    """The full or unwritable disk behind an error, if any: libraries wrap the OSError, so causes count too."""
+    seen = set()
+    while e is not None and id(e) not in seen:
+        if isinstance(e, OSError) and e.errno in RESOURCE_ERRNOS:
+            return e
+        seen.add(id(e))
+        e = e.__cause__ or e.__context__
+    return None
+
+
+def resource_message(e: OSError) -> str:
+    """One line naming the path: `/srv/index/queue/queue.yaml: No space left on device`."""
+    where = f"{e.filename}: " if e.filename else ""
+    return f"{where}{e.strerror or first_line(e)}"
 
 
 class AuditorError(Exception):
@@ -163,6 +196,15 @@ class UsageError(AuditorError):
     """An option has a value the auditor cannot use."""
 
     code = Failure.USAGE
+
+
+class ResourceError(AuditorError):
+    """The runner's disk is full or cannot be written: nothing was consumed, and a later run goes on."""
+
+    def __init__(self, e: OSError, doing: str = ""):
+        super().__init__(f"{resource_message(e)}{doing}")
+        self.code = RESOURCE_ERRNOS[e.errno]
+        self.errno = e.errno
 
 
 class NonFiniteError(AuditorError):

@@ -52,7 +52,8 @@ def is_network_error(e: BaseException) -> bool:
 
 
 def with_retries(call: Callable[[], T], *, what: str) -> T:
-    """Run a Hub call, retrying network errors and 5xx/429 answers with exponential backoff.
+    """Run a Hub call, retrying network errors and 5xx/429 answers with exponential backoff; offline
+    (HF_HUB_OFFLINE) never: what failed would fail again, and the user would wait for nothing.
 
     huggingface_hub itself retries neither `model_info` nor a 5xx on a file download; an interrupted
     download is resumed from its `.incomplete` file on the next attempt.
@@ -64,11 +65,11 @@ def with_retries(call: Callable[[], T], *, what: str) -> T:
             return call()
         except HfHubHTTPError as e:
             status = getattr(e.response, "status_code", None)
-            if status is None or not (status >= 500 or status == 429) or attempt == RETRY_ATTEMPTS:
+            if status is None or not (status >= 500 or status == 429) or attempt == RETRY_ATTEMPTS or offline():
                 raise
             log.warning("%s: HTTP %s, retrying (%d/%d)", what, status, attempt, RETRY_ATTEMPTS)
         except Exception as e:
-            if not is_network_error(e) or attempt == RETRY_ATTEMPTS:
+            if not is_network_error(e) or attempt == RETRY_ATTEMPTS or offline():
                 raise
             log.warning("%s: %s, retrying (%d/%d)", what, type(e).__name__, attempt, RETRY_ATTEMPTS)
         time.sleep(RETRY_BACKOFF_S * 2 ** (attempt - 1))
@@ -107,15 +108,27 @@ def download(
     cache_dir: str | Path | None = None,
     repo_type: str | None = None,
 ) -> Path:
-    """One file, into the huggingface_hub cache (resumed after an interruption)."""
-    from huggingface_hub import hf_hub_download
+    """One file, into the huggingface_hub cache (resumed after an interruption); offline, from that cache.
 
-    return Path(
-        with_retries(
-            lambda: hf_hub_download(repo_id, filename, revision=revision, cache_dir=cache_dir, repo_type=repo_type),
-            what=f"{repo_id}/{filename}",
+    Raises:
+        HubError: offline, and the file is not in the cache (huggingface_hub's own message asks to check
+        the connection).
+    """
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    try:
+        return Path(
+            with_retries(
+                lambda: hf_hub_download(repo_id, filename, revision=revision, cache_dir=cache_dir, repo_type=repo_type),
+                what=f"{repo_id}/{filename}",
+            )
         )
-    )
+    except LocalEntryNotFoundError as e:
+        if not offline():
+            raise
+        at = f" at {revision}" if revision else ""
+        raise HubError(f"{repo_id}/{filename}{at}: not in the Hub cache, and HF_HUB_OFFLINE is set") from e
 
 
 def snapshot(

@@ -181,3 +181,64 @@ def test_network_errors_are_known_by_type_and_offline_is_not_retried(monkeypatch
     with pytest.raises(OfflineModeIsEnabled):
         hub_client.with_retries(offline, what="org/tiny")
     assert calls == [1]  # asked once: no retry can help
+
+
+@pytest.fixture
+def offline_attempts(hf_home, monkeypatch) -> dict[str, list]:
+    """Offline (HF_HUB_OFFLINE) with an empty Hub cache; counts the file downloads tried and every sleep."""
+    import huggingface_hub
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    seen: dict[str, list] = {"downloads": [], "sleeps": []}
+    real = huggingface_hub.hf_hub_download
+
+    def counted(*args, **kwargs):
+        seen["downloads"].append(args)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", counted)
+    monkeypatch.setattr(hub_client.time, "sleep", seen["sleeps"].append)
+    return seen
+
+
+def test_offline_a_file_not_in_the_cache_fails_at_once_saying_it_is_offline(offline_attempts):
+    with pytest.raises(HubError) as e:
+        hub_client.download(evaltext.WIKITEXT_REPO, evaltext.WIKITEXT_FILE, repo_type="dataset")
+
+    assert (
+        str(e.value)
+        == f"{evaltext.WIKITEXT_REPO}/{evaltext.WIKITEXT_FILE}: not in the Hub cache, and HF_HUB_OFFLINE is set"
+    )
+    assert offline_attempts == {"downloads": [(evaltext.WIKITEXT_REPO, evaltext.WIKITEXT_FILE)], "sleeps": []}
+
+
+def test_offline_nothing_is_retried(offline_attempts):
+    calls = []
+
+    def dropped():
+        calls.append(1)
+        raise ConnectionResetError("reset by peer")  # retried online, as test_unreachable_hub shows
+
+    with pytest.raises(ConnectionResetError):
+        hub_client.with_retries(dropped, what="org/tiny")
+    assert calls == [1] and offline_attempts["sleeps"] == []
+
+
+@pytest.mark.parametrize(
+    ("command", "message"),
+    [
+        (["audit", "some/model"], "HF_HUB_OFFLINE is set); pass --eval-text FILE offline"),  # the eval text first
+        (["audit", "some/model", "--eval-text", "{text}"], "some/model: no such local path, and not in the Hub cache"),
+        (["detect", "some/model"], "some/model: no such local path, and not in the Hub cache (HF_HUB_OFFLINE is set)"),
+    ],
+    ids=["audit", "audit --eval-text", "detect"],
+)
+def test_offline_commands_fail_at_once_saying_so(offline_attempts, eval_text, capsys, command, message):
+    from auditor.cli import main
+
+    assert main([arg.replace("{text}", str(eval_text)) for arg in command]) == 1
+
+    err = capsys.readouterr().err
+    assert err.startswith("superweight: error: ") and message in err and "HF_HUB_OFFLINE" in err, err
+    assert len(offline_attempts["downloads"]) <= 1 and offline_attempts["sleeps"] == []

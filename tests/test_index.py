@@ -622,6 +622,53 @@ def test_malicious_yaml_is_refused_without_harm(tmp_path, text, message):
         load_index(tmp_path)
 
 
+FLOODS = {
+    "nested lists": "- - - - x\n" * 400_000,  # 4 MB, 1.6 million values: 22 s and 750 MB to compose
+    "a mapping": "a: b\n" * 838_000,
+    "distinct keys": "".join(f"k{i}: v\n" for i in range(380_000)),  # 760,001 values: counted one by one
+    "a flow list": "[" + "1," * 999_990 + "]",
+    "empty entries": "-\r" * 2_000_000,  # lines ended by a bare CR, which libyaml takes as a line break
+}
+
+
+@pytest.fixture
+def no_composing(monkeypatch):
+    """yamlio's loader, unable to compose: a text it refuses before composing passes through unharmed."""
+
+    class NoComposing(yamlio.Loader):
+        def get_single_node(self):
+            raise AssertionError("the values were composed into nodes before they were counted")
+
+    monkeypatch.setattr(yamlio, "Loader", NoComposing)
+
+
+@pytest.mark.parametrize("text", FLOODS.values(), ids=FLOODS.keys())
+def test_a_flood_of_values_is_refused_before_it_is_composed(no_composing, text):
+    with pytest.raises(yamlio.YamlError, match=r"^flood\.yaml: more than 500,000 values$"):
+        yamlio.load(text, "flood.yaml")
+
+
+def test_index_and_queue_files_refuse_a_flood_before_composing_it(tmp_path, no_composing):
+    from auditor.scheduler.queue import QueueError, load_queue
+
+    path = tmp_path / "evil" / "model.yaml"  # over FAST_BYTES: the strict reader's
+    path.parent.mkdir()
+    path.write_text(HEADER + FLOODS["nested lists"][: -len(HEADER)])
+    with pytest.raises(IndexValidationError, match=r"evil/model\.yaml: more than 500,000 values"):
+        load_index(tmp_path)
+    queue = tmp_path / "queue.yaml"
+    queue.write_text(FLOODS["a mapping"])
+    with pytest.raises(QueueError, match=r"queue\.yaml: more than 500,000 values"):
+        load_queue(queue)
+
+
+def test_marks_inside_text_are_not_taken_for_values():
+    text = "".join(f"- 'a: b, c: d, - e, - f, g, h, {i}'\n" for i in range(60_000))
+    assert sum(text.count(mark) for mark in ("- ", ": ", ",")) > yamlio.MAX_NODES  # 60,001 values all the same
+
+    assert yamlio.load(text, "x")[-1] == "a: b, c: d, - e, - f, g, h, 59999"
+
+
 def test_profile_columns_of_different_lengths_are_a_problem_not_a_crash(good):
     data = copy.deepcopy(good)
     data["records"][0]["profile"]["layer"] = data["records"][0]["profile"]["layer"][:2]

@@ -117,7 +117,10 @@ def test_the_call_sequence_of_a_publish(gh_server, local, audit_result):
     assert files["index/demo/tiny-llama.yaml"] == (local / "index/demo/tiny-llama.yaml").read_bytes()
     assert REQUEST not in files and "index/huggyllama/llama-7b.yaml" in files
     [pull] = gh_server.pulls("org/index")[1:]
-    assert pull.body.startswith("## Super Weight Index run 20261122T070000Z") and pull.base == "main"
+    assert pull.title == "Super Weight Index: 1 audited, 0 identical weights (run 20261122T070000Z)"
+    assert pull.body.startswith(f"## {pull.title}") and pull.base == "main"
+    assert f"| `demo/tiny-llama` | `{audit_result.info.revision[:12]}` | **confirmed** |" in pull.body
+    assert "## Super Weight Index run 20261122T070000Z" in pull.body  # the run's own summary follows
     assert gh_server.labels("org/index", pull.number) == ["audit-results", "superweight-bot"]
     [comment] = gh_server.comments("org/index", gh_server.request_pull)
     assert comment.body.startswith(MARKER.format(file=REQUEST))
@@ -168,16 +171,52 @@ def test_a_publish_that_fails_halfway_is_repaired_by_the_next(gh_server, local, 
     assert [p.number for p in gh_server.pulls("org/index") if p.state == "open"] == [result.pull]
 
 
-def test_a_newer_run_supersedes_older_bot_pull_requests(gh_server, local, audit_result):
+def test_a_newer_run_adds_a_commit_to_the_open_pull_request(gh_server, local, audit_result):
     first = publish(local, client(gh_server))
-    write_run(local, "20261122T080000Z", replace(MeasuredRecord.from_audit(audit_result), revision="d" * 40))
+    later = replace(MeasuredRecord.from_audit(audit_result), revision="d" * 40)
+    write_run(local, "20261122T080000Z", later)
+
+    second = publish(local, client(gh_server))
+
+    assert (second.pull, second.branch, second.committed) == (first.pull, first.branch, True)
+    assert [p.number for p in gh_server.pulls("org/index") if p.state == "open"] == [first.pull]
+    assert list(gh_server.commit("org/index", first.branch).parents) == [first.commit]  # a fast-forward
+    [pull] = [p for p in gh_server.pulls("org/index") if p.number == first.pull]
+    assert (
+        pull.title == "Super Weight Index: 2 audited, 0 identical weights (runs 20261122T070000Z to 20261122T080000Z)"
+    )
+    for revision in (audit_result.info.revision, "d" * 40):  # every audit the pull request holds, not the last run's
+        assert f"| `demo/tiny-llama` | `{revision[:12]}` |" in pull.body
+    assert "run 20261122T070000Z" in pull.body and "run 20261122T080000Z" in pull.body
+
+
+def open_bot_pull(gh_server, local: Path, record: MeasuredRecord, run_id: str) -> int:
+    """A second open bot pull request (published from another clone, say), adding `record`."""
+    elsewhere = local.parent / f"elsewhere-{run_id}"
+    append_record("demo/tiny-llama", record, root=elsewhere / "index")
+    text = (elsewhere / "index/demo/tiny-llama.yaml").read_bytes()
+    gh_server.add_commit("org/index", {"index/demo/tiny-llama.yaml": text}, branch=f"superweight/run-{run_id}")
+    return requests.post(
+        f"{gh_server.url}/repos/org/index/pulls",
+        json={"title": "run", "head": f"superweight/run-{run_id}", "base": "main"},
+        headers={"Authorization": f"Bearer {TOKEN}"},
+    ).json()["number"]
+
+
+def test_other_open_bot_pull_requests_are_superseded(gh_server, local, audit_result):
+    first = publish(local, client(gh_server))
+    newer = open_bot_pull(gh_server, local, replace(MeasuredRecord.from_audit(audit_result), revision="d" * 40), "X")
+    write_run(local, "20261122T080000Z", replace(MeasuredRecord.from_audit(audit_result), revision="e" * 40))
 
     second = publish(local, client(gh_server))
 
     states = {p.number: p.state for p in gh_server.pulls("org/index")}
-    assert (states[first.pull], states[second.pull]) == ("closed", "open") and second.closed == [first.pull]
+    assert second.pull == newer and second.closed == [first.pull]
+    assert (states[first.pull], states[newer]) == ("closed", "open")
     assert "Superseded by" in gh_server.comments("org/index", first.pull)[-1].body
     assert "refs/heads/superweight/run-20261122T070000Z" not in gh_server.refs("org/index")
+    held = gh_server.files_at("org/index", second.branch)["index/demo/tiny-llama.yaml"].decode()
+    assert all(rev in held for rev in (audit_result.info.revision, "d" * 40, "e" * 40))
 
 
 def test_records_added_on_github_meanwhile_are_merged_not_lost(gh_server, local, audit_result):
@@ -209,7 +248,8 @@ def test_a_secondary_limit_without_retry_after_waits_a_minute(gh_server, local):
     slept = []
     gh_server.secondary_rate_limit(pattern="/repos/org/index/git/trees", method="POST", retry_after=None, times=2)
     publish(local, client(gh_server, sleep=slept.append))
-    assert slept[:2] == [60.0, 120.0]  # as GitHub asks: at least a minute, then exponentially longer
+    # as GitHub asks: at least a minute, then exponentially longer (plus a few seconds of jitter, never less)
+    assert 60.0 <= slept[0] <= 65.0 and 120.0 <= slept[1] <= 125.0
 
 
 def test_an_exhausted_primary_limit_is_waited_out(gh_server, local):
@@ -276,7 +316,7 @@ def test_a_new_request_that_reuses_an_old_name_is_not_deleted(gh_server, local):
     result = publish(local, client(gh_server))
 
     assert REQUEST not in result.deleted
-    assert gh_server.files_at("org/index", "superweight/run-20261122T080000Z")[REQUEST] == again
+    assert gh_server.files_at("org/index", result.branch)[REQUEST] == again
 
 
 def test_sync_brings_the_runner_up_to_date_without_git(gh_server, local, audit_result):
@@ -304,7 +344,7 @@ def test_sync_brings_the_runner_up_to_date_without_git(gh_server, local, audit_r
     assert sync(local, client(gh_server)).requests == []  # nothing twice
 
 
-def test_superseding_keeps_the_records_of_the_older_pull_request(gh_server, local, audit_result):
+def test_a_clone_that_lost_its_state_keeps_the_open_pull_requests_records(gh_server, local, audit_result):
     first = publish(local, client(gh_server))
     # The runner's clone lost its state (a new machine): only main's index, and a new run.
     shutil.rmtree(local / "index")
@@ -313,9 +353,9 @@ def test_superseding_keeps_the_records_of_the_older_pull_request(gh_server, loca
 
     second = publish(local, client(gh_server))
 
-    assert second.closed == [first.pull]
-    merged = gh_server.files_at("org/index", "superweight/run-20261122T080000Z")["index/demo/tiny-llama.yaml"].decode()
-    assert audit_result.info.revision in merged and "d" * 40 in merged  # "contains these changes" holds
+    assert (second.pull, second.committed) == (first.pull, True)
+    merged = gh_server.files_at("org/index", first.branch)["index/demo/tiny-llama.yaml"].decode()
+    assert audit_result.info.revision in merged and "d" * 40 in merged
 
 
 def test_a_comment_is_not_posted_twice_after_a_server_error(gh_server, local):
@@ -377,7 +417,7 @@ def test_a_comment_that_cannot_be_posted_does_not_stop_the_others(gh_server, loc
 
 def test_superseding_says_so_once_even_when_closing_fails(gh_server, local, audit_result):
     first = publish(local, client(gh_server))
-    write_run(local, "20261122T080000Z", replace(MeasuredRecord.from_audit(audit_result), revision="d" * 40))
+    open_bot_pull(gh_server, local, replace(MeasuredRecord.from_audit(audit_result), revision="d" * 40), "X")
     gh_server.fail_next(f"/repos/org/index/pulls/{first.pull}", status=502, method="PATCH", times=2)
     with pytest.raises(GitHubError, match="502"):
         publish(local, client(gh_server, max_retries=1))
@@ -390,7 +430,7 @@ def test_superseding_says_so_once_even_when_closing_fails(gh_server, local, audi
 
 def test_a_delete_that_went_through_before_its_answer_was_lost(gh_server, local, audit_result):
     first = publish(local, client(gh_server))
-    write_run(local, "20261122T080000Z", replace(MeasuredRecord.from_audit(audit_result), revision="d" * 40))
+    open_bot_pull(gh_server, local, replace(MeasuredRecord.from_audit(audit_result), revision="d" * 40), "X")
     gh_server.fail_next("/repos/org/index/git/refs/heads/*", status=502, method="DELETE", applied=True)
 
     publish(local, client(gh_server))  # the retried DELETE finds the branch gone: that is success

@@ -23,9 +23,10 @@ from auditor.index import IndexValidationError, MeasuredRecord, Problem, append_
 from auditor.scheduler.config import Config, ConfigError, RunConfig, load_config
 from auditor.scheduler.discover import Cursor, discover, load_cursor
 from auditor.scheduler.eligibility import Ineligible
+from auditor.scheduler.lock import RunInProgressError
 from auditor.scheduler.queue import Item, Queue, QueueError, load_queue, save_queue
 from auditor.scheduler.requestfiles import AuditRequest, check_request, read_request
-from auditor.scheduler.runner import RunInProgressError, run
+from auditor.scheduler.runner import run
 from auditor.settings import AuditSettings
 from auditor.synthetic import Plant
 
@@ -309,8 +310,8 @@ def test_a_run_takes_requests_first_then_discovered_models(zoo, hub, repo, confi
     )
     assert (updates["requests/gated.yaml"]["state"], updates["requests/gated.yaml"]["code"]) == ("skipped", "gated")
     summary = (repo / ".superweight" / "runs" / f"{report.run_id}.md").read_text()
-    assert "| org/good-finetune |" in summary and "**confirmed**" in summary
-    assert "`requests/broken.yaml`: left in place" in summary and "`requests/gated.yaml`: skipped (gated)" in summary
+    assert "| `org/good-finetune` |" in summary and "**confirmed**" in summary
+    assert "`requests/broken.yaml`: `left in place" in summary and "`requests/gated.yaml`: `skipped (gated)" in summary
 
 
 def test_failures_are_recorded_and_never_stop_the_run(zoo, hub, repo, config):
@@ -354,7 +355,7 @@ def test_a_timeout_ends_the_audit_not_the_run(zoo, repo, config):
 
 def test_one_run_at_a_time(repo, config):
     (repo / ".superweight").mkdir()
-    with FileLock(repo / ".superweight" / "run.lock"), pytest.raises(RunInProgressError, match="one run at a time"):
+    with FileLock(repo / ".superweight-run.lock"), pytest.raises(RunInProgressError, match="one run at a time"):
         run(repo, config, log=lambda m: None)
 
 
@@ -568,7 +569,7 @@ def test_discover_waits_for_no_one_and_never_writes_beside_a_run(zoo, repo, caps
     from auditor.cli import main
 
     (repo / ".superweight").mkdir()
-    with FileLock(repo / ".superweight" / "run.lock"):
+    with FileLock(repo / ".superweight-run.lock"):
         assert main(["discover", "--repo", str(repo)]) == 1
     assert "one run at a time" in capsys.readouterr().err
     assert not (repo / "queue" / "queue.yaml").exists()

@@ -280,6 +280,30 @@ def test_a_build_never_overwrites_something_else(tmp_path):
         build_site(tmp_path / "out", base_url="ftp://example.org/", index_root=REPO / "index", queue_file=None)
 
 
+@pytest.mark.parametrize(
+    "damage",
+    [b"{not json", b'{"format": 3, "tool_version": "0"}\nkey\tmodel\t[\t{"trunc', b"\x80\x04\x95pickle", b""],
+    ids=["not JSON", "truncated", "binary", "empty"],
+)
+def test_a_damaged_cache_left_by_an_older_version_changes_nothing(tmp_path, monkeypatch, capsys, damage):
+    # Issue 13: a damaged ~/.cache/superweight/index-*.jsonl made every build an "internal error: JSONDecodeError".
+    # The index is read afresh by each build since the typed models: no cache is read or written any more.
+    from auditor.cli import main
+
+    cache = tmp_path / "cache" / "superweight"
+    cache.mkdir(parents=True)
+    (cache / "index-0123456789abcdef.jsonl").write_bytes(damage)
+    for name, value in {"XDG_CACHE_HOME": cache.parent, "SUPERWEIGHT_CACHE": cache, "HOME": tmp_path}.items():
+        monkeypatch.setenv(name, str(value))
+
+    assert main(["site", "build", "--out", str(tmp_path / "out"), "--index", str(REPO / "index")]) == 0
+
+    assert "error" not in capsys.readouterr().err
+    assert [p.name for p in cache.iterdir()] == ["index-0123456789abcdef.jsonl"]
+    assert (cache / "index-0123456789abcdef.jsonl").read_bytes() == damage
+    assert check_site(tmp_path / "out") == []
+
+
 # -- in a real browser --------------------------------------------------------------------------------
 
 

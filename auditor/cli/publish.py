@@ -39,9 +39,11 @@ def publish_run(args: argparse.Namespace, config, run_id: str | None) -> int:
         site_url=config.github.site_url,
         work_dir=config.run.work_dir,
     )
-    if result.url:
+    if result.url and result.committed:
         counts = f"{len(result.changed)} changed, {len(result.deleted)} deleted"
         print(f"published run {result.run_id}: {result.url} ({counts})")
+    elif result.url:
+        print(f"run {result.run_id}: nothing new; {result.url} already holds every change")
     else:
         print(f"run {result.run_id}: nothing new to commit")
     for c in result.comments:

@@ -78,9 +78,11 @@ class RunConfig(Model):
     max_attempts: Positive = 3
     """A model that keeps failing for a passing reason (a download, a crash) is tried this often."""
     work_dir: str = ".superweight"
-    """Downloads, the run lock and run summaries; not committed."""
+    """Downloads, jobs and run manifests; not committed (the run lock is at the clone's root)."""
     keep_skipped: Count = 1000
     """Skipped discovered models kept in the queue (the newest); requests and failures are all kept."""
+    min_free_gib: Annotated[float, Meta(ge=0)] = 1.0
+    """Space to leave free on the work dir's disk: a download that would leave less is put off (`no_space`)."""
 
 
 class GitHubConfig(Model):

@@ -308,6 +308,7 @@ def _examine(info, *, done, weights, config: Config, queue: Queue, index_root: P
         likes=c.likes,
         base_model=c.base_model,
         weights_sha256=hashes or None,
+        weight_bytes=c.weight_bytes,
     )
     queue.add(item)
     found.queued.append(item)

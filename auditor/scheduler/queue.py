@@ -6,7 +6,8 @@ Each item is a model pinned to a commit, in one of these states:
 
 `failed` and `skipped` carry a reason `code` (a `Failure`, from `auditor.errors`) and a `message`.
 Items that failed for a passing reason (`download_error`, `crashed`, `killed`) go back to pending until they
-have been tried `run.max_attempts` times. Done items leave the queue: their record is in the index.
+have been tried `run.max_attempts` times; those the runner's own disk stopped (`no_space`, `not_writable`)
+go back to pending without using up an attempt. Done items leave the queue: their record is in the index.
 
 Requests go before discovered models; discovered ones are ordered by the configured priority. The file is
 written atomically after every change, so a run killed at any point leaves a consistent queue, and an item
@@ -66,6 +67,8 @@ class Item(Model):
     likes: Count = 0
     base_model: bool = True
     weights_sha256: dict[str, Sha256] | None = None
+    weight_bytes: Count | None = None
+    """The weight files' size as the Hub lists it: a download that would not fit is put off (`no_space`)."""
     run: Text(MAX_MESSAGE) | None = None
 
     def __post_init__(self) -> None:

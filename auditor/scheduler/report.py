@@ -41,6 +41,8 @@ class RunReport:
     failed: list[Item] = field(default_factory=list)
     retrying: list[Item] = field(default_factory=list)
     pending: int = 0
+    stopped: str | None = None
+    """Why no further audit was started (a full or read-only disk)."""
 
 
 class RequestUpdate(Model):

@@ -1,20 +1,28 @@
 """`superweight run`: the scheduled job.
 
-One run at a time: a lock file that the operating system releases when the holder dies (even by
-`kill -9`), so a crashed run never blocks the next. A run:
+One run at a time per clone (`lock.repo_lock`). A run:
 
-1. settles any item a dead run left `running`: done if its record reached the index, else back to pending
-   (or failed after `max_attempts`);
+1. settles any item a dead run left `running`: done if its record reached the index, recorded now if its
+   worker had finished (its result file is kept until the record is written), else back to pending (or
+   failed after `max_attempts`); then clears the dead runs' job files;
 2. takes the request files (`requests/*.yaml`): each is checked and pinned to a commit, queued (or queued
-   as skipped with its reason), and only then removed; a malformed file stays, and the summary says why;
+   as skipped with its reason), noted in the run's manifest, and only then removed; a malformed file stays,
+   and the summary says why;
 3. discovers new models on the Hub (`discover`);
 4. audits pending items, requests first, each in its own process with a timeout, until `max_models` or the
    time budget; results go to the index through its safe writer, failures into the queue with a reason;
 5. writes a Markdown summary of the run.
 
-Every step writes its state atomically before the next begins, so a run killed at any point leaves work the
-next run finishes: nothing is lost, and nothing is audited or recorded twice (the index writer drops an
-identical record, and an item already in the index at that commit is not audited again).
+The manifest (`runs/<id>.json`, what `publish` reads) is written when the run starts and after every step,
+each state change before the action it records: a run killed at any point leaves work the next run
+finishes, and `publish` answers the dead run's requests too. Nothing is lost, and nothing is audited or
+recorded twice (the index writer drops an identical record, and an item already in the index at that
+commit is not audited again).
+
+A full or read-only disk is the runner's trouble, not the model's: an audit that hits it goes back to
+pending without using up an attempt (`no_space`, `not_writable`) and the run starts no other; a download
+that would not fit is put off before it starts; and a state file that cannot be written stops the run with
+one line naming it, having consumed nothing.
 """
 
 from __future__ import annotations
@@ -33,7 +41,7 @@ from pathlib import Path
 import msgspec
 
 from .. import __version__, clock
-from ..errors import TRANSIENT, AuditorError, Failure
+from ..errors import RESOURCE, TRANSIENT, AuditorError, Failure, ResourceError, resource_error
 from ..fileio import atomic_write, git_blob_sha
 from ..index import MeasuredRecord, ModelRef, append_record
 from ..models import from_data
@@ -48,10 +56,12 @@ from .discover import (
     save_cursor,
 )
 from .eligibility import Candidate, Ineligible
+from .lock import repo_lock
 from .queue import Item, Queue, load_queue, now, save_queue
 from .report import RunReport, manifest_of, write_manifest
 from .requestfiles import check_request, read_request, request_files
 from .summary import render
+from .worker import DISK_STATUS
 
 
 @dataclass(frozen=True)
@@ -70,26 +80,9 @@ class RepoPaths:
     hub_cache = property(lambda self: self.work / "hub")
 
 
-class RunInProgressError(AuditorError):
-    code = Failure.RUN_IN_PROGRESS
-
-
-@contextlib.contextmanager
 def run_lock(paths: RepoPaths):
-    """Held by whatever writes the queue (`run`, `discover`): the operating system releases it when the
-    holder dies, even by kill -9, so a crashed run never blocks the next."""
-    from filelock import FileLock, Timeout
-
-    paths.work.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(paths.work / "run.lock")
-    try:
-        lock.acquire(timeout=0)
-    except Timeout as e:
-        raise RunInProgressError(f"another run holds {paths.work / 'run.lock'}; one run at a time") from e
-    try:
-        yield
-    finally:
-        lock.release()
+    """Held by whatever writes the queue (`run`, `discover`): one per clone, wherever the work dir is."""
+    return repo_lock(paths.root)
 
 
 def new_run_id(runs: Path) -> str:
@@ -109,40 +102,73 @@ def run(
     api=None,
     log=lambda message: print(message, file=sys.stderr),
 ) -> RunReport:
-    """Run the scheduled job in the repository at `root` (see the module docstring)."""
+    """Run the scheduled job in the repository at `root` (see the module docstring).
+
+    Raises:
+        ResourceError: a state file could not be written (disk full, read-only): the run stopped there.
+    """
     paths = RepoPaths.of(root, config)
     budget = parse_duration(time_budget or config.run.time_budget)  # a bad value fails before anything changes
     with run_lock(paths):
         report = RunReport(run_id=new_run_id(paths.work / "runs"), started=now())
-        queue = load_queue(paths.queue)
-        recover(queue, config, report, paths)
-        save_queue(paths.queue, queue)
-        take_requests(paths, config, queue, report, api, log)
-        if discover_models and config.discover.limit > 0:
-            cursor = load_cursor(paths.cursor)
-            report.discovery = discover(config, queue=queue, cursor=cursor, index_root=paths.index, api=api)
-            queue.prune(config.run.keep_skipped)
-            save_queue(paths.queue, queue)  # queue before cursor: a crash in between re-examines, never skips
-            save_cursor(paths.cursor, cursor)
-            log(f"discovery: {report.discovery.examined} examined, {len(report.discovery.queued)} queued")
-        audit_pending(paths, config, queue, report, max_models, budget, log)
-        report.pending = len(queue.pending(config.priority))
-        report.finished = now()
-        summary = render(report)
-        atomic_write(paths.work / "runs" / f"{report.run_id}.md", summary)
-        write_manifest(paths.work / "runs" / f"{report.run_id}.json", manifest_of(report, queue, summary))
+        try:
+            queue = load_queue(paths.queue)
+            step = Recorder(paths, config, report, queue)
+            step()  # the run is on disk before it changes anything
+            recover(queue, config, report, paths, step)
+            step()  # what recovery found is in the manifest before the queue forgets it
+            save_queue(paths.queue, queue)
+            clear_jobs(paths)
+            take_requests(paths, config, queue, report, api, log, step)
+            if discover_models and config.discover.limit > 0:
+                cursor = load_cursor(paths.cursor)
+                report.discovery = discover(config, queue=queue, cursor=cursor, index_root=paths.index, api=api)
+                queue.prune(config.run.keep_skipped)
+                save_queue(paths.queue, queue)  # queue before cursor: a crash in between re-examines, never skips
+                save_cursor(paths.cursor, cursor)
+                step()
+                log(f"discovery: {report.discovery.examined} examined, {len(report.discovery.queued)} queued")
+            audit_pending(paths, config, queue, report, max_models, budget, log, step)
+            report.finished = now()
+            summary = step()
+            atomic_write(paths.work / "runs" / f"{report.run_id}.md", summary)
+        except OSError as e:
+            if (disk := resource_error(e)) is None:
+                raise
+            raise ResourceError(disk, "; the run stopped there, and what it had taken is kept for the next") from e
         return report
 
 
-def recover(queue: Queue, config: Config, report: RunReport, paths: RepoPaths) -> None:
+class Recorder:
+    """`step()` writes the run's manifest as things stand (and returns its summary): called after every
+    change of state, before the next action, so that a killed run's work is published by the next."""
+
+    def __init__(self, paths: RepoPaths, config: Config, report: RunReport, queue: Queue):
+        self.path = paths.work / "runs" / f"{report.run_id}.json"
+        self.config, self.report, self.queue = config, report, queue
+
+    def __call__(self) -> str:
+        self.report.pending = len(self.queue.pending(self.config.priority))
+        summary = render(self.report)
+        write_manifest(self.path, manifest_of(self.report, self.queue, summary))
+        return summary
+
+
+def recover(queue: Queue, config: Config, report: RunReport, paths: RepoPaths, step) -> None:
     """Items left `running` belong to a run that died. If it died after the record reached the index, the
-    audit is done (and reported now); otherwise try again, or give up after max_attempts."""
+    audit is done (and reported now); if its worker had finished, its result is recorded now; otherwise
+    try again, or give up after max_attempts."""
     for item in [i for i in queue.items if i.state == "running"]:
         record = indexed_record(paths.index, item.model, item.revision)
         if record is not None:
             queue.set(item, "done")
             report.audited.append((item, record))
             drop_download(paths, item)
+            continue
+        result = job_files(paths, item.run or "", item.model)[1]
+        outcome = read_result(result)
+        if outcome is not None:
+            settle(paths, config, queue, report, item, outcome, step, log=lambda message: None)
             continue
         message = f"the run auditing it (run {item.run}) stopped before it finished"
         state = "pending" if item.attempts < config.run.max_attempts else "failed"
@@ -151,15 +177,28 @@ def recover(queue: Queue, config: Config, report: RunReport, paths: RepoPaths) -
             drop_download(paths, item)
 
 
+def clear_jobs(paths: RepoPaths) -> None:
+    """What dead runs left: job and result files (their items were settled just before), and the temp files
+    of writes they were killed in. Under the lock, no live run has any."""
+    jobs = paths.work / "jobs"
+    leftovers = list(jobs.iterdir()) if jobs.is_dir() else []
+    for folder in (paths.requests, paths.queue.parent, paths.work / "runs"):
+        leftovers += folder.glob(".*.tmp") if folder.is_dir() else []
+    for leftover in leftovers:
+        if leftover.is_file() and not leftover.is_symlink():
+            leftover.unlink(missing_ok=True)
+
+
 def drop_download(paths: RepoPaths, item: Item) -> None:
     """The model's files in the runner's Hub cache: gone once it is done or given up on, so the disk does
     not fill (a model that will be retried keeps its partial download)."""
     shutil.rmtree(paths.hub_cache / f"models--{item.model.replace('/', '--')}", ignore_errors=True)
 
 
-def take_requests(paths: RepoPaths, config: Config, queue: Queue, report: RunReport, api, log) -> None:
-    """Queue each request file, then remove it. A file that cannot be read, or a model the Hub could not be
-    asked about (a passing outage), stays for the next run: a request is never dropped."""
+def take_requests(paths: RepoPaths, config: Config, queue: Queue, report: RunReport, api, log, step) -> None:
+    """Queue each request file, note it in the manifest, then remove it. A file that cannot be read, or a
+    model the Hub could not be asked about (a passing outage), stays for the next run: a request is never
+    dropped. A full disk stops the run before the request is consumed."""
     for path in request_files(paths.requests) if paths.requests.is_dir() else []:
         rel = path.relative_to(paths.root).as_posix()
         try:
@@ -169,12 +208,15 @@ def take_requests(paths: RepoPaths, config: Config, queue: Queue, report: RunRep
             report.requests.append((rel, f"{why}: {e}"))
             continue
         except Exception as e:  # anything unforeseen: this request waits, the run goes on
+            if resource_error(e):
+                raise
             report.requests.append((rel, f"left in place, it could not be checked: {type(e).__name__}: {e}"))
             continue
-        save_queue(paths.queue, queue)  # the request is safe in the queue before its file goes
+        save_queue(paths.queue, queue)  # the request is safe in the queue before its file goes...
         report.taken.append((rel, git_blob_sha(path.read_bytes())))
-        path.unlink()
         report.requests.append((rel, outcome))
+        step()  # ...and in the manifest, so publishing deletes it on GitHub even if this run dies
+        path.unlink()
         log(f"request {rel}: {outcome}")
 
 
@@ -225,6 +267,7 @@ def take_request(path: Path, rel: str, config: Config, queue: Queue, paths: Repo
         likes=c.likes,
         base_model=c.base_model,
         weights_sha256=hashes or None,
+        weight_bytes=c.weight_bytes,
         **base,
     )
     queue.add(item)
@@ -241,7 +284,7 @@ def asked(item: Item, rel: str, request) -> dict:
     )
 
 
-def audit_pending(paths, config, queue, report, max_models, budget: float, log) -> None:
+def audit_pending(paths, config, queue, report, max_models, budget: float, log, step) -> None:
     limit = config.run.max_models if max_models is None else max_models
     deadline = time.monotonic() + budget
     done, weights = audited_index(paths.index)
@@ -260,35 +303,80 @@ def audit_pending(paths, config, queue, report, max_models, budget: float, log) 
             record_same_weights(paths.index, c, item.weights_sha256, original)
             report.same_weights.append((item.model, item.revision, original))
             queue.set(item, "done")
+            step()
             save_queue(paths.queue, queue)
+            continue
+        if (short := lacks_space(paths, config, item)) is not None:
+            report.retrying.append(queue.set(item, "pending", code=Failure.NO_SPACE, message=short))
+            save_queue(paths.queue, queue)
+            step()
+            log(f"put off {item.model}: {short}")
             continue
         started += 1
         item = queue.set(item, "running", attempts=item.attempts + 1, run=report.run_id)
         save_queue(paths.queue, queue)
+        step()
         log(f"auditing {item.model} at {item.revision} (attempt {item.attempts})")
         outcome = audit_in_worker(item, config, paths, report.run_id)
-        if "record" in outcome:
-            try:
-                record = from_data(outcome["record"], MeasuredRecord)
-                append_record(item.model, record, root=paths.index)
-            except (AuditorError, ValueError, TypeError, KeyError) as e:  # never let one result stop the run
-                outcome = {"error": {"code": Failure.INVALID_RESULT, "message": f"the index refused the result: {e}"}}
-        if "record" in outcome:
-            queue.set(item, "done")
+        record, stop = settle(paths, config, queue, report, item, outcome, step, log)
+        job_files(paths, report.run_id, item.model)[1].unlink(missing_ok=True)  # recorded: not needed any more
+        if record is not None:
             done.add((item.model.lower(), item.revision))
             if record.weights_sha256:
                 weights.setdefault(frozenset(record.weights_sha256.values()), ModelRef(item.model, item.revision))
-            report.audited.append((item, record))
-            log(f"  {record.verdict}: {len(record.super_weights)} super weight(s)")
-        else:
-            code, message = Failure.of(outcome["error"]["code"]), outcome["error"]["message"]
-            again = code in TRANSIENT and item.attempts < config.run.max_attempts
-            new = queue.set(item, "pending" if again else "failed", code=code, message=message)
-            (report.retrying if again else report.failed).append(new)
-            log(f"  {'will retry' if again else 'failed'} ({code}): {message}")
+        if stop is not None:
+            report.stopped = stop
+            log(f"stopping: {stop}")
+            break
+
+
+def settle(
+    paths, config, queue, report, item: Item, outcome: dict, step, log
+) -> tuple[MeasuredRecord | None, str | None]:
+    """Record what one audit gave: its record in the index, or its failure in the queue. The manifest says
+    so before the queue does, since the queue is what the next run recovers from. Returns the record, and
+    why the run should start no other audit (the disk is full or read-only), if it should not."""
+    if "record" in outcome:
+        try:
+            record = from_data(outcome["record"], MeasuredRecord)
+            append_record(item.model, record, root=paths.index)
+        except (AuditorError, ValueError, TypeError, KeyError) as e:  # never let one result stop the run
+            outcome = {"error": {"code": Failure.INVALID_RESULT, "message": f"the index refused the result: {e}"}}
+    if "record" in outcome:
+        queue.set(item, "done")
+        report.audited.append((item, record))
+        step()
         save_queue(paths.queue, queue)
-        if "record" in outcome or not again:
-            drop_download(paths, item)
+        log(f"  {record.verdict}: {len(record.super_weights)} super weight(s)")
+        drop_download(paths, item)
+        return record, None
+    code, message = Failure.of(outcome["error"]["code"]), outcome["error"]["message"]
+    stop = None
+    if code in RESOURCE:  # the runner's disk, not the model: no attempt used up, and the download freed
+        report.retrying.append(queue.set(item, "pending", code=code, message=message, attempts=item.attempts - 1))
+        stop, again = f"{code}: {message}", False
+        log(f"  put off ({code}): {message}")
+    else:
+        again = code in TRANSIENT and item.attempts < config.run.max_attempts
+        new = queue.set(item, "pending" if again else "failed", code=code, message=message)
+        (report.retrying if again else report.failed).append(new)
+        log(f"  {'will retry' if again else 'failed'} ({code}): {message}")
+    step()
+    save_queue(paths.queue, queue)
+    if not again:  # done with it, or the download is what filled the disk
+        drop_download(paths, item)
+    return None, stop
+
+
+def lacks_space(paths: RepoPaths, config: Config, item: Item) -> str | None:
+    """Why the model's download would not fit on the work dir's disk (its size is known from the Hub), if
+    it would not: better put off now than fail halfway."""
+    need = (item.weight_bytes or 0) + config.run.min_free_gib * 2**30
+    where = next(p for p in (paths.hub_cache, *paths.hub_cache.parents) if p.exists())
+    free = shutil.disk_usage(where).free
+    if free >= need:
+        return None
+    return f"its download needs {need / 2**30:,.1f} GiB free in {where}, and {free / 2**30:,.1f} GiB are"
 
 
 def die_with_parent() -> None:
@@ -299,11 +387,24 @@ def die_with_parent() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
+def job_files(paths: RepoPaths, run_id: str, model: str) -> tuple[Path, Path]:
+    """The job a worker reads and the result it writes: the result stays until its record is written."""
+    name = f"{run_id}-{model.replace('/', '--')}"
+    return paths.work / "jobs" / f"{name}.json", paths.work / "jobs" / f"{name}.result.json"
+
+
+def read_result(path: Path) -> dict | None:
+    """A worker's result file, or None when there is none (or it is not one: the audit runs again)."""
+    try:
+        outcome = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return outcome if isinstance(outcome, dict) and ("record" in outcome or "error" in outcome) else None
+
+
 def audit_in_worker(item: Item, config: Config, paths: RepoPaths, run_id: str) -> dict:
     """Audit one model in a child process; the outcome as the worker wrote it, or an error."""
-    jobs = paths.work / "jobs"
-    name = f"{run_id}-{item.model.replace('/', '--')}"
-    job, result = jobs / f"{name}.json", jobs / f"{name}.result.json"
+    job, result = job_files(paths, run_id, item.model)
     result.unlink(missing_ok=True)
     settings = msgspec.structs.asdict(config.audit)
     atomic_write(
@@ -333,11 +434,12 @@ def audit_in_worker(item: Item, config: Config, paths: RepoPaths, run_id: str) -
         return {"error": {"code": Failure.TIMEOUT, "message": f"stopped after {config.run.timeout}"}}
     finally:
         job.unlink(missing_ok=True)
-    if result.exists():
-        outcome = json.loads(result.read_text(encoding="utf-8"))
-        result.unlink()
+    outcome = read_result(result)
+    if outcome is not None:
         return outcome
     if proc.returncode == -signal.SIGKILL:  # the kernel's OOM killer, or someone: worth another try
         killed = "the audit was killed (SIGKILL): out of memory, or by hand"
         return {"error": {"code": Failure.KILLED, "message": killed}}
+    if (code := DISK_STATUS.get(proc.returncode)) is not None:
+        return {"error": {"code": code, "message": f"the audit could not write its result in {result.parent} ({code})"}}
     return {"error": {"code": Failure.CRASHED, "message": f"the audit process exited with status {proc.returncode}"}}

@@ -11,10 +11,15 @@ import json
 import sys
 from pathlib import Path
 
+from ..errors import RESOURCE_ERRNOS, Failure, resource_error, resource_message
+
+DISK_STATUS = {75: Failure.NO_SPACE, 77: Failure.NOT_WRITABLE}
+"""Exit statuses of a worker that could not write its result (EX_TEMPFAIL, EX_NOPERM), to the run's code."""
+
 
 def run_job(job: dict) -> dict:
     from ..audit import audit
-    from ..errors import AuditorError, Failure, OutOfMemoryError
+    from ..errors import AuditorError, OutOfMemoryError
     from ..index import MeasuredRecord
     from ..index.entries import record_to_dict
     from ..settings import AuditSettings
@@ -32,10 +37,12 @@ def run_job(job: dict) -> dict:
         return {"record": record_to_dict(MeasuredRecord.from_audit(result))}
     except torch.OutOfMemoryError:
         return {"error": {"code": OutOfMemoryError.code, "message": "ran out of GPU memory"}}
-    except AuditorError as e:
-        return {"error": {"code": e.code, "message": str(e)}}
-    except Exception as e:  # a bug or an unexpected model: report it, the run goes on
-        return {"error": {"code": Failure.ERROR, "message": f"{type(e).__name__}: {e}"}}
+    except Exception as e:
+        if (disk := resource_error(e)) is not None:  # the runner's disk, wrapped by whichever library hit it
+            return {"error": {"code": RESOURCE_ERRNOS[disk.errno], "message": resource_message(disk)}}
+        if isinstance(e, AuditorError):
+            return {"error": {"code": e.code, "message": str(e)}}
+        return {"error": {"code": Failure.ERROR, "message": f"{type(e).__name__}: {e}"}}  # a bug: the run goes on
 
 
 def main(argv: list[str]) -> int:
@@ -45,7 +52,13 @@ def main(argv: list[str]) -> int:
 
     quiet_libraries(progress=False)
     outcome = run_job(json.loads(job_path.read_text(encoding="utf-8")))
-    atomic_write(result_path, json.dumps(outcome, allow_nan=False))
+    try:
+        atomic_write(result_path, json.dumps(outcome, allow_nan=False))
+    except OSError as e:
+        if (disk := resource_error(e)) is None:
+            raise
+        print(f"superweight worker: {resource_message(disk)}", file=sys.stderr)
+        return next(status for status, code in DISK_STATUS.items() if code == RESOURCE_ERRNOS[disk.errno])
     return 0
 
 
