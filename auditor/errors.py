@@ -97,11 +97,15 @@ RESOURCE_ERRNOS = {
 }
 
 
+PERMISSION = frozenset({errno.EACCES, errno.EPERM})
+
+
 def resource_error(e: BaseException | None) -> OSError | None:
     """The full or unwritable disk behind an error, if any: libraries wrap the OSError, so causes count too."""
     seen = set()
     while e is not None and id(e) not in seen:
-        if isinstance(e, OSError) and e.errno in RESOURCE_ERRNOS:
+        # a permission error without a file is the network's (a firewall refusing connect()), not the disk's
+        if isinstance(e, OSError) and e.errno in RESOURCE_ERRNOS and (e.filename or e.errno not in PERMISSION):
             return e
         seen.add(id(e))
         e = e.__cause__ or e.__context__

@@ -69,7 +69,8 @@ class GitHubError(AuditorError):
 
 
 def token_from_env() -> str | None:
-    return next((os.environ[v] for v in TOKEN_VARIABLES if os.environ.get(v)), None)
+    """The token, without the line break a secret file or `echo` leaves at its end."""
+    return next((os.environ[v].strip() for v in TOKEN_VARIABLES if os.environ.get(v, "").strip()), None)
 
 
 def origin(url: str) -> str | None:
@@ -149,6 +150,9 @@ class GitHub:
         self.sleep = sleep
         self.clock = clock
         self.random = random
+        if not token or any(c.isspace() or not c.isprintable() for c in token):
+            # requests would refuse the header later, quoting it whole in its error: say it here, without it
+            raise GitHubError("the GitHub token is empty or holds spaces or control characters")
         self._token = token
         self._session = requests.Session()
         self._session.headers.update(

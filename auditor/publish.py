@@ -301,7 +301,7 @@ def publish_locked(root: Path, gh: GitHub, *, run_id, base, site_url, work_dir) 
             for _, m in manifests(root, work_dir)
             if m.published and m.published.commit and m.published.pull == number and number is not None
         ]
-        carrying += [m for _, m in runs] if carried else []
+        carrying += [m for _, m in runs if carried and m.run_id not in {c.run_id for c in carrying}]
         title, body = pull_text(gh, remote, changed, result.deleted, carrying)
         pull = open_or_update_pull(gh, mine, result.branch, base, title, body)
         result.pull, result.url = pull["number"], pull["html_url"]

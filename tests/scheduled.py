@@ -18,8 +18,19 @@ from auditor.errors import RESOURCE_ERRNOS, resource_error, resource_message
 from auditor.index import MeasuredRecord
 from auditor.index.entries import record_to_dict
 from auditor.scheduler import runner
+from auditor.synthetic import Plant
 
 TOKEN = "ghp_" + "F4ultT0l3r4nt" * 3
+PLANTS = {"org/alpha": Plant(1, 7, 33), "org/beta": Plant(2, 11, 50), "org/gamma": Plant(1, 3, 20)}
+
+
+def add_models(hub, build_checkpoint) -> dict[str, str]:
+    """Models on the Hub stand-in, each with weights of its own (identical ones would not be audited)."""
+    shas = {}
+    for model, plant in PLANTS.items():
+        files = {p.name: p.read_bytes() for p in build_checkpoint("llama", [plant]).iterdir()}
+        shas[model] = hub.add_model(model, files, card_data={"license": "apache-2.0"})
+    return shas
 
 
 class Job:

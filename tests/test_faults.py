@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import shutil
 from collections import Counter
 from pathlib import Path
 
@@ -13,27 +14,20 @@ import pytest
 from fakegithub import FakeGitHub
 from markdown_it import MarkdownIt
 from msgspec.structs import replace
-from scheduled import TOKEN, Job, fork_and_kill_at
+from scheduled import TOKEN, Job, add_models, fork_and_kill_at
 
 from auditor.cli import main
 from auditor.index import lookup
 from auditor.scheduler import runner
 from auditor.scheduler.lock import RunInProgressError
 from auditor.scheduler.queue import load_queue
-from auditor.synthetic import Plant
 
 MODELS = ("org/alpha", "org/beta")
 
 
 @pytest.fixture
 def models(hub, build_checkpoint) -> dict[str, str]:
-    """Models on the Hub stand-in, each with weights of its own (identical ones would not be audited)."""
-    plants = {"org/alpha": Plant(1, 7, 33), "org/beta": Plant(2, 11, 50), "org/gamma": Plant(1, 3, 20)}
-    shas = {}
-    for model, plant in plants.items():
-        files = {p.name: p.read_bytes() for p in build_checkpoint("llama", [plant]).iterdir()}
-        shas[model] = hub.add_model(model, files, card_data={"license": "apache-2.0"})
-    return shas
+    return add_models(hub, build_checkpoint)
 
 
 @pytest.fixture
@@ -70,6 +64,17 @@ def test_publishing_with_nothing_new_writes_nothing_and_a_new_audit_updates_the_
     assert ("POST", "/repos/org/index/pulls") not in job.writes()
     assert [len(job.status(p)) for p in (first, second)] == [1, 1]
     assert all("audited: **confirmed**" in job.status(p)[0] for p in (first, second))
+
+
+def test_publishing_the_same_run_again_adds_no_second_summary(job, models):
+    job.request("org/alpha")
+    assert job.run() == 0
+    job.request("org/beta")  # merged on main meanwhile, not taken by a run yet
+
+    assert main(["publish", "--repo", str(job.root)]) == 0
+
+    [pull] = job.bot_pulls()
+    assert pull.body.count("## Super Weight Index run ") == 1
 
 
 def check_complete(job: Job, paths: list[str], models: dict[str, str], when: str = "") -> None:
@@ -125,11 +130,22 @@ def test_a_full_disk_in_an_audit_puts_it_off_and_the_next_run_finishes(job, mode
     paths = [job.request(m) for m in MODELS]
     full = {"error": {"code": "no_space", "message": "/srv/hub/blobs/x.incomplete: No space left on device"}}
     started = []
-    monkeypatch.setattr(runner, "audit_in_worker", lambda item, *a: (started.append(item.model), full)[1])
+
+    def fills_the_disk(item, config, paths, run_id):
+        started.append(item.model)
+        partial = paths.hub_cache / f"models--{item.model.replace('/', '--')}" / "blobs" / "x.incomplete"
+        partial.parent.mkdir(parents=True)
+        partial.write_bytes(b"\0" * 5000)  # what its download had written when the disk filled
+        return full
+
+    monkeypatch.setattr(runner, "audit_in_worker", fills_the_disk)
 
     assert job.run() == 0
 
     assert started == ["org/alpha"]  # the disk is full: no other audit is started
+    alpha = next(i for i in load_queue(job.root / "queue" / "queue.yaml").items if i.model == "org/alpha")
+    assert alpha.weight_bytes >= 5000  # what it really took, for the free-space check of the next runs
+    assert not (job.root / ".superweight" / "hub" / "models--org--alpha").exists()  # and the space freed
     queue = load_queue(job.root / "queue" / "queue.yaml")
     for model in MODELS:  # nothing failed, no attempt used up: both wait for the next run
         item = next(i for i in queue.items if i.model == model)
@@ -222,6 +238,37 @@ def test_a_download_that_would_not_fit_is_put_off_before_it_starts(job, models, 
     [item] = report.retrying
     assert (item.model, item.state, item.code, item.attempts) == ("org/beta", "pending", "no_space", 0)
     assert "GiB free in" in item.message and item.weight_bytes > 0  # the size the Hub lists
+
+
+def test_a_kept_partial_download_counts_toward_the_space_it_needs(job, models):
+    from auditor.scheduler.config import load_config
+    from auditor.scheduler.queue import Item
+
+    config = load_config(job.root / "auditor.yaml")
+    paths = runner.RepoPaths.of(job.root, config)
+    item = Item("org/alpha", "a" * 40, "request", "pending", "2026-01-01T00:00:00Z", "2026-01-01T00:00:00Z")
+    free = shutil.disk_usage(job.root).free
+    item = replace(item, weight_bytes=free + 2**20)  # more than the disk has free...
+    assert runner.lacks_space(paths, config, item) is not None
+    kept = paths.hub_cache / "models--org--alpha" / "blobs" / "weights"
+    kept.parent.mkdir(parents=True)
+    with kept.open("wb") as f:  # ...but most of it is already here, from an attempt that was killed
+        f.truncate(2**21)
+    assert runner.lacks_space(paths, config, replace(item, weight_bytes=2**21)) is None
+
+
+def test_a_permission_error_without_a_file_is_the_network_not_the_disk():
+    from auditor.errors import resource_error
+
+    try:
+        try:
+            raise PermissionError(errno.EPERM, "Operation not permitted")  # connect() refused by a firewall
+        except OSError as e:
+            raise ConnectionError("cannot reach the Hub") from e
+    except ConnectionError as e:
+        assert resource_error(e) is None
+    read_only = PermissionError(errno.EACCES, "Permission denied", "/srv/hub/blobs/x")
+    assert resource_error(read_only) is read_only
 
 
 # -- hostile names, locks and leftovers ---------------------------------------------------------------

@@ -322,3 +322,14 @@ def test_a_backoff_never_exceeds_a_minute(server):
     server.fail_next("/repos/org/index", status=503, times=8)
     gh.get("/repos/org/index")
     assert all(30.0 <= wait <= 60.0 for wait in slept[6:]) and max(slept) <= 60.0
+
+
+@pytest.mark.parametrize("token", [TOKEN + "\n", f" {TOKEN}\r\n"])
+def test_a_token_with_a_line_break_is_taken_without_it_or_refused_without_showing_it(token, monkeypatch):
+    from auditor.github import token_from_env
+
+    monkeypatch.setenv("SUPERWEIGHT_GITHUB_TOKEN", token)
+    assert token_from_env() == TOKEN  # a secret file's trailing newline is not part of the token
+    with pytest.raises(GitHubError) as e:
+        GitHub("org/index", token, api_url="http://127.0.0.1:9")  # given whole, it is refused at once...
+    assert TOKEN not in str(e.value) and e.value.__cause__ is None  # ...and neither message nor cause holds it

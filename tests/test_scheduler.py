@@ -595,10 +595,9 @@ def test_a_run_killed_after_its_record_was_written_reports_it_done(zoo, repo, co
 
 
 def test_a_killed_audit_is_tried_again(zoo, repo, config, monkeypatch):
-    from auditor.scheduler import runner
 
     real = subprocess.Popen
-    monkeypatch.setattr(runner.subprocess, "Popen", lambda args, **kw: real(["sh", "-c", "kill -KILL $$"], **kw))
+    monkeypatch.setattr(subprocess, "Popen", lambda args, **kw: real(["sh", "-c", "kill -KILL $$"], **kw))
 
     report = run(repo, replace(config, run=replace(config.run, max_models=1)), log=lambda m: None)
 

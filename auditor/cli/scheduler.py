@@ -110,6 +110,14 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     quiet_libraries(progress=False)
     config = config_of(args)
+    if args.executor or args.ray_address:
+        import msgspec
+
+        executor = args.executor or ("ray" if args.ray_address else config.run.executor)
+        address = args.ray_address or config.run.ray_address
+        config = msgspec.structs.replace(
+            config, run=msgspec.structs.replace(config.run, executor=executor, ray_address=address)
+        )
     if args.publish:
         from .publish import sync_repo
 
@@ -149,6 +157,12 @@ def register(sub) -> None:
     p.add_argument("--max-models", type=positive(int), help="audits to run (default: the config's run.max_models)")
     p.add_argument("--time-budget", metavar="DURATION", type=duration, help="no audit starts after this (e.g. 6h)")
     p.add_argument("--no-discover", action="store_true", help="only requests and the existing queue")
+    p.add_argument(
+        "--executor",
+        choices=["local", "ray"],
+        help="where audits run: one at a time here (local), or as tasks of a Ray cluster (default: run.executor)",
+    )
+    p.add_argument("--ray-address", metavar="ADDRESS", help="the Ray cluster to join (auto, ray://head:10001)")
     p.add_argument("--publish", action="store_true", help="then publish the results to GitHub (superweight publish)")
     add_github_options(p)
     p.set_defaults(func=cmd_run)

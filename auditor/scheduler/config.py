@@ -83,6 +83,14 @@ class RunConfig(Model):
     """Skipped discovered models kept in the queue (the newest); requests and failures are all kept."""
     min_free_gib: Annotated[float, Meta(ge=0)] = 1.0
     """Space to leave free on the work dir's disk: a download that would leave less is put off (`no_space`)."""
+    executor: Literal["local", "ray"] = "local"
+    """Where audits run: `local`, one at a time in a process of this machine; `ray`, as tasks of a Ray cluster
+    (`pip install 'superweight-index[ray]'`), as many at once as the cluster's resources allow."""
+    ray_address: str | None = None
+    """The Ray cluster to join (`auto`, `ray://head:10001`); none: a cluster of this machine alone."""
+    ray_gpu_resource: Annotated[str, Meta(min_length=1)] = "GPU"
+    """The Ray resource each audit takes its share of, by its memory over `memory_gib` (the memory of one
+    device): a 7B bf16 model takes 0.23 of an 80 GiB GPU, a 70B one 3 whole GPUs of one node."""
 
 
 class GitHubConfig(Model):

@@ -27,12 +27,8 @@ one line naming it, having consumed nothing.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import shutil
-import signal
-import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -41,7 +37,7 @@ from pathlib import Path
 import msgspec
 
 from .. import __version__, clock
-from ..errors import RESOURCE, TRANSIENT, AuditorError, Failure, ResourceError, resource_error
+from ..errors import RESOURCE, TRANSIENT, AuditorError, Failure, ResourceError, UsageError, resource_error
 from ..fileio import atomic_write, git_blob_sha
 from ..index import MeasuredRecord, ModelRef, append_record
 from ..models import from_data
@@ -61,7 +57,7 @@ from .queue import Item, Queue, load_queue, now, save_queue
 from .report import RunReport, manifest_of, write_manifest
 from .requestfiles import check_request, read_request, request_files
 from .summary import render
-from .worker import DISK_STATUS
+from .worker import read_result, run_worker
 
 
 @dataclass(frozen=True)
@@ -128,7 +124,12 @@ def run(
                 save_cursor(paths.cursor, cursor)
                 step()
                 log(f"discovery: {report.discovery.examined} examined, {len(report.discovery.queued)} queued")
-            audit_pending(paths, config, queue, report, max_models, budget, log, step)
+            executor = executor_for(config) if queue.pending(config.priority) else None
+            try:
+                audit_pending(paths, config, queue, report, max_models, budget, log, step, executor)
+            finally:
+                if executor is not None:
+                    executor.close()
             report.finished = now()
             summary = step()
             atomic_write(paths.work / "runs" / f"{report.run_id}.md", summary)
@@ -187,6 +188,12 @@ def clear_jobs(paths: RepoPaths) -> None:
     for leftover in leftovers:
         if leftover.is_file() and not leftover.is_symlink():
             leftover.unlink(missing_ok=True)
+
+
+def downloaded(paths: RepoPaths, item: Item) -> int:
+    """Bytes of the model already in the runner's Hub cache (a retried audit keeps its partial download)."""
+    folder = paths.hub_cache / f"models--{item.model.replace('/', '--')}"
+    return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file() and not f.is_symlink())
 
 
 def drop_download(paths: RepoPaths, item: Item) -> None:
@@ -284,50 +291,107 @@ def asked(item: Item, rel: str, request) -> dict:
     )
 
 
-def audit_pending(paths, config, queue, report, max_models, budget: float, log, step) -> None:
+def audit_pending(paths, config, queue, report, max_models, budget: float, log, step, executor=None) -> None:
+    """Start audits, best first, as the executor has room (one at a time locally, as many as fit on a Ray
+    cluster), and record each result as it comes back: the runner is the only writer of queue and index."""
+    executor = executor or Local(config)
     limit = config.run.max_models if max_models is None else max_models
     deadline = time.monotonic() + budget
     done, weights = audited_index(paths.index)
-    started = 0
-    for item in queue.pending(config.priority):
-        if started >= limit or time.monotonic() > deadline:
-            break
-        if (item.model.lower(), item.revision) in done:
-            queue.set(item, "done")
+    started, stop = 0, None
+    waiting = iter(queue.pending(config.priority))
+    while True:
+        while stop is None and started < limit and time.monotonic() <= deadline and executor.has_room():
+            item = next(waiting, None)
+            if item is None:
+                break
+            if (item.model.lower(), item.revision) in done:
+                queue.set(item, "done")
+                save_queue(paths.queue, queue)
+                drop_download(paths, item)
+                continue
+            original = weights.get(frozenset((item.weights_sha256 or {}).values()))
+            if item.weights_sha256 and original is not None:
+                c = Candidate(item.model, item.revision)
+                record_same_weights(paths.index, c, item.weights_sha256, original)
+                report.same_weights.append((item.model, item.revision, original))
+                queue.set(item, "done")
+                step()
+                save_queue(paths.queue, queue)
+                continue
+            if (short := lacks_space(paths, config, item)) is not None:
+                report.retrying.append(queue.set(item, "pending", code=Failure.NO_SPACE, message=short))
+                save_queue(paths.queue, queue)
+                step()
+                log(f"put off {item.model}: {short}")
+                continue
+            started += 1
+            item = queue.set(item, "running", attempts=item.attempts + 1, run=report.run_id)
             save_queue(paths.queue, queue)
-            drop_download(paths, item)
-            continue
-        original = weights.get(frozenset((item.weights_sha256 or {}).values()))
-        if item.weights_sha256 and original is not None:
-            c = Candidate(item.model, item.revision)
-            record_same_weights(paths.index, c, item.weights_sha256, original)
-            report.same_weights.append((item.model, item.revision, original))
-            queue.set(item, "done")
             step()
-            save_queue(paths.queue, queue)
-            continue
-        if (short := lacks_space(paths, config, item)) is not None:
-            report.retrying.append(queue.set(item, "pending", code=Failure.NO_SPACE, message=short))
-            save_queue(paths.queue, queue)
-            step()
-            log(f"put off {item.model}: {short}")
-            continue
-        started += 1
-        item = queue.set(item, "running", attempts=item.attempts + 1, run=report.run_id)
-        save_queue(paths.queue, queue)
-        step()
-        log(f"auditing {item.model} at {item.revision} (attempt {item.attempts})")
-        outcome = audit_in_worker(item, config, paths, report.run_id)
-        record, stop = settle(paths, config, queue, report, item, outcome, step, log)
-        job_files(paths, report.run_id, item.model)[1].unlink(missing_ok=True)  # recorded: not needed any more
+            log(f"auditing {item.model} at {item.revision} (attempt {item.attempts})")
+            executor.submit(item, paths, report.run_id, job_of(item, config, paths))
+        if not executor.busy():
+            return
+        item, outcome = executor.next()
+        result = job_files(paths, report.run_id, item.model)[1]
+        if not result.exists():  # from another machine: on disk before it is recorded, as a local worker's is
+            atomic_write(result, json.dumps(outcome, allow_nan=False))
+        record, why = settle(paths, config, queue, report, item, outcome, step, log)
+        result.unlink(missing_ok=True)  # recorded: not needed any more
         if record is not None:
             done.add((item.model.lower(), item.revision))
             if record.weights_sha256:
                 weights.setdefault(frozenset(record.weights_sha256.values()), ModelRef(item.model, item.revision))
-        if stop is not None:
-            report.stopped = stop
-            log(f"stopping: {stop}")
-            break
+        if why is not None and stop is None:
+            stop = report.stopped = why
+            log(f"stopping: {why} (audits already started finish)")
+
+
+def executor_for(config: Config):
+    if config.run.executor == "local":
+        return Local(config)
+    try:
+        from .rayexec import RayExecutor
+    except ModuleNotFoundError as e:
+        if e.name != "ray":
+            raise
+        raise UsageError("run.executor ray needs Ray: pip install 'superweight-index[ray]'") from e
+    return RayExecutor(config)
+
+
+class Local:
+    """The default executor: one audit at a time, in a process of its own on this machine."""
+
+    def __init__(self, config: Config):
+        self.config = config
+        self.finished: list[tuple[Item, dict]] = []
+
+    def has_room(self) -> bool:
+        return not self.finished
+
+    def submit(self, item: Item, paths: RepoPaths, run_id: str, job: dict) -> None:
+        self.finished.append((item, audit_in_worker(item, self.config, paths, run_id)))
+
+    def busy(self) -> bool:
+        return bool(self.finished)
+
+    def next(self) -> tuple[Item, dict]:
+        return self.finished.pop(0)
+
+    def close(self) -> None:
+        pass
+
+
+def job_of(item: Item, config: Config, paths: RepoPaths) -> dict:
+    """What a worker needs to audit one model: plain data, the same for a local process or a Ray task."""
+    return {
+        "model": item.model,
+        "revision": item.revision,
+        "settings": msgspec.structs.asdict(config.audit),
+        "cache_dir": str(paths.hub_cache),
+        "tool_version": __version__,
+    }
 
 
 def settle(
@@ -353,7 +417,9 @@ def settle(
     code, message = Failure.of(outcome["error"]["code"]), outcome["error"]["message"]
     stop = None
     if code in RESOURCE:  # the runner's disk, not the model: no attempt used up, and the download freed
-        report.retrying.append(queue.set(item, "pending", code=code, message=message, attempts=item.attempts - 1))
+        seen = max(item.weight_bytes or 0, downloaded(paths, item))  # so the space check puts it off next time
+        new = queue.set(item, "pending", code=code, message=message, attempts=item.attempts - 1, weight_bytes=seen)
+        report.retrying.append(new)
         stop, again = f"{code}: {message}", False
         log(f"  put off ({code}): {message}")
     else:
@@ -371,20 +437,12 @@ def settle(
 def lacks_space(paths: RepoPaths, config: Config, item: Item) -> str | None:
     """Why the model's download would not fit on the work dir's disk (its size is known from the Hub), if
     it would not: better put off now than fail halfway."""
-    need = (item.weight_bytes or 0) + config.run.min_free_gib * 2**30
+    need = max((item.weight_bytes or 0) - downloaded(paths, item), 0) + config.run.min_free_gib * 2**30
     where = next(p for p in (paths.hub_cache, *paths.hub_cache.parents) if p.exists())
     free = shutil.disk_usage(where).free
     if free >= need:
         return None
     return f"its download needs {need / 2**30:,.1f} GiB free in {where}, and {free / 2**30:,.1f} GiB are"
-
-
-def die_with_parent() -> None:
-    """In the worker: be killed if the run dies, so no orphan keeps the GPU (Linux; elsewhere a no-op)."""
-    with contextlib.suppress(OSError, AttributeError):
-        import ctypes
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
 def job_files(paths: RepoPaths, run_id: str, model: str) -> tuple[Path, Path]:
@@ -393,53 +451,7 @@ def job_files(paths: RepoPaths, run_id: str, model: str) -> tuple[Path, Path]:
     return paths.work / "jobs" / f"{name}.json", paths.work / "jobs" / f"{name}.result.json"
 
 
-def read_result(path: Path) -> dict | None:
-    """A worker's result file, or None when there is none (or it is not one: the audit runs again)."""
-    try:
-        outcome = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return outcome if isinstance(outcome, dict) and ("record" in outcome or "error" in outcome) else None
-
-
 def audit_in_worker(item: Item, config: Config, paths: RepoPaths, run_id: str) -> dict:
     """Audit one model in a child process; the outcome as the worker wrote it, or an error."""
     job, result = job_files(paths, run_id, item.model)
-    result.unlink(missing_ok=True)
-    settings = msgspec.structs.asdict(config.audit)
-    atomic_write(
-        job,
-        json.dumps(
-            {
-                "model": item.model,
-                "revision": item.revision,
-                "settings": settings,
-                "cache_dir": str(paths.hub_cache),
-                "tool_version": __version__,
-            }
-        ),
-    )
-    timeout = parse_duration(config.run.timeout)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "auditor.scheduler.worker", str(job), str(result)],
-        cwd=paths.root,
-        start_new_session=True,
-        preexec_fn=die_with_parent,
-    )
-    try:
-        proc.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-        return {"error": {"code": Failure.TIMEOUT, "message": f"stopped after {config.run.timeout}"}}
-    finally:
-        job.unlink(missing_ok=True)
-    outcome = read_result(result)
-    if outcome is not None:
-        return outcome
-    if proc.returncode == -signal.SIGKILL:  # the kernel's OOM killer, or someone: worth another try
-        killed = "the audit was killed (SIGKILL): out of memory, or by hand"
-        return {"error": {"code": Failure.KILLED, "message": killed}}
-    if (code := DISK_STATUS.get(proc.returncode)) is not None:
-        return {"error": {"code": code, "message": f"the audit could not write its result in {result.parent} ({code})"}}
-    return {"error": {"code": Failure.CRASHED, "message": f"the audit process exited with status {proc.returncode}"}}
+    return run_worker(job_of(item, config, paths), job, result, parse_duration(config.run.timeout), cwd=paths.root)
