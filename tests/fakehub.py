@@ -60,6 +60,7 @@ import math
 import struct
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -264,8 +265,10 @@ class FakeHub(Served):
     uses 1000, set it to 2 to see several pages with a handful of repos.
     """
 
-    def __init__(self, *, page_size: int = 1000) -> None:
+    def __init__(self, *, page_size: int = 1000, bandwidth: float | None = None) -> None:
         self.page_size = page_size
+        self.bandwidth = bandwidth
+        """Bytes per second each file download is held to (None: as fast as loopback), for benchmarks."""
         self._lock = threading.RLock()
         self._repos: dict[tuple[RepoType, str], Repo] = {}
         self._faults: list[_Fault] = []
@@ -699,6 +702,8 @@ class _Routes:
         if blob.is_lfs:
             headers |= {"X-Linked-Etag": f'"{blob.sha256}"', "X-Linked-Size": str(blob.size)}
         byte_range = _parse_range(self.request.headers.get("range"), blob.size)
+        if self.hub.bandwidth and self.request.method == "GET":  # a slow network, for the benchmarks
+            time.sleep(blob.size / self.hub.bandwidth)
         if byte_range is None:
             return Response(200, blob.content, headers)
         if byte_range == "unsatisfiable":

@@ -42,7 +42,8 @@ class Job:
         config = (
             "licenses: [apache-2.0]\nmemory_gib: 1\n"
             f"audit: {{device: cpu, eval_text: '{eval_text}', max_tokens: 1024, seq_len: 256}}\n"
-            "run: {max_models: 5, timeout: 5m, min_free_gib: 0}\ndiscover: {limit: 0}\n"
+            # no prefetch: its downloads, in a thread, would make the kill points of a run vary
+            "run: {max_models: 5, timeout: 5m, min_free_gib: 0, prefetch: false}\ndiscover: {limit: 0}\n"
             f"github: {{repo: org/index, api_url: '{gh.url}', write_interval: 0}}\n"
         )
         files = {"auditor.yaml": config.encode(), "index/README.md": b"# index\n", "README.md": b"# index\n"}

@@ -44,7 +44,7 @@ def config(eval_text) -> Config:
         licenses=["apache-2.0", "mit"],
         memory_gib=1.0,
         audit=AuditSettings(device="cpu", eval_text=str(eval_text), max_tokens=1024, seq_len=256),
-        run=RunConfig(max_models=5, timeout="5m", max_attempts=2),
+        run=RunConfig(max_models=5, timeout="5m", max_attempts=2, prefetch=False),  # faults hit the audits
     )
 
 
@@ -776,3 +776,26 @@ def test_a_queue_item_keeps_its_failure_code_typed_and_refuses_an_unknown_one(re
     path.write_text(path.read_text().replace("code: gated", "code: made_up"))
     with pytest.raises(QueueError, match="made_up"):
         load_queue(path)
+
+
+def test_the_next_model_downloads_while_one_is_audited(zoo, repo, config, audit_result, monkeypatch):
+    from auditor.scheduler import runner
+
+    cache = repo / ".superweight" / "hub"
+    seen = {}
+
+    def worker(item, config, paths, run_id):  # the first waits, as a long audit would, for the next's weights
+        pattern = "models--org--good-finetune/snapshots/*/model.safetensors"
+        deadline = time.monotonic() + 60
+        while item.model == "org/good-base" and not list(cache.glob(pattern)) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        seen.setdefault(item.model, bool(list(cache.glob(pattern))))
+        return fake_worker_for(audit_result)(item, config, paths, run_id)
+
+    monkeypatch.setattr(runner, "audit_in_worker", worker)
+    config = replace(config, run=replace(config.run, prefetch=True, max_models=2))
+
+    report = run(repo, config, log=lambda m: None)
+
+    assert [i.model for i, _ in report.audited] == ["org/good-base", "org/good-finetune"]
+    assert seen["org/good-base"]  # the second model was on disk before the first audit ended

@@ -83,6 +83,8 @@ class RunConfig(Model):
     """Skipped discovered models kept in the queue (the newest); requests and failures are all kept."""
     min_free_gib: Annotated[float, Meta(ge=0)] = 1.0
     """Space to leave free on the work dir's disk: a download that would leave less is put off (`no_space`)."""
+    prefetch: bool = True
+    """While one model is audited, download the next (local executor): the GPU does not wait on the network."""
     executor: Literal["local", "ray"] = "local"
     """Where audits run: `local`, one at a time in a process of this machine; `ray`, as tasks of a Ray cluster
     (`pip install 'superweight-index[ray]'`), as many at once as the cluster's resources allow."""

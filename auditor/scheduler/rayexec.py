@@ -60,6 +60,9 @@ class RayExecutor:
         name = self.config.run.ray_gpu_resource
         return max((n["Resources"].get(name, 0.0) for n in self.ray.nodes() if n.get("Alive")), default=0.0)
 
+    def prefetch(self, item: Item, paths) -> None:
+        pass  # the cluster already runs audits side by side: each task downloads on its own node
+
     def has_room(self) -> bool:
         return True  # Ray queues what does not fit yet, and starts it when resources free up
 

@@ -28,8 +28,10 @@ one line naming it, having consumed nothing.
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +43,7 @@ from ..errors import RESOURCE, TRANSIENT, AuditorError, Failure, ResourceError, 
 from ..fileio import atomic_write, git_blob_sha
 from ..index import MeasuredRecord, ModelRef, append_record
 from ..models import from_data
+from ..source import resolve
 from .config import Config, parse_duration
 from .discover import (
     audited_index,
@@ -299,12 +302,12 @@ def audit_pending(paths, config, queue, report, max_models, budget: float, log, 
     deadline = time.monotonic() + budget
     done, weights = audited_index(paths.index)
     started, stop = 0, None
-    waiting = iter(queue.pending(config.priority))
+    waiting = queue.pending(config.priority)
     while True:
         while stop is None and started < limit and time.monotonic() <= deadline and executor.has_room():
-            item = next(waiting, None)
-            if item is None:
+            if not waiting:
                 break
+            item = waiting.pop(0)
             if (item.model.lower(), item.revision) in done:
                 queue.set(item, "done")
                 save_queue(paths.queue, queue)
@@ -330,6 +333,14 @@ def audit_pending(paths, config, queue, report, max_models, budget: float, log, 
             save_queue(paths.queue, queue)
             step()
             log(f"auditing {item.model} at {item.revision} (attempt {item.attempts})")
+            upcoming = next((i for i in waiting if (i.model.lower(), i.revision) not in done), None)
+            if (  # the next model downloads while this one is audited, if it is audited in this run and fits
+                config.run.prefetch
+                and upcoming is not None
+                and started < limit
+                and lacks_space(paths, config, upcoming, also=item) is None
+            ):
+                executor.prefetch(upcoming, paths)
             executor.submit(item, paths, report.run_id, job_of(item, config, paths))
         if not executor.busy():
             return
@@ -361,11 +372,25 @@ def executor_for(config: Config):
 
 
 class Local:
-    """The default executor: one audit at a time, in a process of its own on this machine."""
+    """The default executor: one audit at a time, in a process of its own on this machine, while the next
+    model downloads (`prefetch`)."""
 
     def __init__(self, config: Config):
         self.config = config
         self.finished: list[tuple[Item, dict]] = []
+
+    def prefetch(self, item: Item, paths: RepoPaths) -> None:
+        """Download what the audit of `item` will need, in the background: its worker then finds it in the
+        cache (or waits on huggingface_hub's lock for a file still coming). A failure here is the audit's to
+        report, so it is only logged."""
+
+        def fetch() -> None:
+            try:
+                resolve(item.model, revision=item.revision, cache_dir=paths.hub_cache)
+            except Exception as e:
+                logging.getLogger(__name__).info("prefetching %s: %s", item.model, e)
+
+        threading.Thread(target=fetch, name=f"prefetch {item.model}", daemon=True).start()
 
     def has_room(self) -> bool:
         return not self.finished
@@ -434,10 +459,11 @@ def settle(
     return None, stop
 
 
-def lacks_space(paths: RepoPaths, config: Config, item: Item) -> str | None:
+def lacks_space(paths: RepoPaths, config: Config, item: Item, also: Item | None = None) -> str | None:
     """Why the model's download would not fit on the work dir's disk (its size is known from the Hub), if
-    it would not: better put off now than fail halfway."""
-    need = max((item.weight_bytes or 0) - downloaded(paths, item), 0) + config.run.min_free_gib * 2**30
+    it would not: better put off now than fail halfway. `also`: a download under way at the same time."""
+    need = sum(max((i.weight_bytes or 0) - downloaded(paths, i), 0) for i in filter(None, (item, also)))
+    need += config.run.min_free_gib * 2**30
     where = next(p for p in (paths.hub_cache, *paths.hub_cache.parents) if p.exists())
     free = shutil.disk_usage(where).free
     if free >= need:
