@@ -150,6 +150,10 @@ def request_comment(file: str, update: RequestUpdate, repo: str, base: str, site
     (the file name, the model id, messages) is a code span: no mention, link or markup of theirs goes live."""
     model, revision = update.model or "?", update.revision
     at = f" at {code(revision[:12])}" if revision else ""
+    entry = quote(model, safe="/")
+    links = f"https://github.com/{repo}/blob/{quote(base, safe='/')}/index/{entry}.yaml"
+    if site_url:
+        links += f" · {site_url.rstrip('/')}/models/{entry}/"
     state = update.state
     if state == "done":
         weights = (
@@ -163,11 +167,10 @@ def request_comment(file: str, update: RequestUpdate, repo: str, base: str, site
         result = f"audited: **{update.verdict}**. Super weights: {weights}."
         if ablated is not None:
             result += f" Perplexity {original:,.2f} → {ablated:,.2f} with them zeroed (control {control:,.2f})."
-        entry = quote(f"{model}", safe="/")
-        links = f"https://github.com/{repo}/blob/{quote(base, safe='/')}/index/{entry}.yaml"
-        if site_url:
-            links += f" · {site_url.rstrip('/')}/models/{entry}/"
         result += f"\n\nIndex entry: {links}"
+    elif state == "same_weights":
+        same = code(update.message or "?")
+        result = f"recorded without an audit: its weight files are byte-identical to {same}'s.\n\nIndex entry: {links}"
     elif state in ("pending", "running"):
         result = "queued: the scheduled auditor will take it in a coming run."
     elif state == "not_queued":

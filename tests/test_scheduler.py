@@ -645,6 +645,14 @@ def test_a_request_for_identical_weights_downloads_nothing(hub, repo, config, au
 
     assert [(m, ref.model) for m, _, ref in report.same_weights] == [("org/copy", "org/audited")]
     assert not [r for r in hub.requests if r.path.endswith(".safetensors")]
+    from auditor.publish import request_comment
+    from auditor.scheduler.report import read_manifest
+
+    [update] = read_manifest(repo / ".superweight" / "runs" / f"{report.run_id}.json").request_updates.values()
+    assert (update.state, update.model, update.message) == ("same_weights", "org/copy", f"org/audited at {audited}")
+    text = request_comment("requests/copy.yaml", update, "org/index", "main", None)
+    assert f"recorded without an audit: its weight files are byte-identical to `org/audited at {audited}`'s" in text
+    assert "https://github.com/org/index/blob/main/index/org/copy.yaml" in text  # the requester hears of it
 
 
 @pytest.mark.parametrize(

@@ -38,6 +38,8 @@ class RunReport:
     discovery: Discovery | None = None
     audited: list[tuple[Item, MeasuredRecord]] = field(default_factory=list)
     same_weights: list[tuple[str, str, ModelRef]] = field(default_factory=list)
+    answered: dict[str, RequestUpdate] = field(default_factory=dict)
+    """Request files answered without an audit (identical weights to an audited model)."""
     failed: list[Item] = field(default_factory=list)
     retrying: list[Item] = field(default_factory=list)
     pending: int = 0
@@ -48,7 +50,7 @@ class RunReport:
 class RequestUpdate(Model):
     """What became of one request file, for the status comment on its pull request."""
 
-    state: Literal["pending", "running", "failed", "skipped", "done", "not_queued"]
+    state: Literal["pending", "running", "failed", "skipped", "done", "not_queued", "same_weights"]
     model: str | None = None
     revision: str | None = None
     code: Failure | None = None
@@ -113,6 +115,7 @@ def manifest_of(report: RunReport, queue: Queue, summary: str) -> RunManifest:
                 super_weights=[[w.layer, w.row, w.col, w.expert] for w in record.super_weights],
                 perplexity=[a.perplexity_original, a.perplexity_ablated, a.perplexity_control],
             )
+    updates.update(report.answered)
     return RunManifest(
         report.run_id, report.started, report.finished, summary, len(report.audited), len(report.failed), taken, updates
     )

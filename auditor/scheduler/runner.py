@@ -57,7 +57,7 @@ from .discover import (
 from .eligibility import Candidate, Ineligible
 from .lock import repo_lock
 from .queue import Item, Queue, load_queue, now, save_queue
-from .report import RunReport, manifest_of, write_manifest
+from .report import RequestUpdate, RunReport, manifest_of, write_manifest
 from .requestfiles import check_request, read_request, request_files
 from .summary import render
 from .worker import read_result, run_worker
@@ -318,6 +318,9 @@ def audit_pending(paths, config, queue, report, max_models, budget: float, log, 
                 c = Candidate(item.model, item.revision)
                 record_same_weights(paths.index, c, item.weights_sha256, original)
                 report.same_weights.append((item.model, item.revision, original))
+                same = f"{original.model} at {original.revision}"
+                for file in item.request_files:  # its requesters hear of it too
+                    report.answered[file] = RequestUpdate("same_weights", item.model, item.revision, message=same)
                 queue.set(item, "done")
                 step()
                 save_queue(paths.queue, queue)
