@@ -92,27 +92,21 @@ def run_order(path: Path) -> tuple[str, int]:
     return start, int(n) if n.isdigit() else 1
 
 
-def load_manifest(root: Path, run_id: str | None = None, work_dir: str = ".superweight") -> RunManifest:
-    return to_publish(root, run_id, work_dir)[-1][1]
-
-
-def to_publish(root: Path, run_id: str | None = None, work_dir: str = ".superweight") -> list[tuple[Path, RunManifest]]:
-    """The run to publish (the latest by default), after every earlier run not published yet: one killed
-    before its publish, or whose publish failed."""
-    runs = manifests(root, work_dir)
+def to_publish(runs: list[tuple[Path, RunManifest]], run_id: str | None, where: Path) -> list[tuple[Path, RunManifest]]:
+    """Of every run (`manifests`), the run to publish (the latest by default), after every earlier run not
+    published yet: one killed before its publish, or whose publish failed."""
     if run_id is not None:
         runs = runs[: next((n + 1 for n, (path, _) in enumerate(runs) if path.stem == run_id), 0)]
     if not runs:
-        where = runs_dir(root, work_dir)
         raise GitHubError(f"no run {run_id + ' ' if run_id else ''}to publish in {where} (run `superweight run` first)")
     return [(path, m) for path, m in runs[:-1] if m.published is None] + runs[-1:]
 
 
-def taken_requests(root: Path, work_dir: str = ".superweight") -> dict[str, set[str]]:
-    """Request file -> the git blob shas local runs took from it. A file on GitHub is deleted only if its
-    content is one of these: a new request that reuses the name of an old one is not touched."""
+def taken_requests(runs: list[tuple[Path, RunManifest]]) -> dict[str, set[str]]:
+    """Request file -> the git blob shas local runs (`manifests`) took from it. A file on GitHub is deleted
+    only if its content is one of these: a new request that reuses the name of an old one is not touched."""
     taken: dict[str, set[str]] = {}
-    for _, manifest in manifests(root, work_dir):
+    for _, manifest in runs:
         for path, sha in manifest.requests_taken.items():
             taken.setdefault(path, set()).add(sha)
     return taken
@@ -242,7 +236,7 @@ def sync_locked(root: Path, gh: GitHub, *, base: str, work_dir: str) -> Synced:
     ):
         atomic_write(config, blob_text(gh, remote["auditor.yaml"]))
         done.config = True
-    taken = taken_requests(root, work_dir)
+    taken = taken_requests(manifests(root, work_dir))
     for path, sha in sorted(remote.items()):
         name = path.removeprefix("requests/")
         is_request = name != path and "/" not in name and name.endswith(".yaml")
@@ -267,7 +261,8 @@ def publish(
 
 
 def publish_locked(root: Path, gh: GitHub, *, run_id, base, site_url, work_dir) -> Published:
-    runs = to_publish(root, run_id, work_dir)
+    every = manifests(root, work_dir)  # read once: what to publish, what was taken, what the pull request carries
+    runs = to_publish(every, run_id, runs_dir(root, work_dir))
     latest = runs[-1][1]
     result = Published(latest.run_id, BRANCH_PREFIX + latest.run_id)
     base_sha, base_tree, remote = remote_tree(gh, base)
@@ -281,7 +276,7 @@ def publish_locked(root: Path, gh: GitHub, *, run_id, base, site_url, work_dir) 
 
     local = local_files(root)
     changed = {p: d for p, d in local.items() if remote.get(p) != git_blob_sha(d)}
-    deleted = {p for p, shas in taken_requests(root, work_dir).items() if remote.get(p) in shas}
+    deleted = {p for p, shas in taken_requests(every).items() if remote.get(p) in shas}
     result.changed, result.deleted = sorted(changed), sorted(deleted)
 
     carried = False
@@ -301,7 +296,7 @@ def publish_locked(root: Path, gh: GitHub, *, run_id, base, site_url, work_dir) 
         number = mine["number"] if mine is not None else None
         carrying = [
             m
-            for _, m in manifests(root, work_dir)
+            for _, m in every
             if m.published and m.published.commit and m.published.pull == number and number is not None
         ]
         carrying += [m for _, m in runs if carried and m.run_id not in {c.run_id for c in carrying}]
@@ -524,7 +519,8 @@ def comment(gh: GitHub, number: int, marker: str, body: str) -> None:
 
 def plan_offline(root: Path, *, run_id: str | None = None, work_dir: str = ".superweight") -> str:
     """What `publish` would do, from local files alone (no token, nothing remote touched)."""
-    manifest = load_manifest(root, run_id, work_dir)
+    every = manifests(root, work_dir)
+    manifest = to_publish(every, run_id, runs_dir(root, work_dir))[-1][1]
     local = local_files(root)
     try:  # changed since this clone's last commit: GitHub's main may be newer, which publish would merge
         status = subprocess.run(
@@ -536,7 +532,7 @@ def plan_offline(root: Path, *, run_id: str | None = None, work_dir: str = ".sup
         files = sorted({line[3:] for line in status.splitlines()} & set(local))
     except (OSError, subprocess.CalledProcessError):
         files = sorted(local)
-    deleted = sorted(taken_requests(root, work_dir))
+    deleted = sorted(taken_requests(every))
     lines = [
         "No GitHub token (set SUPERWEIGHT_GITHUB_TOKEN or GITHUB_TOKEN): nothing was changed on GitHub.",
         f"Would commit, in one commit on the open bot pull request's branch (else a new branch "

@@ -37,13 +37,14 @@ def duration(text: str) -> str:
 
 def cmd_discover(args: argparse.Namespace) -> int:
     from ..scheduler.discover import discover, load_cursor, save_cursor
+    from ..scheduler.lock import repo_lock
     from ..scheduler.queue import load_queue, save_queue
-    from ..scheduler.runner import RepoPaths, run_lock
+    from ..scheduler.runner import RepoPaths
 
     quiet_libraries(progress=False)
     config = config_of(args)
     paths = RepoPaths.of(args.repo, config)
-    with run_lock(paths):  # a run saving the queue meanwhile would otherwise lose what one of us wrote
+    with repo_lock(args.repo):  # a run saving the queue meanwhile would otherwise lose what one of us wrote
         queue, cursor = load_queue(paths.queue), load_cursor(paths.cursor)
         found = discover(config, queue=queue, cursor=cursor, index_root=paths.index, limit=args.limit, since=args.since)
         queue.prune(config.run.keep_skipped)

@@ -19,7 +19,7 @@ from pathlib import Path
 from ..errors import Failure, first_line
 from .config import Config, parse_duration
 from .queue import Item
-from .worker import run_worker
+from .worker import job_of, run_worker
 
 RETRIES = 1  # of a task whose worker or node died; the queue's max_attempts covers later runs
 
@@ -66,7 +66,7 @@ class RayExecutor:
     def has_room(self) -> bool:
         return True  # Ray queues what does not fit yet, and starts it when resources free up
 
-    def submit(self, item: Item, paths, run_id: str, job: dict) -> None:
+    def submit(self, item: Item, paths, run_id: str) -> None:
         name, amount = self.config.run.ray_gpu_resource, share(item, self.config)
         biggest = self.biggest_node()
         if biggest and amount > biggest:
@@ -74,6 +74,7 @@ class RayExecutor:
             self.refused.append((item, {"error": {"code": Failure.TOO_LARGE, "message": message}}))
             return
         options = {} if not biggest else {"num_gpus": amount} if name == "GPU" else {"resources": {name: amount}}
+        job = job_of(item, self.config, paths.hub_cache)
         self.tasks[self.task.options(**options).remote(job, self.timeout)] = item
 
     def busy(self) -> bool:

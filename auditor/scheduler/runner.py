@@ -36,9 +36,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import msgspec
-
-from .. import __version__, clock
+from .. import clock
 from ..errors import RESOURCE, TRANSIENT, AuditorError, Failure, ResourceError, UsageError, resource_error
 from ..fileio import atomic_write, git_blob_sha
 from ..index import MeasuredRecord, ModelRef, append_record
@@ -60,7 +58,7 @@ from .queue import Item, Queue, load_queue, now, save_queue
 from .report import RequestUpdate, RunReport, manifest_of, write_manifest
 from .requestfiles import check_request, read_request, request_files
 from .summary import render
-from .worker import read_result, run_worker
+from .worker import job_of, read_result, run_worker
 
 
 @dataclass(frozen=True)
@@ -77,11 +75,6 @@ class RepoPaths:
     cursor = property(lambda self: self.root / "queue" / "cursor.yaml")
     requests = property(lambda self: self.root / "requests")
     hub_cache = property(lambda self: self.work / "hub")
-
-
-def run_lock(paths: RepoPaths):
-    """Held by whatever writes the queue (`run`, `discover`): one per clone, wherever the work dir is."""
-    return repo_lock(paths.root)
 
 
 def new_run_id(runs: Path) -> str:
@@ -108,7 +101,7 @@ def run(
     """
     paths = RepoPaths.of(root, config)
     budget = parse_duration(time_budget or config.run.time_budget)  # a bad value fails before anything changes
-    with run_lock(paths):
+    with repo_lock(root):
         report = RunReport(run_id=new_run_id(paths.work / "runs"), started=now())
         try:
             queue = load_queue(paths.queue)
@@ -344,7 +337,7 @@ def audit_pending(paths, config, queue, report, max_models, budget: float, log, 
                 and lacks_space(paths, config, upcoming, also=item) is None
             ):
                 executor.prefetch(upcoming, paths)
-            executor.submit(item, paths, report.run_id, job_of(item, config, paths))
+            executor.submit(item, paths, report.run_id)
         if not executor.busy():
             return
         item, outcome = executor.next()
@@ -398,7 +391,7 @@ class Local:
     def has_room(self) -> bool:
         return not self.finished
 
-    def submit(self, item: Item, paths: RepoPaths, run_id: str, job: dict) -> None:
+    def submit(self, item: Item, paths: RepoPaths, run_id: str) -> None:
         self.finished.append((item, audit_in_worker(item, self.config, paths, run_id)))
 
     def busy(self) -> bool:
@@ -409,17 +402,6 @@ class Local:
 
     def close(self) -> None:
         pass
-
-
-def job_of(item: Item, config: Config, paths: RepoPaths) -> dict:
-    """What a worker needs to audit one model: plain data, the same for a local process or a Ray task."""
-    return {
-        "model": item.model,
-        "revision": item.revision,
-        "settings": msgspec.structs.asdict(config.audit),
-        "cache_dir": str(paths.hub_cache),
-        "tool_version": __version__,
-    }
 
 
 def settle(
@@ -483,4 +465,5 @@ def job_files(paths: RepoPaths, run_id: str, model: str) -> tuple[Path, Path]:
 def audit_in_worker(item: Item, config: Config, paths: RepoPaths, run_id: str) -> dict:
     """Audit one model in a child process; the outcome as the worker wrote it, or an error."""
     job, result = job_files(paths, run_id, item.model)
-    return run_worker(job_of(item, config, paths), job, result, parse_duration(config.run.timeout), cwd=paths.root)
+    timeout = parse_duration(config.run.timeout)
+    return run_worker(job_of(item, config, paths.hub_cache), job, result, timeout, cwd=paths.root)

@@ -15,6 +15,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import msgspec
+
+from .. import __version__
 from ..errors import RESOURCE_ERRNOS, Failure, resource_error, resource_message
 from ..fileio import atomic_write
 
@@ -64,6 +67,17 @@ def main(argv: list[str]) -> int:
         print(f"superweight worker: {resource_message(disk)}", file=sys.stderr)
         return next(status for status, code in DISK_STATUS.items() if code == RESOURCE_ERRNOS[disk.errno])
     return 0
+
+
+def job_of(item, config, cache_dir: Path) -> dict:
+    """What a worker needs to audit one queue item: plain data, the same for a local process or a Ray task."""
+    return {
+        "model": item.model,
+        "revision": item.revision,
+        "settings": msgspec.structs.asdict(config.audit),
+        "cache_dir": str(cache_dir),
+        "tool_version": __version__,
+    }
 
 
 def die_with_parent() -> None:
