@@ -50,7 +50,13 @@ def audit(
     # The eval text first: a missing file should fail before a multi-gigabyte download.
     text = evaltext.load(settings.eval_text) if ablation else None
     checkpoint = source.resolve(model, revision=revision, cache_dir=cache_dir)
-    loaded = loading.load(checkpoint, device=settings.device, dtype=settings.dtype)
+    loaded = loading.load(
+        checkpoint,
+        device=settings.device,
+        dtype=settings.dtype,
+        offload=settings.offload,
+        max_memory=settings.max_memory,
+    )
     try:
         detection = detect(
             loaded.model,

@@ -32,6 +32,7 @@ from torch.nn import functional as F
 from tqdm.auto import tqdm
 
 from .layout import DownProjection, find_down_projections, zeroed
+from .placement import input_device
 from .records import Detection, DetectionSettings, LayerProfile, SuperWeight, WeightRef
 from .settings import (
     DEFAULT_MAX_SUPER_WEIGHTS,
@@ -134,7 +135,7 @@ class Spike:
             row=self.row,
             col=self.col,
             expert=self.expert,
-            shape=tuple(p.matrix(self.expert).shape),
+            shape=p.shape(),
             module=p.name,
             tensor=p.tensor_name,
             index=p.index(self.row, self.col, self.expert),
@@ -224,12 +225,14 @@ class Recorder:
 
         def hook(module, args, kwargs, output):
             hidden, top_k_index = (list(args) + [kwargs.get(n) for n in names[len(args) :]])[:2]
+            # Read once per call: an offloaded module's weights are back on `meta` when its forward hook runs.
+            down, up = proj.parameter, expert_inputs(proj)
             for e in top_k_index.unique().tolist():
                 if not 0 <= e < proj.num_experts:
                     continue
                 tokens = (top_k_index == e).any(dim=-1).nonzero().squeeze(-1)
-                x = expert_intermediate(module, hidden[tokens], e)
-                y = F.linear(x, proj.matrix(e))
+                x = expert_intermediate(module, up, hidden[tokens], e)
+                y = F.linear(x, proj.view(down, e))
                 if (b := proj.bias(e)) is not None:
                     y = y + b
                 self._keep((i, e), reduce(x, y, tokens))
@@ -244,14 +247,20 @@ class Recorder:
         return out
 
 
-def expert_intermediate(module, x: torch.Tensor, e: int) -> torch.Tensor:
+def expert_inputs(proj: DownProjection) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The experts' stacked up (or fused gate-up) weights and bias, wherever they are."""
+    module = proj.module
+    name = "gate_up_proj" if getattr(module, "has_gate", True) else "up_proj"
+    return proj.tensor(name), proj.tensor(f"{name}_bias") if getattr(module, "has_bias", False) else None
+
+
+def expert_intermediate(module, up: tuple[torch.Tensor, torch.Tensor | None], x: torch.Tensor, e: int) -> torch.Tensor:
     """act(gate) * up for expert e, honouring the flags of transformers' `use_experts_implementation`."""
-    has_gate = getattr(module, "has_gate", True)
-    w = module.gate_up_proj[e] if has_gate else module.up_proj[e]
-    h = x @ w if getattr(module, "is_transposed", False) else F.linear(x, w)
-    if getattr(module, "has_bias", False):
-        h = h + (module.gate_up_proj_bias[e] if has_gate else module.up_proj_bias[e])
-    return module._apply_gate(h) if has_gate else module.act_fn(h)
+    w, bias = up
+    h = x @ w[e] if getattr(module, "is_transposed", False) else F.linear(x, w[e])
+    if bias is not None:
+        h = h + bias[e]
+    return module._apply_gate(h) if getattr(module, "has_gate", True) else module.act_fn(h)
 
 
 def profile_of(spikes: list[Spike]) -> list[LayerProfile]:
@@ -310,7 +319,7 @@ def detect(
         prompt, min_output_ratio, min_input_ratio, min_share, max_super_weights, module_pattern
     )
     projections = find_down_projections(model, module_pattern)
-    device = next(model.parameters()).device
+    device = input_device(model)
     input_ids = tokenizer(prompt, return_tensors="pt").input_ids.to(device)
     found: list[Spike] = []
     truncated = False

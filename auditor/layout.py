@@ -9,15 +9,16 @@ scalar of it. Families name it differently (see KNOWN_DOWN_PROJECTIONS) and stor
   [expert, out, in] (or [expert, in, out] when `is_transposed`), with no per-expert module to hook.
 
 `DownProjection.matrix(expert)` always gives an [out, in] view, so the rest of the code thinks in the paper's
-[row, col] and never about storage.
+[row, col] and never about storage. Weights are read and written through `auditor.placement`, so they are
+found wherever a spread model keeps them (a GPU, CPU memory, or disk).
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, replace
 from typing import Literal
 
 import torch
@@ -25,6 +26,7 @@ from torch import nn
 
 from .errors import QuantizedModelError, UnsupportedModelError
 from .families import KNOWN_DOWN_PROJECTIONS
+from .placement import Offloaded, offloaded, read, writable
 from .records import WeightRef
 
 Kind = Literal["linear", "conv1d", "experts"]
@@ -39,30 +41,49 @@ class DownProjection:
     module: nn.Module
     kind: Kind
     num_experts: int | None = None
+    where: Offloaded | None = None
+    """Where its tensors' values are when the model is spread and this module offloaded."""
+
+    @property
+    def attr(self) -> str:
+        return "down_proj" if self.kind == "experts" else "weight"
+
+    def tensor(self, attr: str) -> torch.Tensor:
+        """The values of one of the module's tensors, wherever they are (a copy when offloaded)."""
+        return read(self.module, attr, self.where)
 
     @property
     def parameter(self) -> torch.Tensor:
-        return self.module.down_proj if self.kind == "experts" else self.module.weight
+        return self.tensor(self.attr)
 
     @property
     def tensor_name(self) -> str:
-        return f"{self.name}.{'down_proj' if self.kind == 'experts' else 'weight'}"
+        return f"{self.name}.{self.attr}"
 
     @property
     def transposed(self) -> bool:
         """True when storage is [in, out] rather than [out, in]."""
         return self.kind == "conv1d" or bool(getattr(self.module, "is_transposed", False))
 
-    def matrix(self, expert: int | None = None) -> torch.Tensor:
-        """The weights as an [out, in] view: writing to it writes the model."""
-        w = self.parameter if expert is None else self.parameter[expert]
+    def view(self, stored: torch.Tensor, expert: int | None = None) -> torch.Tensor:
+        """The [out, in] view of the stored tensor (of one expert's matrix): writing to it writes the tensor."""
+        w = stored if expert is None else stored[expert]
         return w.T if self.transposed else w
+
+    def shape(self) -> tuple[int, int]:
+        """[out, in] of one matrix, without reading its values (an offloaded one's are on disk)."""
+        rows, cols = getattr(self.module, self.attr).shape[-2:]  # an experts tensor is [expert, ...]
+        return (cols, rows) if self.transposed else (rows, cols)
+
+    def matrix(self, expert: int | None = None) -> torch.Tensor:
+        """The weights as an [out, in] view (of a copy, when offloaded: `zeroed` is how to change them)."""
+        return self.view(self.parameter, expert)
 
     def bias(self, expert: int | None = None) -> torch.Tensor | None:
         if self.kind == "experts":
-            b = getattr(self.module, "down_proj_bias", None)
-            return None if b is None or expert is None else b[expert]
-        return getattr(self.module, "bias", None)
+            has = getattr(self.module, "down_proj_bias", None) is not None
+            return self.tensor("down_proj_bias")[expert] if has and expert is not None else None
+        return self.tensor("bias") if getattr(self.module, "bias", None) is not None else None
 
     def index(self, row: int, col: int, expert: int | None = None) -> tuple[int, ...]:
         """The scalar's index into `tensor_name` as stored."""
@@ -133,7 +154,7 @@ def find_down_projections(model: nn.Module, module_pattern: str | None = None) -
                     f"layer {layer} has {len(here)} {kind} down projections ({', '.join(here)}); "
                     "a --module-pattern must name one per layer"
                 )
-    return found
+    return [replace(d, where=offloaded(model, d.name)) for d in found]
 
 
 def _by_table(model: nn.Module, prefix: str, layers: nn.ModuleList) -> list[DownProjection]:
@@ -187,14 +208,16 @@ def projection_for(projections: list[DownProjection], layer: int, expert: int | 
 def zeroed(projections: list[DownProjection], refs: Iterable[WeightRef]) -> Iterator[None]:
     """Zero some weights for the duration of a block; restore them exactly, whatever happens."""
     saved: list[tuple[torch.Tensor, int, int, torch.Tensor]] = []
-    try:
-        with torch.no_grad():
-            for ref in refs:
-                m = projection_for(projections, ref.layer, ref.expert).matrix(ref.expert)
-                saved.append((m, ref.row, ref.col, m[ref.row, ref.col].clone()))
-                m[ref.row, ref.col] = 0
-        yield
-    finally:
-        with torch.no_grad():
-            for m, row, col, value in reversed(saved):
-                m[row, col] = value
+    with ExitStack() as stores:
+        try:
+            with torch.no_grad():
+                for ref in refs:
+                    p = projection_for(projections, ref.layer, ref.expert)
+                    m = p.view(stores.enter_context(writable(p.module, p.attr, p.where)), ref.expert)
+                    saved.append((m, ref.row, ref.col, m[ref.row, ref.col].clone()))
+                    m[ref.row, ref.col] = 0
+            yield
+        finally:
+            with torch.no_grad():
+                for m, row, col, value in reversed(saved):
+                    m[row, col] = value

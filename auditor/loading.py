@@ -13,6 +13,8 @@ import logging
 import math
 import os
 import platform
+import re
+import tempfile
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -20,7 +22,7 @@ from typing import Any
 
 import torch
 
-from . import gguf_weights, settings
+from . import gguf_weights, placement, settings
 from .errors import CorruptCheckpointError, OutOfMemoryError, UnsupportedModelError, UsageError, first_line
 from .records import ModelInfo
 from .source import Checkpoint
@@ -63,16 +65,30 @@ def pick_dtype(dtype: str, device: torch.device, checkpoint: Checkpoint) -> torc
     return DTYPES.get(str(declared), torch.bfloat16 if checkpoint.source == "gguf" else torch.float32)
 
 
-def load(checkpoint: Checkpoint, *, device: str = "auto", dtype: str = "auto") -> LoadedModel:
+def load(
+    checkpoint: Checkpoint,
+    *,
+    device: str = "auto",
+    dtype: str = "auto",
+    offload: bool = False,
+    max_memory: dict[str, str] | None = None,
+) -> LoadedModel:
     """Load model and tokenizer onto the device, in eval mode with gradients off.
+
+    `auto` spreads the model over every GPU when there are several; `offload` lets what does not fit go to
+    CPU memory, then disk; `max_memory` replaces the measured budgets (`auditor.placement.plan`).
 
     Raises:
         CorruptCheckpointError: the files do not load; OutOfMemoryError: the model does not fit.
     """
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-    dev = pick_device(device)
+    pick_device(device)  # refuses cuda without CUDA
+    where = placement.plan(device, offload=offload, max_memory=max_memory)
+    dev = where.device
     torch_dtype = pick_dtype(dtype, dev, checkpoint)
+    # Deleted with the model, or when loading fails (a TemporaryDirectory cleans up when collected).
+    offload_dir = tempfile.TemporaryDirectory(prefix="superweight-offload-") if where.offload else None
     kwargs: dict[str, Any] = {"trust_remote_code": False}
     if checkpoint.gguf_file:
         kwargs["gguf_file"] = checkpoint.gguf_file
@@ -85,12 +101,12 @@ def load(checkpoint: Checkpoint, *, device: str = "auto", dtype: str = "auto") -
             checkpoint.path,
             config=config,
             dtype=torch_dtype,
-            device_map=str(dev) if dev.type == "cuda" else None,
+            **spread_kwargs(where, offload_dir and offload_dir.name),
             output_loading_info=True,
             **({} if checkpoint.gguf_file else {"use_safetensors": True}),
             **kwargs,
         )
-        if checkpoint.gguf_file:
+        if checkpoint.gguf_file and not where.spread:  # a spread GGUF model goes through transformers' reader
             streamed = partial(gguf_weights.load_model, Path(checkpoint.path) / checkpoint.gguf_file, config)
             load = partial(stream_or_load, streamed, load, dtype=torch_dtype, device=dev)
         # The attention kernel is ours to choose, not the checkpoint's config (which may name a kernel to
@@ -103,9 +119,13 @@ def load(checkpoint: Checkpoint, *, device: str = "auto", dtype: str = "auto") -
             model, loading = load(attn_implementation="eager")
     except torch.OutOfMemoryError as e:
         raise OutOfMemoryError(f"{checkpoint.model} does not fit in {dev} memory at {torch_dtype}") from e
+    except ValueError as e:
+        if where.spread and not where.offload and "offload" in str(e).lower():  # it would need disk
+            raise OutOfMemoryError(f"{checkpoint.model} does not fit on {budget_text(where)}; {OFFLOAD_HINT}") from e
+        raise CorruptCheckpointError(f"could not load {checkpoint.model}: {first_line(e)}") from e
     except ImportError as e:
         raise UnsupportedModelError(f"{checkpoint.model} needs a package that is not installed: {first_line(e)}") from e
-    except (OSError, ValueError, KeyError, RuntimeError, TypeError) as e:
+    except (OSError, KeyError, RuntimeError, TypeError) as e:
         raise CorruptCheckpointError(f"could not load {checkpoint.model}: {first_line(e)}") from e
     absent = sorted(loading["missing_keys"]) + sorted(key for key, *_ in loading["mismatched_keys"])
     if absent:
@@ -121,9 +141,13 @@ def load(checkpoint: Checkpoint, *, device: str = "auto", dtype: str = "auto") -
             f"{checkpoint.model}: {len(unused)} tensor(s) of the checkpoint are not used by {type(model).__name__} "
             f"as its config describes it ({', '.join(unused[:3])}): the config and the weights disagree"
         )
+    placed = getattr(model, "hf_device_map", None) if where.spread else None
+    if placed and not where.offload and {"cpu", "disk"} & set(map(str, placed.values())):
+        raise OutOfMemoryError(f"{checkpoint.model} does not fit on {budget_text(where)}; {OFFLOAD_HINT}")
+    model._superweight_offload_dir = offload_dir
     check_weights(model, tokenizer, checkpoint.model)
     model.eval().requires_grad_(False)
-    if dev.type == "cpu":
+    if dev.type == "cpu" and not where.spread:
         model.to(dev)
     config = model.config
     text = config.get_text_config() if hasattr(config, "get_text_config") else config
@@ -136,10 +160,27 @@ def load(checkpoint: Checkpoint, *, device: str = "auto", dtype: str = "auto") -
         num_layers=int(getattr(text, "num_hidden_layers", 0) or getattr(text, "n_layer", 0)),
         num_parameters=sum(p.numel() for p in model.parameters()),
         dtype=str(torch_dtype).removeprefix("torch."),
-        device=str(dev),
+        device=placement.describe(placed, dev),
         weights_sha256=checkpoint.weights_sha256,
     )
     return LoadedModel(model=model, tokenizer=tokenizer, checkpoint=checkpoint, info=info)
+
+
+OFFLOAD_HINT = "--offload lets the rest go to CPU memory and disk"
+
+
+def spread_kwargs(where: placement.Plan, folder: str | None) -> dict[str, Any]:
+    """`from_pretrained`'s placement arguments: one device, or a device map within the plan's budgets, with
+    `folder` for weights that must be rewritten to disk (those stored in another dtype)."""
+    if not where.spread:
+        return {"device_map": str(where.device) if where.device.type == "cuda" else None}
+    return {"device_map": "auto", "max_memory": where.max_memory, "offload_folder": folder}
+
+
+def budget_text(where: placement.Plan) -> str:
+    """The budgets of a spread model, for a message: `cuda:0 70.0 GiB, cuda:1 70.0 GiB`."""
+    sizes = (f"{'cuda:' if isinstance(k, int) else ''}{k} {v / 2**30:.1f} GiB" for k, v in where.max_memory.items())
+    return f"the memory budget ({', '.join(sizes)})"
 
 
 def stream_or_load(streamed, load, *, attn_implementation: str, dtype: torch.dtype, device: torch.device):
@@ -165,7 +206,7 @@ def check_weights(model, tokenizer, name: str) -> None:
             f"{name}: the tokenizer has {ids:,} ids but the model's embedding only {rows:,} rows "
             "(vocab_size in config.json is too small for this tokenizer)"
         )
-    for key, tensor in model.named_parameters():
+    for key, tensor in placement.weights(model):
         # The extremes, not isfinite(): a reduction allocates nothing the size of the tensor (isfinite took
         # two temporaries, 1.5x a float32 embedding, at the load's peak), and a NaN anywhere makes them NaN.
         extremes = torch.aminmax(tensor.detach()) if tensor.is_floating_point() and tensor.numel() else ()
@@ -174,9 +215,13 @@ def check_weights(model, tokenizer, name: str) -> None:
 
 
 def hardware(device: str) -> str:
-    """A short description of the machine the audit ran on, for the record."""
+    """A short description of the machine the audit ran on, for the record (`device` as `placement.describe`
+    writes it: `cuda:0`, `cuda:0-3+cpu`)."""
     if device.startswith("cuda") and torch.cuda.is_available():
-        return f"{torch.cuda.get_device_name()} (CUDA {torch.version.cuda})"
+        first, last = re.match(r"cuda(?::(\d+))?(?:-(\d+))?", device).groups()
+        count = int(last) - int(first) + 1 if last else max(1, device.count("cuda"))
+        name = torch.cuda.get_device_name(int(first or 0))
+        return f"{f'{count} x ' if count > 1 else ''}{name} (CUDA {torch.version.cuda})"
     cpu = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as f:

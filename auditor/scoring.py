@@ -32,12 +32,17 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .layout import DownProjection, decoder_layers, zeroed
+from .placement import input_device
 from .records import WeightRef
 
 log = logging.getLogger(__name__)
 
 CHUNK_BYTES = 16 << 20
 """Logits of one slice of the vocabulary for all tokens (float32); the loss needs about three such buffers."""
+CUDA_CHUNK_BYTES = 1 << 30
+"""On a GPU, where a forward holds up to MAX_BATCH windows (16k tokens): 16 MiB would be 256 vocabulary
+entries a slice, 500 small calls (each waiting on the GPU) for a 128k vocabulary; 1 GiB makes it 8. Capped by
+a sixteenth of the free memory."""
 CACHE_FRACTION = 0.1
 """Default budget for the kept layer inputs: this share of the model's weight bytes."""
 CHECK_TOKENS = 32
@@ -79,7 +84,8 @@ class HeadSlice(nn.Module):
         self.bias = None if getattr(head, "bias", None) is None else head.bias[start:stop]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.nn.functional.linear(x, self.weight, self.bias)
+        # A spread model's last layer and head may sit on different GPUs; the head's own hook is gone here.
+        return torch.nn.functional.linear(x.to(self.weight.device), self.weight, self.bias)
 
 
 class Replay(nn.Module):
@@ -100,6 +106,7 @@ class Scorer:
     `perplexity(zero, n)` is exp(mean next-token NLL) over the first n windows with the weights `zero`
     set to 0 (the model is restored after). `boundaries`: the layers whose inputs are worth keeping (those
     of the candidates); `cache_bytes`: how much to keep (default CACHE_FRACTION of the weights, 0: none);
+    `chunk_bytes`: the size of one slice of the logits (default CHUNK_BYTES, CUDA_CHUNK_BYTES on a GPU);
     `batch`: windows per forward (default `windows_per_forward`); `stats`: where to count the work (a
     fresh `Stats` by default).
     """
@@ -112,22 +119,28 @@ class Scorer:
         *,
         boundaries: Iterable[int] = (),
         cache_bytes: int | None = None,
-        chunk_bytes: int = CHUNK_BYTES,
+        chunk_bytes: int | None = None,
         batch: int | None = None,
         stats: Stats | None = None,
         progress: bool = True,
     ) -> None:
         self.model, self.windows, self.projections, self.progress = model, windows, projections, progress
         self.batch = batch or windows_per_forward(model, windows.shape[1])
-        self.device = next(model.parameters()).device
+        self.device = input_device(model)
         self.results: dict[frozenset[WeightRef], tuple[torch.Tensor, set[int]]] = {}
         self.stats = Stats() if stats is None else stats
         self.decoder_name = decoder_attribute(model)
         self.layers = decoder_layers(model)[1] if self.decoder_name else None
         head = model.get_output_embeddings()
         self.vocab = head.weight.shape[0] if isinstance(getattr(head, "weight", None), torch.Tensor) else 0
+        if chunk_bytes is None:
+            chunk_bytes = CHUNK_BYTES
+            if self.device.type == "cuda":
+                chunk_bytes = max(CHUNK_BYTES, min(CUDA_CHUNK_BYTES, torch.cuda.mem_get_info(self.device)[0] // 16))
         self.chunk_bytes = chunk_bytes
-        self.chunked = bool(self.decoder_name and self.vocab and chunk_bytes) and self.head_agrees()
+        # An offloaded head has no values to slice between calls: such a model is scored the plain way.
+        self.chunked = bool(self.decoder_name and self.vocab and chunk_bytes and not head.weight.is_meta)
+        self.chunked = self.chunked and self.head_agrees()
         if cache_bytes is None:
             cache_bytes = int(CACHE_FRACTION * sum(p.numel() * p.element_size() for p in model.parameters()))
         self.cache_bytes = cache_bytes if self.chunked else 0
@@ -313,7 +326,7 @@ def windows_per_forward(model, seq_len: int, free_bytes: int | None = None) -> i
     2 and 4 ran no faster on this project's 2-core machine, with 512- and 2,048-token windows); on CUDA, as
     many as a quarter of the free memory holds by a rough estimate of one window's activations (hidden
     states, MLP and attention scores), at most MAX_BATCH."""
-    device = next(model.parameters()).device
+    device = input_device(model)
     if free_bytes is None:
         if device.type != "cuda":
             return 1

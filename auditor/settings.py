@@ -29,6 +29,26 @@ MIN_EVAL_TOKENS = 256
 """Fewer scored tokens than this judge nothing: a verdict from a few tokens would be noise in the index."""
 DTYPES = ("auto", "float32", "float16", "bfloat16")
 DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
+SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*([KMGT]i?B|B)?", re.IGNORECASE)
+UNITS = {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12, "kib": 2**10, "mib": 2**20, "gib": 2**30}
+UNITS["tib"] = 2**40
+MEMORY_KEY = re.compile(r"cpu|(?:cuda:)?(\d+)")
+
+
+def parse_size(text: str) -> int:
+    """Bytes in `70GiB`, `512MB`, `200KB` or `1024` (KB is 1,000 bytes, KiB 1,024)."""
+    m = SIZE.fullmatch(str(text).strip())
+    if not m:
+        raise ValueError(f"{text!r} is not a size (like 70GiB, 512MB or 200KB)")
+    return int(float(m.group(1)) * UNITS[(m.group(2) or "b").lower()])
+
+
+def memory_key(key: str) -> int | str:
+    """`cpu`, or a GPU's index from `3` or `cuda:3`: the keys of accelerate's `max_memory`."""
+    m = MEMORY_KEY.fullmatch(str(key))
+    if not m:
+        raise ValueError(f"{key!r} is not cpu, a GPU index or cuda:N")
+    return "cpu" if m.group(1) is None else int(m.group(1))
 
 
 class SettingsError(UsageError):
@@ -39,6 +59,11 @@ class AuditSettings(Model):
     """Every knob of an audit, with the documented defaults. Stored with each result."""
 
     device: str = "auto"
+    """auto spreads the model over every GPU this process sees (CPU when there is none)."""
+    offload: bool = False
+    """Let what does not fit on the device(s) go to CPU memory, then to disk (slow, but any size loads)."""
+    max_memory: dict[str, str] | None = None
+    """Memory budgets of a spread model that replace the measured ones: `{"0": "70GiB", "cpu": "200GiB"}`."""
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
     prompt: str = DEFAULT_PROMPT
     min_output_ratio: float = DEFAULT_MIN_OUTPUT_RATIO
@@ -58,6 +83,11 @@ class AuditSettings(Model):
         """Refuse settings that cannot work when they are made, from Python as from the CLI or auditor.yaml."""
         if not DEVICE.fullmatch(str(self.device)):
             raise SettingsError(f"device {self.device!r} is not auto, cpu, cuda or cuda:N")
+        for key, size in (self.max_memory or {}).items():
+            try:
+                memory_key(key), parse_size(size)
+            except (ValueError, TypeError) as e:
+                raise SettingsError(f"max_memory: {e}") from e
         if self.dtype not in DTYPES:
             raise SettingsError(f"dtype {self.dtype!r} is not one of {', '.join(DTYPES)}")
         if not isinstance(self.prompt, str) or not self.prompt.strip():

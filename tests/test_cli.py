@@ -275,6 +275,8 @@ def test_debug_shows_the_traceback_and_cause_of_a_users_error_too(tmp_path):
         ({"seq_len": 1}, "seq_len must be a whole number of at least 2, not 1"),
         ({"max_super_weights": True}, "max_super_weights must be a whole number of at least 1, not True"),
         ({"module_pattern": "("}, "module_pattern '\\(' is not a valid regex"),
+        ({"max_memory": {"tpu": "1GiB"}}, "max_memory: 'tpu' is not cpu, a GPU index or cuda:N"),
+        ({"max_memory": {"0": "lots"}}, "max_memory: 'lots' is not a size"),
     ],
 )
 def test_settings_are_checked_when_made_from_python_as_from_the_cli(change, message, capsys):
@@ -289,3 +291,6 @@ def test_device_is_checked_by_the_cli(capsys):
     with pytest.raises(SystemExit):
         main(["detect", "org/model", "--device", "tpu"])
     assert "argument --device: 'tpu' is not auto, cpu, cuda or cuda:N" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["detect", "org/model", "--max-memory", "cpu=lots"])
+    assert "argument --max-memory: 'cpu=lots': 'lots' is not a size" in capsys.readouterr().err

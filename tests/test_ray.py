@@ -4,6 +4,7 @@ standing in for GPUs, against the Hub stand-in: real audits of tiny checkpoints,
 from __future__ import annotations
 
 import os
+import platform
 import signal
 import threading
 import time
@@ -69,6 +70,8 @@ def repo(tmp_path, eval_text, models) -> tuple[Path, Config]:
 
 def test_audits_run_as_ray_tasks_in_parallel_and_the_runner_alone_writes(cluster, repo, models, monkeypatch):
     root, config = repo
+    node_cache = root.parent / "node-cache"  # each node's own download folder
+    config = replace(config, run=replace(config.run, ray_cache_dir=str(node_cache)))
     writers = set()
     real = runner.append_record
     monkeypatch.setattr(runner, "append_record", lambda *a, **kw: (writers.add(os.getpid()), real(*a, **kw))[1])
@@ -85,6 +88,20 @@ def test_audits_run_as_ray_tasks_in_parallel_and_the_runner_alone_writes(cluster
     first_result = next(n for n, line in enumerate(log) if "super weight(s)" in line)
     assert len(starts) == 3 and max(starts) < first_result  # all submitted before the first came back
     assert load_queue(root / "queue" / "queue.yaml").items == []
+    # Downloaded on the node, not into the runner's work dir, and removed once audited.
+    assert node_cache.is_dir() and not list(node_cache.glob("models--*"))
+    assert not list(root.glob(".superweight/hub/models--*"))
+
+
+def test_a_task_checks_its_own_nodes_disk_before_downloading(tmp_path):
+    from auditor.scheduler.rayexec import audit_task
+
+    job = {"model": "org/m", "revision": "a" * 40, "settings": {}, "cache_dir": str(tmp_path / "cache")}
+
+    outcome = audit_task(job, timeout=60, need_bytes=2**60)
+
+    assert outcome["error"]["code"] == "no_space"
+    assert f"in {tmp_path / 'cache'} on {platform.node()}" in outcome["error"]["message"]
 
 
 def kill_one_audit_task(killed: list[int], stop: threading.Event) -> None:

@@ -156,6 +156,20 @@ def test_discovery_queues_the_eligible_and_skips_the_rest_with_reasons(zoo, repo
     assert [i.model for i in queue.pending(["downloads"])] == ["org/good-finetune", "org/good-base"]
 
 
+def test_too_large_means_too_large_for_every_gpu_of_the_biggest_node(zoo, repo, config):
+    """97 GiB of memory needed (74.5 GiB of weights x 1.3): not on one 1 GiB device, but on 100 of one node
+    when audits spread over them (`device: auto`); not when they are tied to one device."""
+    spread = replace(config, gpus_per_node=100, audit=replace(config.audit, device="auto"))
+    one = replace(spread, audit=replace(config.audit, device="cuda:0"))
+    configs = {"spread": spread, "one": one}
+
+    found = {k: discover(c, queue=Queue(), cursor=Cursor(), index_root=repo / "index") for k, c in configs.items()}
+
+    assert "org/huge" in [i.model for i in found["spread"].queued]
+    [huge] = [i for i in found["one"].skipped if i.model == "org/huge"]
+    assert huge.code == "too_large" and "over the 1 GiB of the biggest node" in huge.message
+
+
 def test_the_cursor_resumes_where_the_last_run_stopped(zoo, repo, config, hub, build_checkpoint):
     queue, cursor = Queue(), Cursor()
     seen = []

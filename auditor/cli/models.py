@@ -21,6 +21,8 @@ from ..settings import (
     DEVICE,
     DTYPES,
     AuditSettings,
+    memory_key,
+    parse_size,
 )
 from .common import directory, emit_json, positive, quiet_libraries
 
@@ -32,6 +34,16 @@ def device(text: str) -> str:
     return text
 
 
+def memory_budget(text: str) -> tuple[str, str]:
+    """An argparse type: DEVICE=SIZE, as `cpu=200GiB` or `0=70GiB`."""
+    key, _, size = text.partition("=")
+    try:
+        memory_key(key.strip()), parse_size(size)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"{text!r}: {e} (DEVICE=SIZE, like cpu=200GiB or 0=70GiB)") from None
+    return key.strip(), size.strip()
+
+
 # -- option groups --------------------------------------------------------------------------------
 
 
@@ -39,7 +51,23 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", metavar="MODEL", help="Hub repo id (org/name), checkpoint directory, or .gguf file")
     p.add_argument("--revision", help="Hub branch, tag or commit (the commit sha loaded is recorded)")
     p.add_argument(
-        "--device", default="auto", type=device, help="auto (CUDA if present), cpu, cuda or cuda:N (default: auto)"
+        "--device",
+        default="auto",
+        type=device,
+        help="auto (every GPU present, the model spread over them; else CPU), cpu, cuda or cuda:N (default: auto)",
+    )
+    p.add_argument(
+        "--offload",
+        action="store_true",
+        help="let what does not fit on the device(s) go to CPU memory, then disk (slow; any size loads)",
+    )
+    p.add_argument(
+        "--max-memory",
+        metavar="DEVICE=SIZE",
+        type=memory_budget,
+        action="append",
+        help="memory a spread model may take on a device, replacing the measured budget: 0=70GiB, cpu=200GiB "
+        "(repeatable)",
     )
     p.add_argument(
         "--dtype",
@@ -123,7 +151,9 @@ def add_ablation_options(p: argparse.ArgumentParser) -> None:
 
 def settings_from(args: argparse.Namespace) -> AuditSettings:
     fields = AuditSettings.__struct_fields__
-    return AuditSettings(**{k: v for k, v in vars(args).items() if k in fields})
+    given = {k: v for k, v in vars(args).items() if k in fields}
+    given["max_memory"] = dict(given["max_memory"]) if given.get("max_memory") else None
+    return AuditSettings(**given)
 
 
 def cmd_detect_or_audit(args: argparse.Namespace) -> int:

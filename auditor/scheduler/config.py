@@ -1,7 +1,8 @@
 """The scheduler's configuration: one file, `auditor.yaml` at the repository root.
 
     licenses: [apache-2.0, mit, llama3.1]   # the Hub license ids that may be audited
-    memory_gib: 80                          # the runner's accelerator memory
+    memory_gib: 80                          # the memory of one GPU
+    gpus_per_node: 8                        # the most GPUs of one node: a model spreads over them
     priority: [base_models, downloads]      # discovered models, after requests
     audit: {min_output_ratio: 100, eval_text: null, device: auto}
     discover: {limit: 200, since: '2026-01-01'}
@@ -90,6 +91,9 @@ class RunConfig(Model):
     (`pip install 'superweight-index[ray]'`), as many at once as the cluster's resources allow."""
     ray_address: str | None = None
     """The Ray cluster to join (`auto`, `ray://head:10001`); none: a cluster of this machine alone."""
+    ray_cache_dir: str | None = None
+    """Where each Ray node downloads, a path on that node (shared by its audits, each model's files removed
+    once audited); none: a scratch folder of each task, removed after it."""
     ray_gpu_resource: Annotated[str, Meta(min_length=1)] = "GPU"
     """The Ray resource each audit takes its share of, by its memory over `memory_gib` (the memory of one
     device): a 7B bf16 model takes 0.23 of an 80 GiB GPU, a 70B one 3 whole GPUs of one node."""
@@ -112,6 +116,10 @@ class GitHubConfig(Model):
 class Config(Model):
     licenses: list[str] = msgspec.field(default_factory=lambda: list(OPEN_LICENSES))
     memory_gib: Annotated[float, Meta(gt=0)] = 80.0
+    """The memory of one device (GPU) that audits run on."""
+    gpus_per_node: Positive = 1
+    """The most GPUs of one node (this machine's, with the local executor; the biggest node's, on Ray): with
+    `audit.device: auto` a model is spread over them, and one that needs more than they hold is `too_large`."""
     memory_factor: Annotated[float, Meta(ge=1)] = 1.3
     """Peak memory of an audit over the checkpoint's size (benchmarks/: about 1.02 on CPU)."""
     priority: list[Literal[PRIORITY_KEYS]] = msgspec.field(
@@ -125,6 +133,11 @@ class Config(Model):
     @property
     def memory_bytes(self) -> float:
         return self.memory_gib * 2**30
+
+    @property
+    def node_devices(self) -> int:
+        """Devices one audit may spread over: every GPU of the node with `device: auto`, else one."""
+        return self.gpus_per_node if self.audit.device == "auto" else 1
 
 
 def load_config(path: str | Path | None = None, *, repo: str | Path = ".") -> Config:

@@ -13,7 +13,7 @@ person can act on:
 | `quantized` | pre-quantized weights (`quantization_config`, or integer / fp8 tensors): not the real weights |
 | `unsupported_architecture` | not a causal LM, or a layout the detector does not know |
 | `license` | no license, or one outside the configured allow-list |
-| `too_large` | the weights do not fit the runner's memory budget |
+| `too_large` | the weights do not fit the biggest node (`memory_gib` x `gpus_per_node`) |
 | `bad_metadata` | the Hub's metadata for it has an unexpected shape |
 """
 
@@ -158,11 +158,12 @@ def _check_model(info: Any, config: Config) -> Candidate:
         which = ", ".join(licenses) or "none given"
         raise Ineligible(Failure.LICENSE, f"{name}: license {which} is not in the allow-list (auditor.yaml: licenses)")
     size = weight_bytes(info)
-    if size is not None and size * config.memory_factor > config.memory_bytes:
+    if size is not None and size * config.memory_factor > config.memory_bytes * config.node_devices:
+        devices = f"{config.node_devices} x " if config.node_devices > 1 else ""
         raise Ineligible(
             Failure.TOO_LARGE,
             f"{name}: {size / 2**30:.1f} GiB of weights need about {size * config.memory_factor / 2**30:.0f} "
-            f"GiB, over the {config.memory_gib:g} GiB budget",
+            f"GiB, over the {devices}{config.memory_gib:g} GiB of the biggest node",
         )
     created = getattr(info, "created_at", None)
     base = card.get("base_model")

@@ -7,11 +7,14 @@ share of the GPU resource by the model's memory over one device's (`memory_gib`)
 GPU and a big one gets several of one node; a model bigger than the biggest node is `too_large` at once.
 Ray retries a task once when its worker or node dies; after that it is `killed`, a passing failure the next
 run tries again. The worker's own timeout, disk and memory failures come back as with the local executor.
+Each task downloads on its own node (`run.ray_cache_dir`, else a scratch folder), after checking that node's
+free space, and removes the model's files when done.
 """
 
 from __future__ import annotations
 
 import math
+import platform
 import shutil
 import tempfile
 from pathlib import Path
@@ -24,12 +27,23 @@ from .worker import job_of, run_worker
 RETRIES = 1  # of a task whose worker or node died; the queue's max_attempts covers later runs
 
 
-def audit_task(job: dict, timeout: float) -> dict:
-    """On a Ray worker: one audit in a worker process of its own, in a scratch folder of this node."""
+def audit_task(job: dict, timeout: float, need_bytes: float) -> dict:
+    """On a Ray worker: one audit in a worker process of its own, downloading to this node's disk
+    (`job["cache_dir"]`, or a scratch folder), if `need_bytes` are free there."""
     work = Path(tempfile.mkdtemp(prefix="superweight-job-"))
+    cache = Path(job["cache_dir"] or work / "hub")
     try:
-        return run_worker(job, work / "job.json", work / "result.json", timeout)
+        cache.mkdir(parents=True, exist_ok=True)
+        free = shutil.disk_usage(cache).free
+        if free < need_bytes:
+            message = (
+                f"its download needs {need_bytes / 2**30:,.1f} GiB free in {cache} on {platform.node()}, "
+                f"and {free / 2**30:,.1f} GiB are"
+            )
+            return {"error": {"code": Failure.NO_SPACE, "message": message}}
+        return run_worker({**job, "cache_dir": str(cache)}, work / "job.json", work / "result.json", timeout)
     finally:
+        shutil.rmtree(cache / f"models--{job['model'].replace('/', '--')}", ignore_errors=True)
         shutil.rmtree(work, ignore_errors=True)
 
 
@@ -60,6 +74,8 @@ class RayExecutor:
         name = self.config.run.ray_gpu_resource
         return max((n["Resources"].get(name, 0.0) for n in self.ray.nodes() if n.get("Alive")), default=0.0)
 
+    downloads_here = False  # each task checks its own node's disk
+
     def prefetch(self, item: Item, paths) -> None:
         pass  # the cluster already runs audits side by side: each task downloads on its own node
 
@@ -74,8 +90,9 @@ class RayExecutor:
             self.refused.append((item, {"error": {"code": Failure.TOO_LARGE, "message": message}}))
             return
         options = {} if not biggest else {"num_gpus": amount} if name == "GPU" else {"resources": {name: amount}}
-        job = job_of(item, self.config, paths.hub_cache)
-        self.tasks[self.task.options(**options).remote(job, self.timeout)] = item
+        job = job_of(item, self.config, self.config.run.ray_cache_dir)
+        need = (item.weight_bytes or 0) + self.config.run.min_free_gib * 2**30
+        self.tasks[self.task.options(**options).remote(job, self.timeout, need)] = item
 
     def busy(self) -> bool:
         return bool(self.tasks or self.refused)

@@ -318,7 +318,7 @@ def audit_pending(paths, config, queue, report, max_models, budget: float, log, 
                 step()
                 save_queue(paths.queue, queue)
                 continue
-            if (short := lacks_space(paths, config, item)) is not None:
+            if executor.downloads_here and (short := lacks_space(paths, config, item)) is not None:
                 report.retrying.append(queue.set(item, "pending", code=Failure.NO_SPACE, message=short))
                 save_queue(paths.queue, queue)
                 step()
@@ -370,6 +370,8 @@ def executor_for(config: Config):
 class Local:
     """The default executor: one audit at a time, in a process of its own on this machine, while the next
     model downloads (`prefetch`)."""
+
+    downloads_here = True  # into the work dir: the runner checks its disk before each download
 
     def __init__(self, config: Config):
         self.config = config

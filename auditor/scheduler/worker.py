@@ -69,13 +69,14 @@ def main(argv: list[str]) -> int:
     return 0
 
 
-def job_of(item, config, cache_dir: Path) -> dict:
-    """What a worker needs to audit one queue item: plain data, the same for a local process or a Ray task."""
+def job_of(item, config, cache_dir: Path | str | None) -> dict:
+    """What a worker needs to audit one queue item: plain data, the same for a local process or a Ray task
+    (whose `cache_dir` may be None: the task picks a folder of its node)."""
     return {
         "model": item.model,
         "revision": item.revision,
         "settings": msgspec.structs.asdict(config.audit),
-        "cache_dir": str(cache_dir),
+        "cache_dir": None if cache_dir is None else str(cache_dir),
         "tool_version": __version__,
     }
 
