@@ -15,11 +15,11 @@ from pathlib import Path
 
 import torch
 
-from . import __version__, clock, evaltext, loading, source
+from . import __version__, clock, evaltext, loading, quantimpact, source
 from .ablation import ablate
 from .detect import detect
 from .errors import OutOfMemoryError
-from .records import AuditResult, Environment
+from .records import Ablation, AuditResult, Detection, Environment, WeightRef
 from .settings import DEFAULT_SEQ_LEN, AuditSettings
 
 
@@ -40,7 +40,8 @@ def audit(
     cache_dir: str | Path | None = None,
     progress: bool = True,
 ) -> AuditResult:
-    """Detect a model's super weights and, unless `ablation=False`, confirm them by ablation.
+    """Detect a model's super weights and, unless `ablation=False`, confirm them by ablation, then measure
+    what round-to-nearest quantization does with and without them kept (`settings.quantize_impact`).
 
     Raises:
         auditor.errors.AuditorError subclasses, each with a message meant for the user.
@@ -69,7 +70,7 @@ def audit(
             module_pattern=settings.module_pattern,
             progress=progress,
         )
-        result = None
+        result = quantization = None
         if text is not None:
             windows = evaltext.windows(
                 loaded.tokenizer,
@@ -87,6 +88,17 @@ def audit(
                 min_margin=settings.min_margin,
                 progress=progress,
             )
+            if measures_quantization(settings, loaded.info.device):
+                quantization = quantimpact.measure(
+                    loaded.model,
+                    windows,
+                    evaltext.calibration(loaded.tokenizer, text, windows, tokens=windows.shape[1]),
+                    proven(detection, result),
+                    perplexity_original=result.perplexity_original,
+                    schemes=settings.quant_schemes,
+                    include=settings.quant_include,
+                    progress=progress,
+                )
     except torch.OutOfMemoryError as e:
         raise OutOfMemoryError(f"{model} ran out of {loaded.info.device} memory; try a shorter --seq-len") from e
     environment = Environment(
@@ -97,7 +109,21 @@ def audit(
         created_at=clock.stamp(),
         elapsed_s=round(time.monotonic() - started, 3),
     )
-    return AuditResult(loaded.info, detection, result, environment)
+    return AuditResult(loaded.info, detection, result, environment, quantization)
+
+
+def measures_quantization(settings: AuditSettings, device: str) -> bool:
+    """`on`, or `gpu` on a model wholly on GPUs (one offloaded to CPU or disk would take hours)."""
+    on_gpus = device.startswith("cuda") and "cpu" not in device and "disk" not in device
+    return settings.quantize_impact == "on" or (settings.quantize_impact == "gpu" and on_gpus)
+
+
+def proven(detection: Detection, ablation: Ablation) -> list[WeightRef]:
+    """The super weights the ablation proved (none when it confirmed none)."""
+    if ablation.verdict != "confirmed":
+        return []
+    rejected = {w.ref() for w in ablation.per_weight if w.verdict == "rejected"}
+    return [w.ref() for w in detection.super_weights if w.ref() not in rejected]
 
 
 def _transformers_version() -> str:

@@ -73,3 +73,15 @@ def windows(tokenizer, text: EvalText, *, seq_len: int, max_tokens: int):
     if max_tokens > 0:
         n = max(1, min(n, max_tokens // seq_len))
     return ids[: n * seq_len].reshape(n, seq_len)
+
+
+def calibration(tokenizer, text: EvalText, windows, *, tokens: int):
+    """Windows to choose a setting on, not scored: `tokens` of the text after the evaluation `windows`, as
+    windows of the same length (at least one), or the first window when the text has no more."""
+    ids = tokenizer(text.text, return_tensors="pt", verbose=False).input_ids[0]
+    n, seq_len = windows.shape
+    rest = ids[n * seq_len :]
+    count = max(1, min(tokens // seq_len, rest.numel() // seq_len))
+    if rest.numel() < seq_len:
+        return windows[:1]
+    return rest[: count * seq_len].reshape(count, seq_len)

@@ -215,6 +215,65 @@ class Ablation(Model):
         return self.perplexity_control / self.perplexity_original
 
 
+class QuantScheme(Model):
+    """One round-to-nearest configuration: `bits`-bit asymmetric integers, one scale and zero point per
+    `block` consecutive inputs of a row (None: per channel, one block per output row)."""
+
+    bits: Annotated[int, Meta(ge=2, le=8)]
+    block: Positive | None = None
+
+    @property
+    def label(self) -> str:
+        """`4-bit, 256-block` or `8-bit, per-channel`."""
+        return f"{self.bits}-bit, {'per-channel' if self.block is None else f'{self.block}-block'}"
+
+
+class QuantSettings(Model, omit_defaults=False):
+    """How `quantization` was measured (`auditor.quantimpact`)."""
+
+    schemes: Annotated[list[QuantScheme], Meta(min_length=1)]
+    include: list[Literal["head", "embeddings"]] = field(default_factory=list)
+    """Quantized besides the decoder's linear layers (by default, neither the LM head nor the embeddings)."""
+    clip_z: list[float] = field(default_factory=list)
+    """The z-score thresholds tried for `rtn_sw_clip` (weights beyond mean +- z std of their matrix clipped)."""
+    calibration_tokens: Count = 0
+    """Tokens the clipping threshold was chosen on: text after the evaluation windows (or the first window)."""
+
+
+class QuantRow(Model):
+    """Perplexities of the model quantized with one scheme (None: the loss was not finite)."""
+
+    bits: Annotated[int, Meta(ge=2, le=8)]
+    rtn: float | None
+    """Every quantized weight rounded to nearest."""
+    block: Positive | None = None
+    rtn_sw: float | None = None
+    """The same with the super weights held out (set to 0 while the rest is quantized, then restored)."""
+    rtn_sw_clip: float | None = None
+    """The same, with the other outliers also clipped before quantizing (at `clip_z`)."""
+    clip_z: float | None = None
+    """The threshold the calibration chose (None: clipping helped at no threshold tried)."""
+
+    @property
+    def scheme(self) -> QuantScheme:
+        return QuantScheme(self.bits, self.block)
+
+
+class Quantization(Model):
+    """What simulated round-to-nearest weight quantization does to the model, with and without its super
+    weights kept: on the audit's evaluation windows, against `perplexity_original`."""
+
+    perplexity_original: Annotated[float, Meta(gt=0)]
+    tokens: Annotated[int, Meta(ge=2)]
+    held_out: list[WeightRef]
+    """The super weights held out (those the ablation proved); empty: only `rtn` was measured."""
+    rows: list[QuantRow]
+    settings: QuantSettings
+
+    def row(self, bits: int, block: int | None) -> QuantRow | None:
+        return next((r for r in self.rows if (r.bits, r.block) == (bits, block)), None)
+
+
 class Environment(Model):
     tool_version: str
     torch: str
@@ -232,6 +291,7 @@ class AuditResult(Model):
     detection: Detection
     ablation: Ablation | None
     environment: Environment
+    quantization: Quantization | None = None
 
     def judged(self) -> tuple[list[SuperWeight], list[SuperWeight]]:
         """(super weights, rejected candidates): the candidates split by the ablation's per-weight verdicts
@@ -258,5 +318,7 @@ class AuditResult(Model):
             out["ablation"] = to_full_data(self.ablation)
             out["ablation"]["damage"] = to_data(self.ablation.damage)
             out["ablation"]["control_damage"] = to_data(self.ablation.control_damage)
+        if self.quantization is not None:
+            out["quantization"] = to_full_data(self.quantization)
         out["environment"] = to_full_data(self.environment)
         return out

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from .records import WEIGHT_VERDICT_LABELS, Ablation, AuditResult
+from .records import WEIGHT_VERDICT_LABELS, Ablation, AuditResult, Quantization
 
 VERDICT_TEXT = {
     "confirmed": "confirmed: zeroing proves these super weights",
@@ -72,7 +72,31 @@ def render(result: AuditResult) -> str:
     lines += table(prof_rows, ["layer", "max |in|", "channel", "max |out|", "channel"])
     if result.ablation is not None:
         lines += ["", *render_ablation(result.ablation)]
+    if result.quantization is not None:
+        lines += ["", *render_quantization(result.quantization)]
     return "\n".join(lines)
+
+
+def render_quantization(q: Quantization) -> list[str]:
+    """Perplexity under each RTN scheme, as a multiple of the original's: plain, super weights kept, and
+    kept with the other outliers clipped."""
+    held = ", ".join(r.label for r in q.held_out) or "none proven: plain RTN only"
+    lines = [
+        f"Round-to-nearest weight quantization (decoder linear layers{''.join(f', {p}' for p in q.settings.include)};"
+        f" {q.tokens:,} tokens; super weights kept: {held}):"
+    ]
+
+    def times(value: float | None) -> str:
+        return "diverged" if value is None else f"{number(value)} (x{number(value / q.perplexity_original)})"
+
+    rows = []
+    for r in q.rows:
+        clipped = times(r.rtn_sw_clip) + ("" if r.clip_z is None else f" at z={r.clip_z:g}")
+        rows.append([r.scheme.label, times(r.rtn), *([times(r.rtn_sw), clipped] if q.held_out else [])])
+    header = ["scheme", "RTN", *(["RTN + SW kept", "RTN + SW kept + clip"] if q.held_out else [])]
+    lines += table(rows, header)
+    lines.append(f"  original: {number(q.perplexity_original)}; x: over the original (lower is better)")
+    return lines
 
 
 def render_ablation(a: Ablation) -> list[str]:

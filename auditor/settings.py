@@ -10,6 +10,8 @@ import math
 import re
 from typing import Literal
 
+import msgspec
+
 from .errors import Failure, UsageError
 from .models import Model
 
@@ -28,6 +30,9 @@ DEFAULT_MIN_MARGIN = 2.0
 MIN_EVAL_TOKENS = 256
 """Fewer scored tokens than this judge nothing: a verdict from a few tokens would be noise in the index."""
 DTYPES = ("auto", "float32", "float16", "bfloat16")
+DEFAULT_SCHEMES = ("4:64", "4:128", "4:256", "4:512", "4:1024", "4:channel", "8:channel")
+"""Round-to-nearest schemes of `quantize-impact`, BITS:BLOCK (BLOCK `channel`: one block per output row)."""
+SCHEME = re.compile(r"([2-8]):([1-9]\d*|channel)")
 DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
 SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*([KMGT]i?B|B)?", re.IGNORECASE)
 UNITS = {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12, "kib": 2**10, "mib": 2**20, "gib": 2**30}
@@ -64,6 +69,13 @@ class AuditSettings(Model):
     """Let what does not fit on the device(s) go to CPU memory, then to disk (slow, but any size loads)."""
     max_memory: dict[str, str] | None = None
     """Memory budgets of a spread model that replace the measured ones: `{"0": "70GiB", "cpu": "200GiB"}`."""
+    quantize_impact: Literal["off", "on", "gpu"] = "gpu"
+    """Measure perplexity under round-to-nearest quantization with and without the super weights kept
+    (`auditor.quantimpact`): `gpu` when the audit runs on a GPU (the scheduled job's default); the CLI's
+    `audit` asks with --quantize-impact."""
+    quant_schemes: list[str] = msgspec.field(default_factory=lambda: list(DEFAULT_SCHEMES))
+    quant_include: list[Literal["head", "embeddings"]] = msgspec.field(default_factory=list)
+    """Quantized besides the decoder's linear layers."""
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
     prompt: str = DEFAULT_PROMPT
     min_output_ratio: float = DEFAULT_MIN_OUTPUT_RATIO
@@ -88,6 +100,14 @@ class AuditSettings(Model):
                 memory_key(key), parse_size(size)
             except (ValueError, TypeError) as e:
                 raise SettingsError(f"max_memory: {e}") from e
+        if self.quantize_impact not in ("off", "on", "gpu"):
+            raise SettingsError(f"quantize_impact {self.quantize_impact!r} is not off, on or gpu")
+        bad = [s for s in self.quant_schemes if not SCHEME.fullmatch(str(s))]
+        if bad or not self.quant_schemes:
+            what = repr(bad[0]) if bad else "none given"
+            raise SettingsError(f"quant_schemes: {what} is not BITS:BLOCK (like 4:128, 8:channel)")
+        if not set(self.quant_include) <= {"head", "embeddings"}:
+            raise SettingsError(f"quant_include {self.quant_include!r}: only head and embeddings")
         if self.dtype not in DTYPES:
             raise SettingsError(f"dtype {self.dtype!r} is not one of {', '.join(DTYPES)}")
         if not isinstance(self.prompt, str) or not self.prompt.strip():

@@ -99,6 +99,7 @@ JSON_COMMANDS = {
     "detect": "test_cli.py::test_console_script_json_on_stdout_progress_on_stderr",
     "audit": "test_cli.py::test_audit_json_is_alone_on_stdout_and_the_record_path_is_reported",
     "index lookup": "test_cli_index.py::test_lookup_text_and_json",
+    "quantize-impact": "test_quantize.py::test_quantize_impact_on_the_command_line",
     "discover": "test_scheduler.py::test_discover_command_json",
     "request validate": "test_scheduler.py::test_request_validate_command",
 }

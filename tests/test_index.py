@@ -546,7 +546,17 @@ def test_migration_v2_to_v3_keeps_weights_judged_as_a_set(record):
     assert new == {**old, "schema_version": 3}  # nothing invented: no verdict, no control, no rejection
     [migrated] = entry_from_dict(old).records
     assert [w.verdict for w in migrated.ablation.per_weight] == [None] and migrated.rejected_candidates == []
-    assert messages(text_of(new)) == []  # a valid record of today: weights judged as a set
+    assert messages(text_of(STEPS[3](new))) == []  # a valid record of today: weights judged as a set
+
+
+def test_migration_v3_to_v4_invents_no_quantization_figures(record):
+    from auditor.index.migrations import STEPS
+
+    old = {"schema_version": 3, "model": "demo/tiny-llama", "records": [record_to_dict(before_v3(record))]}
+    new = STEPS[3](copy.deepcopy(old))
+    assert new == {**old, "schema_version": 4}
+    [migrated] = entry_from_dict(old).records
+    assert migrated.quantization is None and messages(text_of(new)) == []
 
 
 def test_every_version_step_has_a_migration():

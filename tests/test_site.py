@@ -8,6 +8,7 @@ import hashlib
 import http.server
 import io
 import json
+import math
 import os
 import re
 import shutil
@@ -23,7 +24,8 @@ from playwright.sync_api import expect
 from auditor.errors import UsageError
 from auditor.index import MeasuredRecord, ModelRef, ReportedRecord, SameWeightsRecord, append_record, export, load_index
 from auditor.index.entries import SCHEMA_VERSION, index_schema
-from auditor.records import SuperWeight
+from auditor.models import to_data
+from auditor.records import Quantization, QuantRow, QuantScheme, QuantSettings, SuperWeight
 from auditor.scheduler.queue import Item, Queue, save_queue
 from auditor.web.build import build_site
 from auditor.web.check import check_site
@@ -32,15 +34,48 @@ REPO = Path(__file__).resolve().parent.parent
 ARTIFACTS = REPO / "test-artifacts"
 HOSTILE = '<img src=x onerror="alert(1)"> & <script>alert(2)</script>'
 BASE_URL = "https://example.org/sub/"
+# The default grid, as ratios to the original: (bits, block, rtn, rtn_sw, rtn_sw_clip, clip_z); None: diverged.
+QUANT_GRID = [
+    (4, 64, 1.30, 1.02, 1.01, 4.0),
+    (4, 128, 1.45, 1.03, 1.02, 4.0),
+    (4, 256, 1.80, 1.05, 1.04, 3.5),
+    (4, 512, 2.60, 1.08, 1.06, 3.5),
+    (4, 1024, 4.10, 1.12, 1.09, 3.0),
+    (4, None, None, 1.90, 1.60, 3.0),  # plain RTN per channel breaks the model: off the chart
+    (8, None, 1.004, 1.001, 1.001, None),  # clipping helped at no threshold: the figure without it
+]
+
+
+def quantization_of(record: MeasuredRecord, grid=QUANT_GRID) -> Quantization:
+    """Quantization figures for an audited record (its super weights held out), from ratios to its original."""
+    original = record.ablation.perplexity_original
+
+    def times(ratio: float | None) -> float | None:
+        return None if ratio is None else original * ratio
+
+    return Quantization(
+        perplexity_original=original,
+        tokens=record.ablation.tokens,
+        held_out=[w.ref() for w in record.super_weights],
+        rows=[
+            QuantRow(bits, times(rtn), block, times(kept), times(clipped), z)
+            for bits, block, rtn, kept, clipped, z in grid
+        ],
+        settings=QuantSettings(
+            [QuantScheme(bits, block) for bits, block, *_ in grid], clip_z=[3.0, 3.5, 4.0], calibration_tokens=512
+        ),
+    )
 
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory, audit_result) -> Path:
-    """A site built from the repository's index plus an audited model, a copy of it, a hostile record and a queue."""
+    """A site built from the repository's index plus an audited model (with quantization figures), a copy of it,
+    a hostile record and a queue."""
     work = tmp_path_factory.mktemp("site")
     index = work / "index"
     shutil.copytree(REPO / "index", index)
     record = MeasuredRecord.from_audit(audit_result)
+    record = msgspec.structs.replace(record, quantization=quantization_of(record))
     append_record("demo/tiny-llama", record, root=index)
     copy = SameWeightsRecord(
         "f" * 40, "2026-11-22", "0.1.0", ModelRef("demo/tiny-llama", record.revision), record.weights_sha256
@@ -145,14 +180,14 @@ def test_the_checker_finds_broken_links_and_foreign_resources(site, tmp_path):
     ]
 
 
-def test_the_html_is_valid(site):
+def test_the_html_is_valid(site, variants):
     jar = os.environ.get("VNU_JAR") or str(REPO / ".ci/vendor/node_modules/vnu-jar/build/dist/vnu.jar")
     if not Path(jar).exists() or not shutil.which("java"):
         if os.environ.get("CI"):
             pytest.fail("the Nu Html Checker (vnu.jar) and java must be installed: see .ci/run")
         pytest.skip("vnu.jar not installed (.ci/run installs it)")
     proc = subprocess.run(
-        ["java", "-jar", jar, "--errors-only", "--skip-non-html", str(site)],
+        ["java", "-jar", jar, "--errors-only", "--skip-non-html", str(site), str(variants)],
         capture_output=True,
         text=True,
         timeout=300,
@@ -175,7 +210,8 @@ def test_the_model_page(site, audit_result):
     assert "<code>model.model.layers[1].mlp.down_proj.weight[7, 33]</code>" in html
     assert f'from_pretrained("demo/tiny-llama", revision="{sha}")' in html
     assert f'href="https://huggingface.co/demo/tiny-llama/commit/{sha}"' in html
-    assert '<svg class="profile"' in html and '<rect class="marked"' in html and html.count("<polyline") == 2
+    profile = html.split('<svg class="profile"')[1].split("</svg>")[0]
+    assert '<rect class="marked"' in profile and profile.count("<polyline") == 2
     assert html.count('<polyline class="input" fill="none" stroke="#0b5cad"') == 1  # draws without the CSS
     assert "super weights zeroed" in html and "control: 1 largest other weight zeroed" in html
     assert f"superweight audit demo/tiny-llama --revision {sha}" in html
@@ -214,6 +250,181 @@ def test_the_home_table_and_its_views(site):
     confirmed = read(site, "verdict/confirmed/index.html")
     assert re.findall(r'<tr data-verdict="([a-z_]+)">', confirmed) == ["confirmed", "confirmed"]
     assert '<form class="filters" id="filters" hidden>' in html  # shown by the script only
+
+
+def section(html: str, start: str, end: str) -> str:
+    return html[html.index(start) :].split(end)[0]
+
+
+def home_cells(html: str, model: str) -> list[tuple[str, str]]:
+    """(data-value, content) of each cell of a model's row in the home table."""
+    link = html.index(f'href="models/{model}/index.html"')
+    tr = html[html.rindex("<tr", 0, link) :].split("</tr>")[0]
+    return re.findall(r'<td(?: data-value="([^"]*)")?>(.*?)</td>', tr)
+
+
+def test_the_quantization_section(site):
+    html = read(site, "models/demo/tiny-llama/index.html")
+    assert '<h2 id="quantization">Quantization</h2>' in html
+    lede = re.sub(r"\s+", " ", section(html, '<h2 id="quantization">', "</p>"))
+    assert "At 4-bit, 256-block, round-to-nearest (RTN) quantization takes perplexity to ×1.80 the original" in lede
+    assert "brings perplexity to ×1.05: when you quantize this model, keep this weight in high precision." in lede
+    table = section(html, '<table class="quantization">', "</table>")
+    assert '<th scope="colgroup" colspan="3">RTN + super weights kept + outliers clipped</th>' in table
+    rows = re.findall(r"<tr><th scope=\"row\">([^<]+)</th>(.*?)</tr>", table)
+    assert [label for label, _ in rows] == [
+        "4-bit, 64-block",
+        "4-bit, 128-block",
+        "4-bit, 256-block",
+        "4-bit, 512-block",
+        "4-bit, 1024-block",
+        "4-bit, per-channel",
+        "8-bit, per-channel",
+    ]
+    cells = {label: re.findall(r"<td>([^<]*)</td>", tds) for label, tds in rows}
+    assert all(len(c) == 7 for c in cells.values())  # perplexity and ratio thrice, and the z
+    assert cells["4-bit, 256-block"][1::2] == ["×1.80", "×1.05", "×1.04"] and cells["4-bit, 256-block"][6] == "3.5"
+    assert cells["4-bit, per-channel"][:3] == ["diverged", "unbounded", cells["4-bit, per-channel"][2]]
+    assert cells["4-bit, per-channel"][3] == "×1.90"
+    eight = cells["8-bit, per-channel"]
+    assert eight[1::2] == ["×1.00", "×1.00", "×1.00"] and eight[4] == eight[2] and eight[6] == "–"
+    # The chart: the 4-bit blocks on x, one line per series, a point per finite figure, the diverged one above.
+    chart = section(html, '<svg class="quant"', "</svg>")
+    assert '<title id="quant-title">Perplexity of demo/tiny-llama quantized to 4 bits' in chart
+    assert 'aria-labelledby="quant-title quant-desc"' in chart and '<desc id="quant-desc">' in chart
+    assert html.count('id="chart-title"') == html.count('id="quant-title"') == 1  # two charts, unique ids
+    ticks = re.findall(r'<text class="tick" x="[\d.]+" y="[\d.]+" text-anchor="middle"[^>]*>([^<]+)</text>', chart)
+    assert ticks == ["64", "128", "256", "512", "1024", "per-channel"]
+    assert [chart.count(f'<polyline class="line {kind}"') for kind in ("rtn", "kept", "clipped")] == [1, 1, 1]
+    assert [chart.count(f'<circle class="point {kind}"') for kind in ("rtn", "kept", "clipped")] == [5, 6, 6]
+    assert chart.count('<path class="diverged rtn"') == 1 and "diverged (the loss was not finite)" in chart
+    assert 'stroke="#cf222e" stroke-width="2"' in chart  # colours are attributes: draws without the CSS
+    assert "<figcaption>Perplexity over the original (log scale) at each block size of the 4-bit schemes" in html
+
+
+def test_the_home_table_quotes_4_bit_rtn_at_256_block(site):
+    html = read(site, "index.html")
+    headers = re.findall(r'<th scope="col" data-type="(\w+)"[^>]*>([^<]+)</th>', html)
+    assert len(headers) == 9 and headers[6] == ("number", "4-bit RTN, 256-block (SW kept)")
+    for model in ("demo/tiny-llama", "other/copy"):  # the copy stands for the audit it points at
+        cells = home_cells(html, model)
+        assert len(cells) == 9
+        value, text = cells[6]
+        assert text == '<span class="quant">×1.80 → ×1.05</span>'
+        assert float(value) == pytest.approx(1.8)  # sorts by plain RTN
+    assert home_cells(html, "huggyllama/llama-7b")[6] == ("0", "–")
+
+
+def test_the_api_carries_the_quantization_figures(site):
+    index = load_index(site / ".index")
+    quantization = index.get("demo/tiny-llama").records[-1].quantization
+    assert quantization is not None and len(quantization.rows) == len(QUANT_GRID)
+    expected = to_data(quantization)
+    model = json.loads(read(site, "api/v1/models/demo/tiny-llama.json"))
+    assert model["records"][-1]["quantization"] == expected
+    assert model["records"][-1]["quantization"]["rows"][5]["rtn"] is None  # diverged: null, never NaN or inf
+    dump = json.loads(read(site, "api/v1/index.json"))
+    [entry] = [m for m in dump["models"] if m["model"] == "demo/tiny-llama"]
+    assert entry["records"][-1]["quantization"] == expected
+    lines = [json.loads(line) for line in read(site, "api/v1/index.jsonl").splitlines()]
+    assert [line["record"].get("quantization") for line in lines if line["model"] == "demo/tiny-llama"] == [expected]
+    rows = [r for r in csv.DictReader(io.StringIO(read(site, "api/v1/index.csv"))) if r["model"] == "demo/tiny-llama"]
+    assert rows and {float(r["quantization.perplexity_original"]) for r in rows} == {quantization.perplexity_original}
+    assert "quantization" in read(site, "api/v1/models/demo/tiny-llama.yaml")
+
+
+@pytest.fixture(scope="module")
+def variants(tmp_path_factory, audit_result) -> Path:
+    """A small site: an audit without quantization figures, and a model whose older audit has them (at no
+    256-block) and whose newest does not."""
+    work = tmp_path_factory.mktemp("variants")
+    index = work / "index"
+    record = msgspec.structs.replace(MeasuredRecord.from_audit(audit_result), quantization=None)
+    append_record("demo/tiny-llama", record, root=index)
+    no_256 = [g for g in QUANT_GRID if g[1] != 256]
+    older = msgspec.structs.replace(
+        record, revision="a" * 40, date="2026-11-01T12:00:00Z", quantization=quantization_of(record, no_256)
+    )
+    append_record("demo/requantized", older, root=index)
+    append_record("demo/requantized", record, root=index)
+    return build_site(work / "_site", base_url=BASE_URL, index_root=index, queue_file=None).out
+
+
+def test_a_record_without_quantization_has_no_section(variants):
+    assert check_site(variants) == []
+    html = read(variants, "models/demo/tiny-llama/index.html")
+    assert "<h2>Ablation</h2>" in html
+    assert "Quantization" not in html and "quant" not in html
+    home = read(variants, "index.html")
+    assert home_cells(home, "demo/tiny-llama")[6] == ("0", "–")
+
+
+def test_an_older_audit_s_quantization_is_shown_as_such(variants):
+    html = read(variants, "models/demo/requantized/index.html")
+    note = re.sub(r"\s+", " ", section(html, '<h2 id="quantization">', "<table"))
+    assert "From the audit of commit" in note and "<code>aaaaaaaaaaaa</code>" in note
+    assert "the newest audit did not measure quantization" in note
+    assert "At 4-bit, 128-block, round-to-nearest" in note  # the nearest block to 256, the smaller of two
+    assert html.count('<circle class="point rtn"') == 4  # 64, 128, 512, 1024: per-channel diverged
+    home = read(variants, "index.html")
+    assert home_cells(home, "demo/requantized")[6][1] == (
+        '<span class="quant">×1.45 → ×1.03</span> <span class="scheme">(128-block)</span>'
+    )
+
+
+def test_quantization_without_super_weights_held_out(audit_result):
+    from auditor.index import ModelEntry
+    from auditor.web.build import quant_chart_of
+    from auditor.web.views import headline, quant_view, row
+
+    record = MeasuredRecord.from_audit(audit_result)
+    q = quantization_of(record, [(4, 512, 2.6, None, None, None), (4, None, 9.5, None, None, None)])
+    held = quant_view(ModelEntry("demo/tiny-llama", [msgspec.structs.replace(record, quantization=q)]))
+    assert [(r.kept.text, r.clipped.text) for r in held.rows] == [("diverged", "diverged")] * 2  # held out: measured
+    record = msgspec.structs.replace(record, quantization=msgspec.structs.replace(q, held_out=[]))
+    entry = ModelEntry("demo/tiny-llama", [record])
+    h = headline(record)
+    assert (h.label, h.text, h.fallback, h.block_label) == ("4-bit, 512-block", "×2.60", True, "512-block")
+    assert not h.helps  # nothing held out
+
+    def helps(grid) -> bool:
+        return headline(msgspec.structs.replace(record, quantization=quantization_of(record, grid))).helps
+
+    assert helps(QUANT_GRID) and not helps([(4, 256, 1.001, 1.0, 1.0, None)])  # no measurable gain
+    assert not helps([(4, 256, 2.0, None, None, 3.0)])  # held out, and diverged all the same
+    assert row(entry, lambda *a: []).quantized == h
+    view = quant_view(entry)
+    assert view.current and not view.kept and not view.clipped
+    assert [(r.kept.perplexity, r.clipped.perplexity) for r in view.rows] == [(None, None)] * 2  # not measured
+    bits, chart = quant_chart_of(entry.model, view)
+    assert bits == 4 and chart.count("<polyline") == 1 and chart.count("<circle") == 2
+    assert 'class="diverged' not in chart
+    one = msgspec.structs.replace(record.quantization, rows=record.quantization.rows[:1])
+    assert (
+        quant_chart_of(
+            entry.model, quant_view(ModelEntry(entry.model, [msgspec.structs.replace(record, quantization=one)]))
+        )[1]
+        == ""
+    )
+    assert headline(msgspec.structs.replace(record, quantization=None)) is None
+
+
+def test_the_quantization_ratio_axis():
+    from auditor.web.chart import ratio_ticks
+    from auditor.web.views import times
+
+    assert ratio_ticks(1.0, 4.1) == [1.0, 2.0, 3.0, 4.0]
+    assert ratio_ticks(1.0, 1.12) == [1.0, 1.05, 1.1]
+    assert ratio_ticks(1.0, 900.0) == [1.0, 10.0, 100.0]
+    assert ratio_ticks(0.98, 30.0) == [1.0, 2.0, 5.0, 10.0, 20.0]
+    assert [times(v) for v in (1.0449, 1.8, 250.0, 12345.0, None, math.inf)] == [
+        "×1.04",
+        "×1.80",
+        "×250.0",
+        "×12,345",
+        "–",
+        "diverged",
+    ]
 
 
 def test_a_diverged_ablation_sorts_as_the_most_damage(audit_result):
@@ -382,6 +593,16 @@ def test_home_loads_without_console_errors_and_filters(page, served):
     assert page.locator("#models tbody tr td:first-child").all_inner_texts() == sorted(
         firsts, key=natural, reverse=True
     )
+    quantized = page.locator("#models thead th:nth-child(7)")
+    quantized.locator("button").click()
+    quantized.locator("button").click()  # descending: the models with figures first
+    expect(quantized).to_have_attribute("aria-sort", "descending")
+    firsts = page.locator("#models tbody tr td:first-child").all_inner_texts()
+    assert set(firsts[:2]) == {"demo/tiny-llama", "other/copy"}
+    assert page.locator("#models tbody tr:first-child td:nth-child(7)").inner_text() == "×1.80 → ×1.05"
+    page.fill("#filter-text", "×1.80")  # the column's text is searchable too
+    expect(page.locator(visible)).to_have_count(2)
+    page.fill("#filter-text", "")
     assert page.errors == []
 
 

@@ -7,6 +7,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+import msgspec
+
 from ..errors import UsageError
 from ..settings import (
     DEFAULT_MAX_SUPER_WEIGHTS,
@@ -17,9 +19,11 @@ from ..settings import (
     DEFAULT_MIN_OUTPUT_RATIO,
     DEFAULT_MIN_SHARE,
     DEFAULT_PROMPT,
+    DEFAULT_SCHEMES,
     DEFAULT_SEQ_LEN,
     DEVICE,
     DTYPES,
+    SCHEME,
     AuditSettings,
     memory_key,
     parse_size,
@@ -146,6 +150,45 @@ def add_ablation_options(p: argparse.ArgumentParser) -> None:
     )
 
 
+def add_quantization_options(p: argparse.ArgumentParser, *, flag: bool) -> None:
+    g = p.add_argument_group("quantization impact")
+    if flag:
+        g.add_argument(
+            "--quantize-impact",
+            action="store_const",
+            const="on",
+            default="off",
+            help="also measure perplexity under round-to-nearest quantization, with and without the super "
+            "weights kept (as `superweight quantize-impact`)",
+        )
+    else:
+        p.set_defaults(quantize_impact="on")
+    g.add_argument(
+        "--quant-schemes",
+        metavar="BITS:BLOCK,...",
+        type=schemes,
+        default=list(DEFAULT_SCHEMES),
+        help=f"round-to-nearest schemes, BLOCK a number of inputs or `channel` (default: {','.join(DEFAULT_SCHEMES)})",
+    )
+    g.add_argument(
+        "--quant-include",
+        metavar="PART",
+        choices=("head", "embeddings"),
+        action="append",
+        default=[],
+        help="also quantize the LM head or the input embeddings (repeatable; default: the decoder only)",
+    )
+
+
+def schemes(text: str) -> list[str]:
+    """An argparse type: comma-separated BITS:BLOCK schemes."""
+    found = [s.strip() for s in text.split(",") if s.strip()]
+    bad = [s for s in found if not SCHEME.fullmatch(s)]
+    if bad or not found:
+        raise argparse.ArgumentTypeError(f"{(bad or [text])[0]!r} is not BITS:BLOCK (like 4:128 or 8:channel)")
+    return found
+
+
 # -- commands -------------------------------------------------------------------------------------
 
 
@@ -169,11 +212,14 @@ def cmd_detect_or_audit(args: argparse.Namespace) -> int:
     if index_root is not None and ("/" not in args.model or Path(args.model).exists()):
         raise UsageError("--index takes Hub models only (org/name): a local path has no Hub id or commit to record")
     quiet_libraries(progress=not args.quiet)
+    settings = settings_from(args)
+    if args.command == "detect":
+        settings = msgspec.structs.replace(settings, quantize_impact="off")
     result = audit(
         args.model,
         revision=args.revision,
-        settings=settings_from(args),
-        ablation=args.command == "audit",
+        settings=settings,
+        ablation=args.command != "detect",
         progress=not args.quiet,
     )
     data = emit_json(result.to_json())
@@ -240,6 +286,19 @@ def register(sub) -> None:
         type=directory,
         help="append the result to the index in DIR; --index alone: $SUPERWEIGHT_INDEX, else ./index (Hub models only)",
     )
+    add_quantization_options(p, flag=True)
+    p.set_defaults(func=cmd_detect_or_audit)
+
+    p = sub.add_parser(
+        "quantize-impact",
+        help="audit, then measure perplexity under round-to-nearest quantization, with and without super weights",
+        description="Detect and confirm the super weights, then measure perplexity on the same windows with "
+        "every linear layer of the decoder quantized (round-to-nearest, asymmetric, per block), with the "
+        "super weights held out, and with them held out and the other outliers clipped.",
+    )
+    add_model_options(p)
+    add_ablation_options(p)
+    add_quantization_options(p, flag=False)
     p.set_defaults(func=cmd_detect_or_audit)
 
     p = sub.add_parser(

@@ -6,6 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+import msgspec
+
 from ..models import to_data
 from .common import config_of, emit_json, positive, quiet_libraries, repo_options
 from .publish import add_github_options
@@ -111,9 +113,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     quiet_libraries(progress=False)
     config = config_of(args)
+    if args.no_quantize_impact:
+        config = msgspec.structs.replace(config, audit=msgspec.structs.replace(config.audit, quantize_impact="off"))
     if args.executor or args.ray_address:
-        import msgspec
-
         executor = args.executor or ("ray" if args.ray_address else config.run.executor)
         address = args.ray_address or config.run.ray_address
         config = msgspec.structs.replace(
@@ -164,6 +166,11 @@ def register(sub) -> None:
         help="where audits run: one at a time here (local), or as tasks of a Ray cluster (default: run.executor)",
     )
     p.add_argument("--ray-address", metavar="ADDRESS", help="the Ray cluster to join (auto, ray://head:10001)")
+    p.add_argument(
+        "--no-quantize-impact",
+        action="store_true",
+        help="skip the quantization figures (measured by default when audits run on a GPU: audit.quantize_impact)",
+    )
     p.add_argument("--publish", action="store_true", help="then publish the results to GitHub (superweight publish)")
     add_github_options(p)
     p.set_defaults(func=cmd_run)

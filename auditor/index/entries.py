@@ -43,6 +43,7 @@ from ..records import (
     DetectionSettings,
     Dtype,
     LayerProfile,
+    Quantization,
     SuperWeight,
 )
 from .migrations import SCHEMA_VERSION, migrate
@@ -121,6 +122,9 @@ class MeasuredRecord(IndexRecord, tag="measured"):
     rejected_candidates: list[SuperWeight] = msgspec.field(default_factory=list)
     """Candidates that zeroing proved harmless, alone and in any group: massive-activation carriers that are
     not super weights (their figures are in `ablation.per_weight`)."""
+    quantization: Quantization | None = None
+    """Perplexity under round-to-nearest weight quantization, with and without the super weights kept
+    (schema 4 on; audits that did not measure it have none)."""
 
     @property
     def verdict(self) -> str:
@@ -151,6 +155,7 @@ class MeasuredRecord(IndexRecord, tag="measured"):
             profile=Profile.of(det.profile),
             weights_sha256=result.info.weights_sha256 or None,
             rejected_candidates=rejected,
+            quantization=result.quantization,
         )
 
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from ..models import DataError
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 
 def v1_to_v2(data: dict[str, Any]) -> dict[str, Any]:
@@ -52,7 +52,14 @@ def v2_to_v3(data: dict[str, Any]) -> dict[str, Any]:
     return {**data, "schema_version": 3}
 
 
-STEPS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: v1_to_v2, 2: v2_to_v3}
+def v3_to_v4(data: dict[str, Any]) -> dict[str, Any]:
+    """v4: a measured record may hold `quantization` (perplexity under round-to-nearest quantization, with
+    and without its super weights kept). Older audits did not measure it: none is invented, the data is
+    unchanged."""
+    return {**data, "schema_version": 4}
+
+
+STEPS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: v1_to_v2, 2: v2_to_v3, 3: v3_to_v4}
 """version -> the function taking a file's data from that version to the next."""
 
 

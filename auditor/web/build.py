@@ -4,7 +4,9 @@ Pages (jinja2 templates from `auditor/web/templates`, escaping on):
   index.html                  every model in one table (JavaScript adds sorting and filtering; without it
                               the table and the per-verdict views under verdict/<name>/ still work)
   models/<org>/<name>/        one page per model: coordinates, a profile chart (SVG, drawn here), the
-                              ablation, provenance, history, the command that reproduces it
+                              ablation, what round-to-nearest quantization does with and without the super
+                              weights kept (a table and a chart), provenance, history, the command that
+                              reproduces it
   about/, request/, queue/    how it works; how to ask for an audit; what is waiting or was refused
 Machine-readable (the versioned API; every payload has `schema_version` and `generated_at`):
   api/v1/index.json|jsonl|csv, api/v1/SHA256SUMS, api/v1/schema.json,
@@ -38,8 +40,8 @@ from ..index import MeasuredRecord, export, load_index, resolve_root
 from ..index.entries import SCHEMA_VERSION, record_to_dict
 from ..models import to_data
 from ..settings import AuditSettings
-from .chart import profile_svg
-from .views import VERDICT_LABELS, record_view, row, sort_value
+from .chart import profile_svg, quant_svg
+from .views import VERDICT_LABELS, QuantView, quant_series, quant_view, record_view, row, sort_value
 
 MARKER = ".superweight-site"
 DEFAULT_SITE_DIR = Path(__file__).resolve().parent  # templates/ and assets/, shipped as package data
@@ -140,6 +142,8 @@ def build_site(
                     {w.layer for w in current.super_weights},
                     f"Down-projection profile of {entry.model}",
                 )
+            quant = quant_view(entry)
+            quant_bits, quant_chart = quant_chart_of(entry.model, quant) if quant else (0, "")
             page(
                 f"models/{entry.model}/index.html",
                 "model.html",
@@ -148,6 +152,9 @@ def build_site(
                 records=views,
                 chart=chart,
                 row=row(entry, index.lookup),
+                quant=quant,
+                quant_chart=quant_chart,
+                quant_bits=quant_bits,
             )
             api = {"schema_version": SCHEMA_VERSION, "generated_at": generated_at, **to_data(entry)}
             writer.text(f"api/v1/models/{entry.model}.json", json.dumps(api, separators=(",", ":")) + "\n")
@@ -188,6 +195,21 @@ def build_site(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return BuildResult(out, len(entries), writer.count, time.monotonic() - started, feeds)
+
+
+def quant_chart_of(model: str, quant: QuantView) -> tuple[int, str]:
+    """(bits, the SVG markup) of the model page's quantization chart: "" when fewer than two blocks of one
+    width were measured."""
+    bits, labels, series = quant_series(quant)
+    names = ", ".join(name for name, _, _ in series)
+    return bits, quant_svg(
+        labels,
+        series,
+        f"Perplexity of {model} quantized to {bits} bits by round-to-nearest, over the original",
+        f"Perplexity over the unquantized model's, log scale, for each block size: {', '.join(labels)} (inputs "
+        f"per block; per-channel: one block per output row). Lines: {names}. A triangle above the plot marks a "
+        "loss that was not finite (diverged).",
+    )
 
 
 @jinja2.pass_context

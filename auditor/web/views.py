@@ -10,7 +10,7 @@ import re
 from dataclasses import dataclass, field
 
 from ..index import MeasuredRecord, ModelEntry, Record, SameWeightsRecord
-from ..records import WEIGHT_VERDICT_LABELS, Ablation, SuperWeight
+from ..records import WEIGHT_VERDICT_LABELS, Ablation, Quantization, QuantRow, SuperWeight
 from ..settings import AuditSettings
 
 VERDICT_LABELS = {
@@ -88,6 +88,9 @@ class Row:
     """Perplexity ablated over original: inf where zeroing broke the model outright, None if not measured."""
     date: str
     source: str
+    quantized: QuantHeadline | None = None
+    """4-bit round-to-nearest at 256-block (or the nearest block measured), from the newest measured record
+    with quantization figures."""
 
 
 def row(entry: ModelEntry, lookup) -> Row:
@@ -111,6 +114,7 @@ def row(entry: ModelEntry, lookup) -> Row:
         damage=damage(measured.ablation) if measured else None,
         date=record.date[:10],
         source="audited" if isinstance(record, MeasuredRecord) else record.source.replace("_", " "),
+        quantized=headline(quantized_record(entry, lookup)),
     )
 
 
@@ -120,6 +124,195 @@ def resolve(record: Record | None, lookup) -> Record | None:
         target = lookup(record.same_weights_as.model, record.same_weights_as.revision)
         return next((r for r in reversed(target) if isinstance(r, MeasuredRecord)), record)
     return record
+
+
+# -- quantization ------------------------------------------------------------------------------------
+
+HEADLINE_BITS, HEADLINE_BLOCK = 4, 256
+"""The scheme the home table quotes: 4-bit round-to-nearest at 256-input blocks (the nearest block measured
+when 256 is not)."""
+
+
+def times(ratio: float | None) -> str:
+    """A perplexity ratio as the quantization figures show it: `×1.05` (two decimals, since they sit near 1),
+    `diverged` for inf, `–` for none."""
+    if ratio is None:
+        return "–"
+    if ratio == math.inf:
+        return "diverged"
+    return f"×{ratio:,.2f}" if ratio < 100 else f"×{ratio:,.1f}" if ratio < 1000 else f"×{ratio:,.0f}"
+
+
+@dataclass(frozen=True)
+class QuantFigure:
+    """One perplexity of a quantized model and its ratio to the original."""
+
+    perplexity: float | None
+    """inf: diverged (the loss was not finite); None: not measured."""
+    ratio: float | None
+
+    @property
+    def text(self) -> str:
+        return times(self.ratio)
+
+
+def quant_figure(q: Quantization, r: QuantRow, name: str) -> QuantFigure:
+    """`rtn`, `rtn_sw` or `rtn_sw_clip` of a row. A stored None is a loss that was not finite, except where the
+    figure was not measured: `rtn_sw*` without super weights held out, `rtn_sw_clip` without clipping tried.
+    (Where clipping helped at no threshold, `clip_z` is None and `rtn_sw_clip` is `rtn_sw`.)"""
+    value = getattr(r, name)
+    if value is None:
+        measured = name == "rtn" or (bool(q.held_out) and (name == "rtn_sw" or bool(q.settings.clip_z)))
+        value = math.inf if measured else None
+    return QuantFigure(value, None if value is None else value / q.perplexity_original)
+
+
+@dataclass(frozen=True)
+class QuantRowView:
+    label: str
+    """`4-bit, 256-block` or `8-bit, per-channel`."""
+    bits: int
+    block: int | None
+    rtn: QuantFigure
+    kept: QuantFigure
+    """The super weights held out of the quantization, then restored."""
+    clipped: QuantFigure
+    """The same, with the other outliers clipped at `clip_z`."""
+    clip_z: float | None
+
+
+@dataclass(frozen=True)
+class QuantHeadline:
+    """What the home table quotes: 4-bit RTN at 256-block, then with the super weights kept."""
+
+    label: str
+    block: int | None
+    rtn: QuantFigure
+    kept: QuantFigure
+
+    @property
+    def text(self) -> str:
+        """`×1.80 → ×1.05`, or only `×1.80` where no super weight was held out."""
+        return self.rtn.text + (f" → {self.kept.text}" if self.kept.ratio is not None else "")
+
+    @property
+    def helps(self) -> bool:
+        """Whether keeping the super weights lowers perplexity measurably (by more than 1%) at this scheme."""
+        rtn, kept = self.rtn.ratio, self.kept.ratio
+        return rtn is not None and kept is not None and kept < math.inf and kept * 1.01 < rtn
+
+    @property
+    def block_label(self) -> str:
+        return "per-channel" if self.block is None else f"{self.block}-block"
+
+    @property
+    def fallback(self) -> bool:
+        """Whether the block is not the one the column names (256 was not measured)."""
+        return self.block != HEADLINE_BLOCK
+
+
+def sorted_rows(q: Quantization) -> list[QuantRow]:
+    """Fewest bits first; within a width, blocks smallest first, per-channel last."""
+    return sorted(q.rows, key=lambda r: (r.bits, r.block is None, r.block or 0))
+
+
+def quant_row_view(q: Quantization, r: QuantRow) -> QuantRowView:
+    return QuantRowView(
+        r.scheme.label,
+        r.bits,
+        r.block,
+        quant_figure(q, r, "rtn"),
+        quant_figure(q, r, "rtn_sw"),
+        quant_figure(q, r, "rtn_sw_clip"),
+        r.clip_z,
+    )
+
+
+def headline(record: MeasuredRecord | None) -> QuantHeadline | None:
+    """4-bit RTN at 256-block, else at the nearest 4-bit block measured (per-channel last), or None."""
+    q = record.quantization if record is not None else None
+    if q is None:
+        return None
+    rows = [r for r in q.rows if r.bits == HEADLINE_BITS]
+    if not rows:
+        return None
+
+    def distance(r: QuantRow) -> tuple[float, int]:
+        if r.block is None:
+            return (math.inf, 0)
+        return (abs(math.log2(r.block / HEADLINE_BLOCK)), r.block)
+
+    best = quant_row_view(q, min(rows, key=distance))
+    return QuantHeadline(best.label, best.block, best.rtn, best.kept)
+
+
+def quantized_record(entry: ModelEntry, lookup) -> MeasuredRecord | None:
+    """The newest measured record with quantization figures (a same-weights record standing for its audit)."""
+    for record in reversed(entry.records):
+        shown = resolve(record, lookup)
+        if isinstance(shown, MeasuredRecord) and shown.quantization is not None:
+            return shown
+    return None
+
+
+@dataclass(frozen=True)
+class QuantView:
+    """The model page's Quantization section."""
+
+    record: MeasuredRecord
+    quantization: Quantization
+    rows: list[QuantRowView]
+    headline: QuantHeadline | None
+    kept: bool
+    """Whether super weights were held out (`rtn_sw` measured)."""
+    clipped: bool
+    """Whether clipping was tried too (`rtn_sw_clip`)."""
+    current: bool
+    """Whether the figures come from the record the page is about (else from an older audit)."""
+
+
+def quant_view(entry: ModelEntry) -> QuantView | None:
+    """The entry's own newest measured record with quantization figures, laid out for the model page."""
+    record = next(
+        (r for r in reversed(entry.records) if isinstance(r, MeasuredRecord) and r.quantization is not None), None
+    )
+    if record is None or record.quantization is None:
+        return None
+    q = record.quantization
+    kept = bool(q.held_out)
+    return QuantView(
+        record,
+        q,
+        [quant_row_view(q, r) for r in sorted_rows(q)],
+        headline(record),
+        kept,
+        kept and bool(q.settings.clip_z),
+        record is entry.latest(),
+    )
+
+
+def quant_series(view: QuantView) -> tuple[int, list[str], list[tuple[str, str, list[float | None]]]]:
+    """What the quantization chart draws: (bits, x labels, [(name, kind, ratios)]), for the blocks of one
+    width (4-bit, else the width measured at the most blocks); ratios inf where diverged, None where not
+    measured. No labels when fewer than two blocks were measured."""
+    widths = {r.bits for r in view.rows}
+    if not widths:
+        return 0, [], []
+    bits = (
+        HEADLINE_BITS
+        if HEADLINE_BITS in widths
+        else max(widths, key=lambda b: (sum(r.bits == b for r in view.rows), -b))
+    )
+    rows = [r for r in view.rows if r.bits == bits]
+    if len(rows) < 2:
+        return bits, [], []
+    labels = ["per-channel" if r.block is None else str(r.block) for r in rows]
+    series = [("RTN", "rtn", [r.rtn.ratio for r in rows])]
+    if view.kept:
+        series.append(("RTN + super weights kept", "kept", [r.kept.ratio for r in rows]))
+    if view.clipped:
+        series.append(("RTN + super weights kept + clipping", "clipped", [r.clipped.ratio for r in rows]))
+    return bits, labels, series
 
 
 @dataclass(frozen=True)
