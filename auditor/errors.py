@@ -37,6 +37,8 @@ class Failure(str, Enum):
     TOO_LARGE = "too_large"
     BAD_METADATA = "bad_metadata"
     ALREADY_AUDITED = "already_audited"
+    INHERITED = "inherited"
+    """A fine-tune whose screen found its base model's super weights unchanged: screened, not audited."""
     INVALID_REQUEST = "invalid_request"
     # the checkpoint itself
     NOT_A_CHECKPOINT = "not_a_checkpoint"

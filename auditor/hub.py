@@ -181,3 +181,60 @@ def hub_error(e: Exception, repo_id: str, revision: str | None) -> Exception:
     if isinstance(e, hf.HfHubHTTPError) or is_network_error(e) or isinstance(e, hf.LocalEntryNotFoundError):
         return HubError(f"could not fetch {repo_id} from the Hub: {first_line(e, 300)}")
     return e
+
+
+class RemoteFile:
+    """A file of a Hub repo, read by HTTP range requests (`auditor.ranges.RangeReader`): only the bytes asked
+    for cross the network, never the file. Its size and commit come from one HEAD request (huggingface_hub's
+    `get_hf_file_metadata`, which follows the Hub's redirects); each read is one GET with `Range`, retried as
+    every Hub call is. A server that answers a range with the whole file is refused, not read."""
+
+    def __init__(self, repo_id: str, filename: str, *, revision: str | None = None):
+        from huggingface_hub import get_hf_file_metadata, hf_hub_url
+
+        self.name = f"{repo_id}/{filename}"
+        self.repo_id, self.asked = repo_id, revision
+        self.url = hf_hub_url(repo_id, filename, revision=revision)
+        try:
+            meta = with_retries(lambda: get_hf_file_metadata(self.url), what=self.name)
+        except Exception as e:
+            raise hub_error(e, repo_id, revision) from e
+        if meta.size is None:
+            raise HubError(f"{self.name}: the Hub gave no size for it")
+        self.size, self.revision = int(meta.size), meta.commit_hash
+        self.bytes_read = self.reads = 0
+
+    def read(self, offset: int, length: int) -> bytes:
+        from huggingface_hub import get_session
+        from huggingface_hub.utils import build_hf_headers, hf_raise_for_status
+
+        from .ranges import check_range
+
+        check_range(self.name, self.size, offset, length)
+        if length == 0:
+            return b""
+        headers = {**build_hf_headers(), "Range": f"bytes={offset}-{offset + length - 1}"}
+
+        def get() -> bytes:
+            with get_session().stream("GET", self.url, headers=headers, follow_redirects=True) as response:
+                if response.status_code >= 400:
+                    response.read()  # an error's body is small, and says what went wrong
+                    hf_raise_for_status(response)
+                if response.status_code != 206:  # the whole file would follow: not read
+                    raise HubError(f"{self.name}: a range request was answered with HTTP {response.status_code}")
+                data = bytearray()
+                for chunk in response.iter_bytes():
+                    data += chunk
+                    if len(data) > length:
+                        break
+                return bytes(data)
+
+        try:
+            data = with_retries(get, what=self.name)
+        except Exception as e:
+            raise hub_error(e, self.repo_id, self.asked) from e
+        if len(data) != length:
+            raise HubError(f"{self.name}: {len(data):,} bytes came back for a range of {length:,} at {offset:,}")
+        self.bytes_read += len(data)
+        self.reads += 1
+        return data

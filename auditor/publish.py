@@ -42,7 +42,7 @@ from .fileio import atomic_write, git_blob_sha
 from .github import GitHub, GitHubError
 from .index import IndexValidationError, MeasuredRecord, append_record
 from .index.checks import check_text, identity
-from .index.entries import SameWeightsRecord
+from .index.entries import SameWeightsRecord, ScreenedRecord
 from .markdown import code, comment_safe
 from .scheduler.lock import repo_lock
 from .scheduler.report import PublishedRef, RequestUpdate, RunManifest, read_manifest, write_manifest
@@ -385,6 +385,7 @@ def pull_text(gh, remote, changed, deleted, carrying: list[RunManifest]) -> tupl
     added = added_records(gh, remote, changed)
     audits = [(m, r) for m, r in added if isinstance(r, MeasuredRecord)]
     same = [(m, r) for m, r in added if isinstance(r, SameWeightsRecord)]
+    screened = [(m, r) for m, r in added if isinstance(r, ScreenedRecord)]
     runs = sorted({m.run_id for m in carrying})
     span = "" if not runs else f" (run {runs[0]})" if len(runs) == 1 else f" (runs {runs[0]} to {runs[-1]})"
     title = f"Super Weight Index: {len(audits)} audited, {len(same)} identical weights{span}"
@@ -398,6 +399,10 @@ def pull_text(gh, remote, changed, deleted, carrying: list[RunManifest]) -> tupl
             f"{code(r.same_weights_as.revision[:12])}"
             for m, r in same
         ]
+    if screened:
+        lines += ["", "Screened derivatives (range reads at the base model's super weights, not audits):", ""]
+        for m, r in screened:
+            lines.append(f"- {code(m)} {code(r.revision[:12])}: {r.outcome}, against {code(r.base.model)}")
     if not added:
         lines += ["", "no new record (queue changes only)."]
     if deleted:

@@ -194,7 +194,8 @@ def measure(model_path: Path, tiny: Path, eval_text: Path, device: str, dtype: s
     }
 
 
-def build_synthetic(work: Path, dtype: str, large_vocab: int) -> dict[str, Path]:
+def build_synthetic(work: Path, dtype: str, large_vocab: int, only: tuple[str, ...] = ()) -> dict[str, Path]:
+    """The synthetic models (`only` these, when given), and the tiny one the memory baseline is taken on."""
     import torch
 
     from auditor import synthetic
@@ -202,20 +203,17 @@ def build_synthetic(work: Path, dtype: str, large_vocab: int) -> dict[str, Path]
     torch_dtype = getattr(torch, dtype)
     shape = {"hidden_size": 1024, "intermediate_size": 2816, "num_attention_heads": 16, "num_key_value_heads": 16}
     plant = [synthetic.Plant(layer=2, row=7, col=33)]
+    specs = {
+        "small-vocab": {**shape, "num_hidden_layers": 12},
+        "large-vocab": {
+            **{"hidden_size": 640, "intermediate_size": 2048, "num_attention_heads": 10, "num_key_value_heads": 10},
+            **{"num_hidden_layers": 4, "vocab_size": large_vocab, "tie_word_embeddings": True},
+        },
+    }
     models = {
-        "small-vocab": synthetic.build(
-            work / "small", "llama", plant, dtype=torch_dtype, overrides={**shape, "num_hidden_layers": 12}
-        ),
-        "large-vocab": synthetic.build(
-            work / "large",
-            "llama",
-            plant,
-            dtype=torch_dtype,
-            overrides={
-                **{"hidden_size": 640, "intermediate_size": 2048, "num_attention_heads": 10, "num_key_value_heads": 10},
-                **{"num_hidden_layers": 4, "vocab_size": large_vocab, "tie_word_embeddings": True},
-            },
-        ),
+        name: synthetic.build(work / name.split("-")[0], "llama", plant, dtype=torch_dtype, overrides=overrides)
+        for name, overrides in specs.items()
+        if not only or name in only
     }
     synthetic.build(work / "tiny", "llama", dtype=torch_dtype)
     return models

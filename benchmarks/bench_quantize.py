@@ -55,7 +55,7 @@ def main() -> None:
     from auditor.source import resolve
 
     with tempfile.TemporaryDirectory() as tmp:
-        path = args.real or build_synthetic(Path(tmp), args.dtype, 0)["small-vocab"]
+        path = args.real or build_synthetic(Path(tmp), args.dtype, 0, only=("small-vocab",))["small-vocab"]
         text_path = args.eval_text or synthetic.write_eval_text(Path(tmp) / "eval.txt")
         loaded = load(resolve(str(path)), device=args.device, dtype=args.dtype)
     model, device = loaded.model, next(loaded.model.parameters()).device

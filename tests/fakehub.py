@@ -53,6 +53,7 @@ What the client does on failures (huggingface_hub 2.4, read from its source, che
 from __future__ import annotations
 
 import fnmatch
+import functools
 import hashlib
 import itertools
 import json
@@ -153,7 +154,7 @@ class Blob:
     def size(self) -> int:
         return len(self.content)
 
-    @property
+    @functools.cached_property  # once: a 100 MB file is served by ranges, a request at a time
     def sha256(self) -> str:
         return hashlib.sha256(self.content).hexdigest()
 
@@ -162,7 +163,7 @@ class Blob:
         pointer = f"version https://git-lfs.github.com/spec/v1\noid sha256:{self.sha256}\nsize {self.size}\n"
         return pointer.encode()
 
-    @property
+    @functools.cached_property
     def oid(self) -> str:
         """Git blob sha1 of what git stores: the content, or the LFS pointer."""
         stored = self.lfs_pointer if self.is_lfs else self.content

@@ -100,6 +100,8 @@ JSON_COMMANDS = {
     "audit": "test_cli.py::test_audit_json_is_alone_on_stdout_and_the_record_path_is_reported",
     "index lookup": "test_cli_index.py::test_lookup_text_and_json",
     "quantize-impact": "test_quantize.py::test_quantize_impact_on_the_command_line",
+    "check-gguf": "test_derivatives.py::test_the_commands_print_json_and_fail_in_one_line",
+    "screen": "test_derivatives.py::test_the_commands_print_json_and_fail_in_one_line",
     "discover": "test_scheduler.py::test_discover_command_json",
     "request validate": "test_scheduler.py::test_request_validate_command",
 }

@@ -31,6 +31,7 @@ from auditor.index import (
 )
 from auditor.index.entries import HEADER, SCHEMA_VERSION, entry_from_dict, record_to_dict, render_entry
 from auditor.index.export import CSV_COLUMNS
+from auditor.index.migrations import migrate
 from auditor.index.published import PUBLISHED
 
 REPO = Path(__file__).resolve().parent.parent
@@ -108,7 +109,7 @@ DELETE = object()
         ("ablation.per_weight.0.verdict", "rejected", "is rejected but listed among the super weights"),
         ("hardware", DELETE, 'record: "hardware" is a required property'),
         ("colour", "red", "Additional properties are not allowed ('colour' was unexpected)"),
-        ("source", "guessed", 'source: "guessed" is not one of "measured", "reported" or "same_weights"'),
+        ("source", "guessed", 'source: "guessed" is not one of "measured", "reported" or 2 other candidates'),
         ("dtype", "int4", 'dtype: "int4" is not one of "bfloat16", "float16" or "float32"'),
         ("revision", True, 'revision: true is not of type "string" (quote it, or YAML reads it as a boolean)'),
         ("hardware", "CPU\x1b[31m", "hardware: character U+001B is not allowed in index text"),  # a terminal escape
@@ -546,7 +547,7 @@ def test_migration_v2_to_v3_keeps_weights_judged_as_a_set(record):
     assert new == {**old, "schema_version": 3}  # nothing invented: no verdict, no control, no rejection
     [migrated] = entry_from_dict(old).records
     assert [w.verdict for w in migrated.ablation.per_weight] == [None] and migrated.rejected_candidates == []
-    assert messages(text_of(STEPS[3](new))) == []  # a valid record of today: weights judged as a set
+    assert messages(text_of(migrate(new))) == []  # a valid record of today: weights judged as a set
 
 
 def test_migration_v3_to_v4_invents_no_quantization_figures(record):
@@ -556,7 +557,15 @@ def test_migration_v3_to_v4_invents_no_quantization_figures(record):
     new = STEPS[3](copy.deepcopy(old))
     assert new == {**old, "schema_version": 4}
     [migrated] = entry_from_dict(old).records
-    assert migrated.quantization is None and messages(text_of(new)) == []
+    assert migrated.quantization is None and messages(text_of(migrate(new))) == []
+
+
+def test_migration_v4_to_v5_changes_nothing(record):
+    from auditor.index.migrations import STEPS
+
+    old = {"schema_version": 4, "model": "demo/tiny-llama", "records": [record_to_dict(record)]}
+    assert STEPS[4](copy.deepcopy(old)) == {**old, "schema_version": 5}  # screened records are new: none before
+    assert entry_from_dict(old).records == [record]
 
 
 def test_every_version_step_has_a_migration():

@@ -23,7 +23,13 @@ from playwright.sync_api import expect
 
 from auditor.errors import UsageError
 from auditor.index import MeasuredRecord, ModelRef, ReportedRecord, SameWeightsRecord, append_record, export, load_index
-from auditor.index.entries import SCHEMA_VERSION, index_schema
+from auditor.index.entries import (
+    SCHEMA_VERSION,
+    ScreenedFile,
+    ScreenedRecord,
+    ScreenedWeight,
+    index_schema,
+)
 from auditor.models import to_data
 from auditor.records import Quantization, QuantRow, QuantScheme, QuantSettings, SuperWeight
 from auditor.scheduler.queue import Item, Queue, save_queue
@@ -67,6 +73,39 @@ def quantization_of(record: MeasuredRecord, grid=QUANT_GRID) -> Quantization:
     )
 
 
+def screened_records(record: MeasuredRecord) -> dict[str, ScreenedRecord]:
+    """Screens of derivatives of the audited model: a GGUF repository (one file keeps the super weight, one
+    clips it to 31 %) and a fine-tune that changed it."""
+    [w] = record.super_weights
+    base = ModelRef("demo/tiny-llama", record.revision)
+
+    def weight(value: float, state: str) -> ScreenedWeight:
+        return ScreenedWeight(w.layer, w.row, w.col, base=w.value, value=value, state=state)
+
+    gguf = ScreenedRecord(
+        "e" * 40,
+        "2026-11-21",
+        "0.1.0",
+        base,
+        [
+            ScreenedFile(
+                "tiny-llama-Q4_K_M.gguf", "gguf", 80_000_000, 41_000, [weight(w.value * 0.996, "intact")], "Q4_K"
+            ),
+            ScreenedFile(
+                "tiny-llama-Q2_K.gguf", "gguf", 50_000_000, 38_000, [weight(w.value * 0.31, "clipped")], "Q2_K"
+            ),
+        ],
+    )
+    tune = ScreenedRecord(
+        "b" * 40,
+        "2026-11-21",
+        "0.1.0",
+        base,
+        [ScreenedFile("model.safetensors", "safetensors", 300_000_000, 1_024, [weight(w.value * 0.5, "changed")])],
+    )
+    return {"quants/tiny-llama-GGUF": gguf, "tuner/tiny-llama-chat": tune}
+
+
 @pytest.fixture(scope="module")
 def site(tmp_path_factory, audit_result) -> Path:
     """A site built from the repository's index plus an audited model (with quantization figures), a copy of it,
@@ -81,6 +120,8 @@ def site(tmp_path_factory, audit_result) -> Path:
         "f" * 40, "2026-11-22", "0.1.0", ModelRef("demo/tiny-llama", record.revision), record.weights_sha256
     )
     append_record("other/copy", copy, root=index)
+    for model, screen in screened_records(record).items():
+        append_record(model, screen, root=index)
     hostile = ReportedRecord(
         revision=None,
         date="2026-11-20",
@@ -149,6 +190,10 @@ def test_every_internal_link_and_asset_resolves(site):
         "api/v1/models/demo/tiny-llama.json",
         "api/v1/models/demo/tiny-llama.yaml",
         "verdict/confirmed/index.html",
+        "verdict/screened/index.html",
+        "broken-quants/index.html",
+        "models/quants/tiny-llama-GGUF/index.html",
+        "models/tuner/tiny-llama-chat/index.html",
     }
     assert expected <= {p.relative_to(site).as_posix() for p in site.rglob("*") if p.is_file()}
     # Links are relative and name files: the same build works under /sub/ and from disk.
@@ -237,7 +282,7 @@ def test_the_model_page(site, audit_result):
 def test_the_home_table_and_its_views(site):
     html = read(site, "index.html")
     rows = re.findall(r'<tr data-verdict="([a-z_]+)">', html)
-    assert len(rows) == 13 and rows.count("reported") == 11
+    assert len(rows) == 15 and rows.count("reported") == 11 and rows.count("screened") == 2
     assert rows.count("confirmed") == 2  # the audited model, and its byte-identical copy, which inherits it
     copy = html[html.index('href="models/other/copy/index.html"') :].split("</tr>")[0]
     assert "same weights" in copy and "L1 [7, 33]" in copy
@@ -261,6 +306,73 @@ def home_cells(html: str, model: str) -> list[tuple[str, str]]:
     link = html.index(f'href="models/{model}/index.html"')
     tr = html[html.rindex("<tr", 0, link) :].split("</tr>")[0]
     return re.findall(r'<td(?: data-value="([^"]*)")?>(.*?)</td>', tr)
+
+
+def test_screened_derivatives_in_the_home_table(site):
+    html = read(site, "index.html")
+    for model, outcome in (("quants/tiny-llama-GGUF", "broken"), ("tuner/tiny-llama-chat", "changed")):
+        cells = home_cells(html, model)
+        verdict = f'<span class="verdict screened {outcome}" title="A screen of the stored values, not an ablation">'
+        assert cells[4][1] == f"{verdict}screen: {outcome}</span>"  # a screen's outcome, not an ablation verdict
+        assert cells[3][1] == '<span class="coord">–</span>' and cells[5] == ("0", "–") and cells[6] == ("0", "–")
+        assert cells[8][1] == "screened"
+    assert re.findall(r'<tr data-verdict="([a-z_]+)">', read(site, "verdict/screened/index.html")) == ["screened"] * 2
+
+
+def test_a_screened_derivative_s_page(site, audit_result):
+    html = read(site, "models/quants/tiny-llama-GGUF/index.html")
+    sha = audit_result.info.revision
+    heading = section(html, '<h2 id="screen-1">', "</h2>")
+    assert 'Screened against <a href="../../../models/demo/tiny-llama/index.html">demo/tiny-llama</a>' in heading
+    assert f"<code>{sha[:12]}</code>" in heading
+    note = re.sub(r"\s+", " ", section(html, '<h2 id="screen-1">', "</p>"))
+    assert (
+        "A screen reads the stored values at the base model's super weights by HTTP range reads; nothing was ablated"
+        in note
+    )
+    tables = re.findall(r'<table class="screen">(.*?)</table>', html, re.S)
+    assert len(tables) == 2
+    assert "<caption><code>tiny-llama-Q4_K_M.gguf</code>: gguf, Q4_K, 80 MB, 41 kB read</caption>" in tables[0]
+    assert "<caption><code>tiny-llama-Q2_K.gguf</code>: gguf, Q2_K, 50 MB, 38 kB read</caption>" in tables[1]
+    intact = re.findall(
+        r"<tr><th scope=\"row\">([^<]+)</th><td>([^<]+)</td><td>([^<]+)</td><td>([^<]+)</td><td>([^<]+)</td></tr>",
+        tables[0],
+    )
+    clipped = re.findall(
+        r"<tr><th scope=\"row\">([^<]+)</th><td>([^<]+)</td><td>([^<]+)</td><td>([^<]+)</td><td>([^<]+)</td></tr>",
+        tables[1],
+    )
+    assert [(c[0], c[3], c[4]) for c in intact] == [("L1 [7, 33]", "−0.4 %", "intact")]
+    assert [(c[0], c[3], c[4]) for c in clipped] == [("L1 [7, 33]", "−69 %", "clipped")]
+    assert float(intact[0][1]) == float(clipped[0][1]) != float(clipped[0][2])
+    assert "<h2>Ablation</h2>" not in html and "Provenance" not in html  # nothing was ablated
+    tune = read(site, "models/tuner/tiny-llama-chat/index.html")
+    assert "<caption><code>model.safetensors</code>: safetensors, 300 MB, 1.02 kB read</caption>" in tune
+    assert "<td>−50 %</td><td>changed</td>" in tune
+
+
+def test_the_base_model_lists_its_derivatives(site):
+    html = read(site, "models/demo/tiny-llama/index.html")
+    items = re.findall(r"<li>(.*?)</li>", section(html, '<ul class="derivatives">', "</ul>"))
+    quants = '<a href="../../../models/quants/tiny-llama-GGUF/index.html">quants/tiny-llama-GGUF</a>'
+    tune = '<a href="../../../models/tuner/tiny-llama-chat/index.html">tuner/tiny-llama-chat</a>'
+    assert items == [
+        f"{quants} Q4_K_M: intact, −0.4 %",
+        f"{quants} Q2_K: clipped to 31 % of the original",
+        f"fine-tune {tune}: changed, −50 %",
+    ]
+    assert '<h2 id="derivatives">' not in read(site, "models/huggyllama/llama-7b/index.html")
+
+
+def test_the_broken_quants_page(site, tmp_path):
+    html = read(site, "broken-quants/index.html")
+    table = section(html, '<table class="broken-quants">', "</table>")
+    assert "<code>tiny-llama-Q2_K.gguf</code> (Q2_K)" in table and "clipped to 31 % of the original" in table
+    assert "Q4_K_M" not in table and "tiny-llama-chat" not in table  # intact, and a fine-tune: not quants that broke
+    assert table.count("<tr>") == 2  # the header and the one file
+    assert 'href="../broken-quants/index.html"' in read(site, "about/index.html")
+    empty = build_site(tmp_path / "empty", index_root=REPO / "index", queue_file=None).out
+    assert "No screened quant has broken a super weight" in read(empty, "broken-quants/index.html")
 
 
 def test_the_quantization_section(site):
@@ -575,7 +687,7 @@ def test_home_loads_without_console_errors_and_filters(page, served):
     page.screenshot(path=str(ARTIFACTS / "home.png"), full_page=True)
     assert page.errors == []
     visible = "#models tbody tr"
-    assert page.locator(visible).count() == 13
+    assert page.locator(visible).count() == 15
     assert not page.locator("button.more").is_visible()  # every row fits on the first page
     page.fill("#filter-text", "llama-7b")
     expect(page.locator(visible)).to_have_count(1)  # (no wait_for_function: the CSP forbids eval, rightly)
@@ -672,7 +784,7 @@ def test_the_page_works_without_javascript(served, page):
     context = page.context.browser.new_context(java_script_enabled=False)
     plain = context.new_page()
     plain.goto(served)
-    assert plain.locator("#models tbody tr").count() == 13
+    assert plain.locator("#models tbody tr").count() == 15
     assert not plain.locator("#filters").is_visible()  # the controls need the script; the table does not
     plain.click("text=Confirmed (2)")
     assert plain.locator("#models tbody tr").count() == 2

@@ -13,7 +13,7 @@ import sys
 
 from .. import __version__
 from ..errors import AuditorError, first_line
-from . import index, models, publish, scheduler, site
+from . import derivatives, index, models, publish, scheduler, site
 
 EXIT_ERROR = 1
 EXIT_INTERRUPTED = 130
@@ -39,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"superweight {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for group in (models, index, scheduler, publish, site):
+    for group in (models, derivatives, index, scheduler, publish, site):
         group.register(sub)
     return parser
 

@@ -25,6 +25,7 @@ from .entries import (
     Record,
     ReportedRecord,
     SameWeightsRecord,
+    ScreenedRecord,
 )
 from .export import export
 from .store import Index, IndexNotFoundError, append_record, load_index, lookup, resolve_root
@@ -41,6 +42,7 @@ __all__ = [
     "Record",
     "ReportedRecord",
     "SameWeightsRecord",
+    "ScreenedRecord",
     "append_record",
     "check_index",
     "check_text",

@@ -40,6 +40,7 @@ from .entries import (
     ModelEntry,
     Record,
     SameWeightsRecord,
+    ScreenedRecord,
     entry_from_dict,
     render_entry,
 )
@@ -152,6 +153,8 @@ def identity(record: Record) -> tuple:
             a.min_damage,
             a.min_margin,
         )
+    if isinstance(record, ScreenedRecord):
+        return ("screened", record.revision, record.base.model, record.base.revision, record.tool_version)
     if isinstance(record, SameWeightsRecord):
         return (
             "same_weights",

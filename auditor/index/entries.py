@@ -197,7 +197,63 @@ class SameWeightsRecord(IndexRecord, tag="same_weights"):
         return None
 
 
-Record = MeasuredRecord | ReportedRecord | SameWeightsRecord
+ScreenState = Literal["intact", "clipped", "zeroed", "sign_flipped", "inherited", "changed"]
+
+
+class ScreenedWeight(Model):
+    """One of the base model's super weights as a derivative's file stores it."""
+
+    layer: Count
+    row: Count
+    col: Count
+    base: float
+    """The base model's value (from its audit)."""
+    value: float | None
+    """As the file stores it (dequantized, for a GGUF quant); None: not a finite number."""
+    state: ScreenState
+    """GGUF: `intact`, `clipped` (the same sign, under 75 % of the base value), `zeroed` (under 5 %) or
+    `sign_flipped`; safetensors: `inherited` (within 1 %) or `changed`."""
+    expert: Count | None = None
+
+
+class ScreenedFile(Model):
+    file: Text(300)
+    """The file's path in the repository."""
+    format: Literal["gguf", "safetensors"]
+    size: Count
+    bytes_read: Count
+    """What the screen read of it: its header and a few blocks or bytes per weight."""
+    weights: Annotated[list[ScreenedWeight], Meta(min_length=1)]
+    qtype: Text(20) | None = None
+    """GGUF: the type the down projections are stored in (Q4_K, Q8_0...)."""
+
+
+class ScreenedRecord(IndexRecord, tag="screened"):
+    """A derivative of an audited model (a GGUF quant, a fine-tune) read at the base model's super weights by
+    range reads: a screen, not an audit; nothing here was ablated (`superweight check-gguf`, `screen`)."""
+
+    revision: Sha40
+    date: Date
+    tool_version: Version
+    base: ModelRef
+    """The base model, and the commit of the audit whose super weights were looked for."""
+    files: Annotated[list[ScreenedFile], Meta(min_length=1)]
+
+    @property
+    def verdict(self) -> None:
+        return None  # not an audit
+
+    @property
+    def outcome(self) -> Literal["intact", "broken", "inherited", "changed"]:
+        """GGUF: `intact` when every file keeps every super weight, else `broken`; a fine-tune: `inherited`
+        when every value is within 1 % of the base's, else `changed`."""
+        states = {w.state for f in self.files for w in f.weights}
+        if self.files[0].format == "safetensors":
+            return "inherited" if states == {"inherited"} else "changed"
+        return "intact" if states == {"intact"} else "broken"
+
+
+Record = MeasuredRecord | ReportedRecord | SameWeightsRecord | ScreenedRecord
 
 
 class ModelEntry(Model, omit_defaults=False):

@@ -21,7 +21,7 @@ import msgspec
 from .. import clock
 from ..models import to_data
 from ..records import SuperWeight
-from .entries import SCHEMA_VERSION, MeasuredRecord, ModelEntry, ReportedRecord, SameWeightsRecord
+from .entries import SCHEMA_VERSION, MeasuredRecord, ModelEntry, ReportedRecord, SameWeightsRecord, ScreenedRecord
 from .store import Index
 
 FORMATS = ("json", "jsonl", "csv")
@@ -46,7 +46,7 @@ def csv_columns() -> list[str]:
     """Follow from the models: a summary, each super weight's fields as `weight.*`, every record type's
     own fields in turn (each once), then the dump's version and time."""
     columns = [*SUMMARY, *(f"weight.{name}" for name in scalar_fields(SuperWeight))]
-    for cls in (MeasuredRecord, ReportedRecord, SameWeightsRecord):
+    for cls in (MeasuredRecord, ReportedRecord, SameWeightsRecord, ScreenedRecord):
         columns += [name for name in scalar_fields(cls) if name not in columns]
     return [*columns, "schema_version", "generated_at"]
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from ..models import DataError
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 
 def v1_to_v2(data: dict[str, Any]) -> dict[str, Any]:
@@ -59,7 +59,13 @@ def v3_to_v4(data: dict[str, Any]) -> dict[str, Any]:
     return {**data, "schema_version": 4}
 
 
-STEPS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: v1_to_v2, 2: v2_to_v3, 3: v3_to_v4}
+def v4_to_v5(data: dict[str, Any]) -> dict[str, Any]:
+    """v5: a file may hold `screened` records (a derivative read at its base model's super weights). Files
+    before it hold none: the data is unchanged."""
+    return {**data, "schema_version": 5}
+
+
+STEPS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: v1_to_v2, 2: v2_to_v3, 3: v3_to_v4, 4: v4_to_v5}
 """version -> the function taking a file's data from that version to the next."""
 
 

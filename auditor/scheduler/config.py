@@ -68,6 +68,9 @@ class DiscoverConfig(Model):
     """Models examined per run; the next run carries on where this one stopped."""
     since: str | None = None
     """Do not look at models created before this date (YYYY-MM-DD)."""
+    screens: Count = 50
+    """Derivatives of indexed models (GGUF quants, fine-tunes whose card names an indexed `base_model`)
+    screened per run by range reads, a few kilobytes and one header each: see `superweight check-gguf`."""
 
 
 class RunConfig(Model):

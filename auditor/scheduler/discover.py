@@ -14,6 +14,12 @@ Each examined model is checked from its metadata (`eligibility`): refused ones a
 their reason; a model already audited at that commit by this tool version is left alone; one whose weight
 files have the same sha256 (the Hub's LFS oids) as an audited model gets a `same_weights` record in the index
 without any download; the rest are queued, pinned to their commit.
+
+A derivative of a model the index has audited (its card's `base_model`) is screened first, by range reads
+at the base model's super weights (`auditor.derivatives`), up to `discover.screens` a run: a GGUF repo gets
+a `screened` record and is not queued (GGUF files are not audited); a fine-tune gets one too, and is queued
+for a full audit only when its values changed (one whose values are inherited is skipped as `inherited`).
+A fine-tune of a model not in the index is queued as any other.
 """
 
 from __future__ import annotations
@@ -28,13 +34,15 @@ from typing import Literal
 import msgspec
 
 from .. import __version__, hub, yamlio
+from ..derivatives import Base, check_gguf, gguf_file, record_of, safetensors_files, screen
 from ..errors import AuditorError, Failure
 from ..fileio import atomic_write
+from ..hub import RemoteFile
 from ..index import Index, MeasuredRecord, ModelRef, SameWeightsRecord, append_record, load_index, lookup
 from ..models import DataError, Model, Time, from_data, to_data
 from ..source import SHARD_INDEX, read_config, weights_to_load
 from .config import Config
-from .eligibility import Candidate, Ineligible, check_model
+from .eligibility import Candidate, Ineligible, card_dict, check_model
 from .queue import Item, Queue, now
 
 log = logging.getLogger(__name__)
@@ -146,6 +154,8 @@ class Discovery:
     skipped: list[Item] = field(default_factory=list)
     already_audited: list[str] = field(default_factory=list)
     same_weights: list[tuple[str, str, ModelRef]] = field(default_factory=list)
+    screened: list[tuple[str, str]] = field(default_factory=list)
+    """(model, outcome) of each derivative screened."""
 
 
 def audited_index(root: Path) -> tuple[set[tuple[str, str]], dict[frozenset, ModelRef]]:
@@ -222,8 +232,17 @@ def discover(
     index = load_index(index_root) if index_root.is_dir() else Index(index_root)
     done, weights = audited(index)
     found = Discovery()
+    bases = screenable_bases(index)
     examine = partial(
-        _examine, done=done, weights=weights, config=config, queue=queue, index_root=index_root, api=api, found=found
+        _examine,
+        done=done,
+        weights=weights,
+        config=config,
+        queue=queue,
+        index_root=index_root,
+        api=api,
+        found=found,
+        bases=bases,
     )
     tag = config.discover.pipeline_tag
     listing = hub.list_models(api=api, pipeline_tag=tag, sort="created_at", expand=EXPAND)
@@ -274,10 +293,56 @@ def walk(listing, spans: Spans, when, *, limit: int, handle, since: datetime | N
         spans.add(stopped_at if stopped_at is not None else since, newest)
 
 
-def _examine(info, *, done, weights, config: Config, queue: Queue, index_root: Path, api, found: Discovery) -> bool:
-    """Check one listed model and queue it, skip it with its reason, or record identical weights (True:
-    it was examined, whatever came of it)."""
+def screenable_bases(index: Index) -> dict[str, Base]:
+    """Models of the index whose newest measured record has super weights, by lower-cased id."""
+    bases = {}
+    for entry in index:
+        measured = [r for r in entry.records if isinstance(r, MeasuredRecord)]
+        if measured and measured[-1].super_weights:
+            bases[entry.model.lower()] = Base(entry.model, measured[-1].revision, list(measured[-1].super_weights))
+    return bases
+
+
+def base_of(info, bases: dict[str, Base]) -> Base | None:
+    """The indexed base model a listed model's card names, if any."""
+    named = card_dict(info).get("base_model")
+    names = named if isinstance(named, list) else [named]
+    return next((bases[n.lower()] for n in names if isinstance(n, str) and n.lower() in bases), None)
+
+
+def screen_derivative(info, base: Base, index_root: Path, found: Discovery, *, gguf: bool) -> str | None:
+    """Screen a derivative of `base` and record it; its outcome, or None when it could not be screened (a
+    layout the readers do not know, a Hub failure): it is then handled as any other model."""
+    try:
+        if gguf:
+            names = sorted(s.rfilename for s in info.siblings or [] if s.rfilename.endswith(".gguf"))
+            checks = [(n, check_gguf(RemoteFile(info.id, n, revision=info.sha), base)) for n in names]
+            files = [gguf_file(check, n) for n, check in checks]
+        else:
+            files = safetensors_files(screen(info.id, base, revision=info.sha))
+        record = record_of(info.sha, base, files)
+    except AuditorError as e:
+        log.warning("%s: not screened against %s (%s)", info.id, base.model, e)
+        return None
+    append_record(info.id, record, root=index_root)
+    found.screened.append((info.id, record.outcome))
+    return record.outcome
+
+
+def is_gguf_repo(info) -> bool:
+    files = [s.rfilename for s in info.siblings or []]
+    return any(f.endswith(".gguf") for f in files) and not any(f.endswith(".safetensors") for f in files)
+
+
+def _examine(
+    info, *, done, weights, config: Config, queue: Queue, index_root: Path, api, found: Discovery, bases
+) -> bool:
+    """Check one listed model and queue it, skip it with its reason, record identical weights, or screen
+    it as a derivative of an indexed model (True: it was examined, whatever came of it)."""
     found.examined += 1
+    base = base_of(info, bases) if len(found.screened) < config.discover.screens else None
+    if base is not None and is_gguf_repo(info) and screen_derivative(info, base, index_root, found, gguf=True):
+        return True
     try:
         c = check_model(info, config)
     except Ineligible as e:
@@ -295,6 +360,12 @@ def _examine(info, *, done, weights, config: Config, queue: Queue, index_root: P
     if original is not None and hashes:
         record_same_weights(index_root, c, hashes, original)
         found.same_weights.append((c.model, c.revision, original))
+        return True
+    if base is not None and screen_derivative(info, base, index_root, found, gguf=False) == "inherited":
+        message = f"a screen found {base.model}'s super weights inherited within 1 %: screened, not audited"
+        item = Item(c.model, c.revision, "discovered", "skipped", now(), now(), code=Failure.INHERITED, message=message)
+        if queue.add(item):
+            found.skipped.append(item)
         return True
     item = Item(
         c.model,

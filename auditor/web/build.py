@@ -8,6 +8,8 @@ Pages (jinja2 templates from `auditor/web/templates`, escaping on):
                               weights kept (a table and a chart), provenance, history, the command that
                               reproduces it
   about/, request/, queue/    how it works; how to ask for an audit; what is waiting or was refused
+  broken-quants/              GGUF quants whose screen found a super weight not intact (clipped, zeroed,
+                              sign-flipped): a screen reads the stored values, nothing is ablated
 Machine-readable (the versioned API; every payload has `schema_version` and `generated_at`):
   api/v1/index.json|jsonl|csv, api/v1/SHA256SUMS, api/v1/schema.json,
   api/v1/models/<org>/<name>.json and .yaml, feed.xml (Atom, newest audits first), sitemap.xml
@@ -41,7 +43,19 @@ from ..index.entries import SCHEMA_VERSION, record_to_dict
 from ..models import to_data
 from ..settings import AuditSettings
 from .chart import profile_svg, quant_svg
-from .views import VERDICT_LABELS, QuantView, quant_series, quant_view, record_view, row, sort_value
+from .views import (
+    OUTCOME_LABELS,
+    VERDICT_LABELS,
+    QuantView,
+    broken_quants,
+    derivatives,
+    quant_series,
+    quant_view,
+    record_view,
+    row,
+    screens_of,
+    sort_value,
+)
 
 MARKER = ".superweight-site"
 DEFAULT_SITE_DIR = Path(__file__).resolve().parent  # templates/ and assets/, shipped as package data
@@ -113,6 +127,7 @@ def build_site(
             version=__version__,
             repo_url=repo_url,
             labels=VERDICT_LABELS,
+            outcomes=OUTCOME_LABELS,
             defaults=AuditSettings(),
             schema_version=SCHEMA_VERSION,
             sort_value=sort_value,
@@ -132,6 +147,8 @@ def build_site(
             if n:
                 subset = [r for r in rows if r.verdict == verdict]
                 page(f"verdict/{verdict}/index.html", "home.html", rows=subset, counts=counts, view=verdict)
+        listed = {e.model for e in entries}
+        bases = derivatives(entries)
         for entry in entries:
             views = [record_view(entry.model, r) for r in reversed(entry.records)]
             current = entry.latest()
@@ -155,6 +172,8 @@ def build_site(
                 quant=quant,
                 quant_chart=quant_chart,
                 quant_bits=quant_bits,
+                screens=screens_of(entry, listed),
+                derivatives=bases.get(entry.model, []),
             )
             api = {"schema_version": SCHEMA_VERSION, "generated_at": generated_at, **to_data(entry)}
             writer.text(f"api/v1/models/{entry.model}.json", json.dumps(api, separators=(",", ":")) + "\n")
@@ -162,6 +181,7 @@ def build_site(
             writer.bytes(f"api/v1/models/{entry.model}.yaml", source.read_bytes())
         for name in ("about", "request", "queue"):
             page(f"{name}/index.html", f"{name}.html", queue=queue)
+        page("broken-quants/index.html", "broken-quants.html", broken=broken_quants(entries))
         page("404.html", "404.html")
         dumps = {f"index.{fmt}": export(index, fmt, generated_at=generated_at) for fmt in ("json", "jsonl", "csv")}
         for name, text in dumps.items():
@@ -173,7 +193,7 @@ def build_site(
         writer.bytes("api/v1/schema.json", (Path(__file__).parents[1] / "index" / "schema.json").read_bytes())
         if feeds:
             writer.text("feed.xml", env.get_template("feed.xml").render(entries=feed_entries(entries)))
-            pages = ["", "about/", "request/", "queue/", *(r.path for r in rows)]
+            pages = ["", "about/", "request/", "queue/", "broken-quants/", *(r.path for r in rows)]
             writer.text("sitemap.xml", env.get_template("sitemap.xml").render(pages=pages))
         writer.text(".nojekyll", "")  # GitHub Pages: serve the files as they are
         writer.text(

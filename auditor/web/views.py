@@ -9,7 +9,8 @@ import math
 import re
 from dataclasses import dataclass, field
 
-from ..index import MeasuredRecord, ModelEntry, Record, SameWeightsRecord
+from ..index import MeasuredRecord, ModelEntry, Record, SameWeightsRecord, ScreenedRecord
+from ..index.entries import ScreenedFile, ScreenedWeight
 from ..records import WEIGHT_VERDICT_LABELS, Ablation, Quantization, QuantRow, SuperWeight
 from ..settings import AuditSettings
 
@@ -19,7 +20,16 @@ VERDICT_LABELS = {
     "none_found": "none found",
     "reported": "reported",
     "same_weights": "same weights",
+    "screened": "screened",
 }
+
+OUTCOME_LABELS = {
+    "intact": "screen: intact",
+    "broken": "screen: broken",
+    "inherited": "screen: inherited",
+    "changed": "screen: changed",
+}
+"""A screened derivative's outcome, as its verdict cell shows it: a screen's reading, not an ablation's verdict."""
 
 
 def attribute_path(dotted: str) -> str:
@@ -83,7 +93,7 @@ class Row:
     coordinates: list[str]
     count: int
     verdict: str
-    """confirmed, not_confirmed, none_found, reported or same_weights."""
+    """confirmed, not_confirmed, none_found, reported, same_weights or screened."""
     damage: float | None
     """Perplexity ablated over original: inf where zeroing broke the model outright, None if not measured."""
     date: str
@@ -91,6 +101,8 @@ class Row:
     quantized: QuantHeadline | None = None
     """4-bit round-to-nearest at 256-block (or the nearest block measured), from the newest measured record
     with quantization figures."""
+    outcome: str | None = None
+    """A screened derivative's outcome (intact, broken, inherited or changed): what its verdict cell shows."""
 
 
 def row(entry: ModelEntry, lookup) -> Row:
@@ -99,22 +111,27 @@ def row(entry: ModelEntry, lookup) -> Row:
     shown = resolve(record, lookup)
     measured = shown if isinstance(shown, MeasuredRecord) else None
     weights = getattr(shown, "super_weights", []) or []
-    verdict = (
-        measured.verdict if measured else ("same_weights" if isinstance(record, SameWeightsRecord) else "reported")
-    )
+    if measured:
+        verdict = measured.verdict
+    elif isinstance(record, (SameWeightsRecord, ScreenedRecord)):
+        verdict = record.source
+    else:
+        verdict = "reported"
+    screened = isinstance(shown, ScreenedRecord)
     return Row(
         model=entry.model,
         path=model_path(entry.model),
         architecture=getattr(shown, "architecture", "") or "",
         parameters=measured.num_parameters if measured else None,
         size=size(measured.num_parameters if measured else None),
-        coordinates=coordinates(weights),
+        coordinates=["–"] if screened else coordinates(weights),
         count=len(weights),
         verdict=verdict,
         damage=damage(measured.ablation) if measured else None,
         date=record.date[:10],
         source="audited" if isinstance(record, MeasuredRecord) else record.source.replace("_", " "),
         quantized=headline(quantized_record(entry, lookup)),
+        outcome=shown.outcome if screened else None,
     )
 
 
@@ -433,3 +450,171 @@ def settings_of(record: Record) -> list[tuple[str, str]]:
             f"transformers {record.software.transformers}",
         ),
     ]
+
+
+# -- screened derivatives ----------------------------------------------------------------------------
+
+QUANT_TAG = re.compile(r"(?<![A-Za-z0-9])(I?Q\d+_[A-Z0-9]+(?:_[A-Z0-9]+)?|BF16|F16|F32)(?![A-Za-z0-9])", re.IGNORECASE)
+"""A quant type in a GGUF file's name: `model-Q4_K_M.gguf`, `model.IQ2_XS.gguf`, `model-f16.gguf`."""
+
+BROKEN_STATES = ("sign_flipped", "zeroed", "clipped", "changed")
+"""The states of a weight that a screen reports as damage, worst first."""
+
+
+def percent(value: float, signed: bool = False) -> str:
+    """`31 %`, `−0.4 %`, `+2.5 %`: one decimal under 10, none above; a real minus sign."""
+    text = f"{abs(value):,.1f}" if abs(value) < 10 else f"{abs(value):,.0f}"
+    sign = "−" if value < 0 and text.strip("0.,") else "+" if signed and value > 0 and text.strip("0.,") else ""
+    return f"{sign}{text} %"
+
+
+def change(w: ScreenedWeight) -> float | None:
+    """The stored value's change from the base's, in % of the base's, signed as the magnitude moves (−69 %:
+    31 % of the original left, of the same sign; −200 %: the sign flipped); None where either is not usable."""
+    if w.value is None or not w.base or not math.isfinite(w.value):
+        return None
+    return (w.value - w.base) / w.base * 100
+
+
+def quant_label(f: ScreenedFile) -> str:
+    """What a screened file is called in a list: its quant type from the file name (`Q4_K_M`), else its
+    qtype, else the file name."""
+    found = QUANT_TAG.search(f.file.rsplit("/", 1)[-1])
+    if found:
+        return found.group(1).upper()
+    return f.qtype or f.file.rsplit("/", 1)[-1]
+
+
+def byte_size(n: int) -> str:
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.3g} {unit}"
+    return f"{n:,} B"
+
+
+def worst(f: ScreenedFile) -> ScreenedWeight:
+    """The weight a one-line summary quotes: the worst damaged, else the one that moved most."""
+
+    def rank(w: ScreenedWeight) -> tuple[int, float]:
+        severity = BROKEN_STATES.index(w.state) if w.state in BROKEN_STATES else len(BROKEN_STATES)
+        moved = change(w)
+        return (severity, -abs(moved) if moved is not None else -math.inf)
+
+    return min(f.weights, key=rank)
+
+
+def file_summary(f: ScreenedFile) -> str:
+    """`intact, −0.4 %`, `clipped to 31 % of the original`, `inherited (within 1 %)`, `changed, +12 %`."""
+    w = worst(f)
+    moved = change(w)
+    if w.state == "inherited":
+        text = "inherited (within 1 %)"
+    elif w.state == "intact":
+        text = "intact" + (f", {percent(moved, signed=True)}" if moved is not None else "")
+    elif w.value is None:
+        text = f"not a finite number ({w.state.replace('_', ' ')})"
+    elif w.state in ("clipped", "zeroed"):
+        text = f"{w.state} to {percent(100 + moved)} of the original" if moved is not None else w.state
+    elif w.state == "sign_flipped":
+        text = "sign flipped" + (f" ({percent(100 + moved)} of the original)" if moved is not None else "")
+    else:
+        text = w.state + (f", {percent(moved, signed=True)}" if moved is not None else "")
+    damaged = sum(x.state in BROKEN_STATES for x in f.weights)
+    if len(f.weights) > 1 and damaged:
+        text += f" ({damaged} of {len(f.weights)} super weights)"
+    return text
+
+
+@dataclass(frozen=True)
+class ScreenedWeightView:
+    weight: ScreenedWeight
+    coordinates: str
+    """`L2 [3968, 7003]` or `L1 e3 [7, 33]`."""
+    change: float | None
+
+    @property
+    def change_text(self) -> str:
+        return "–" if self.change is None else percent(self.change, signed=True)
+
+
+@dataclass(frozen=True)
+class ScreenedFileView:
+    file: ScreenedFile
+    label: str
+    summary: str
+    size: str
+    bytes_read: str
+    weights: list[ScreenedWeightView]
+
+    @property
+    def broken(self) -> bool:
+        """A GGUF file with a super weight not intact."""
+        return self.file.format == "gguf" and any(w.weight.state != "intact" for w in self.weights)
+
+
+@dataclass(frozen=True)
+class ScreenView:
+    """One screened record of a derivative, for its own page, its base's page and the broken-quants page."""
+
+    model: str
+    """The derivative."""
+    record: ScreenedRecord
+    files: list[ScreenedFileView]
+    base_listed: bool
+    """Whether the base model has a page in the index (to link to)."""
+
+    @property
+    def fine_tune(self) -> bool:
+        return self.files[0].file.format == "safetensors"
+
+
+def screen_view(model: str, record: ScreenedRecord, listed: set[str]) -> ScreenView:
+    files = [
+        ScreenedFileView(
+            f,
+            quant_label(f) if f.format == "gguf" else f.file.rsplit("/", 1)[-1],
+            file_summary(f),
+            byte_size(f.size),
+            byte_size(f.bytes_read),
+            [
+                ScreenedWeightView(
+                    w,
+                    f"L{w.layer}" + (f" e{w.expert}" if w.expert is not None else "") + f" [{w.row}, {w.col}]",
+                    change(w),
+                )
+                for w in f.weights
+            ],
+        )
+        for f in record.files
+    ]
+    return ScreenView(model, record, files, record.base.model in listed)
+
+
+def screens_of(entry: ModelEntry, listed: set[str]) -> list[ScreenView]:
+    """The entry's newest screened record against each base it names, newest first."""
+    newest: dict[str, ScreenedRecord] = {}
+    for record in entry.records:  # oldest first: a later screen of the same base replaces an earlier one
+        if isinstance(record, ScreenedRecord):
+            newest[record.base.model] = record
+    views = [screen_view(entry.model, r, listed) for r in newest.values()]
+    return sorted(views, key=lambda v: v.record.date, reverse=True)
+
+
+def derivatives(entries: list[ModelEntry]) -> dict[str, list[ScreenView]]:
+    """Base model -> the screens that name it (each derivative's newest), by derivative name."""
+    listed = {e.model for e in entries}
+    out: dict[str, list[ScreenView]] = {}
+    for entry in sorted(entries, key=lambda e: e.model.lower()):
+        for view in screens_of(entry, listed):
+            out.setdefault(view.record.base.model, []).append(view)
+    return out
+
+
+def broken_quants(entries: list[ModelEntry]) -> list[tuple[ScreenView, ScreenedFileView]]:
+    """Every GGUF file (of each derivative's newest screen) that does not keep every super weight intact,
+    newest screen first."""
+    listed = {e.model for e in entries}
+    found = [
+        (v, f) for e in sorted(entries, key=lambda e: e.model.lower()) for v in screens_of(e, listed) for f in v.files
+    ]
+    return sorted([(v, f) for v, f in found if f.broken], key=lambda vf: vf[0].record.date, reverse=True)  # stable

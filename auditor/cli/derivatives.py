@@ -1,0 +1,167 @@
+"""`superweight check-gguf` and `screen`: a base model's super weights in its quants and fine-tunes, by
+range reads of a few kilobytes (`auditor.derivatives`)."""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+
+from ..errors import UsageError
+from ..models import to_data
+from .common import directory, emit_json, quiet_libraries
+
+HUB_URL = re.compile(r"https://huggingface\.co/([\w.-]+/[\w.-]+)/?$")
+
+
+def gguf_targets(target: str, revision: str | None) -> list[tuple[str, str | None]]:
+    """(path or repo, filename) of each GGUF file meant: a local file, REPO:FILE, or every .gguf of REPO."""
+    from pathlib import Path
+
+    from .. import hub
+
+    if Path(target).exists():
+        return [(target, None)]
+    repo, _, filename = target.partition(":")
+    if filename:
+        return [(repo, filename)]
+    if "/" not in repo:
+        raise UsageError(f"{target}: no such file, and not a Hub repo id (org/name[:file.gguf])")
+    try:
+        info = hub.model_info(repo, revision=revision)
+    except Exception as e:
+        raise hub.hub_error(e, repo, revision) from e
+    files = sorted(s.rfilename for s in info.siblings or [] if s.rfilename.endswith(".gguf"))
+    if not files:
+        raise UsageError(f"{repo} has no .gguf file")
+    return [(repo, f) for f in files]
+
+
+def base_of_gguf(reader) -> str:
+    """The base model a GGUF file names in its metadata (`general.base_model.0.repo_url`), if it names one."""
+    from .. import gguf_read
+
+    header = gguf_read.read_header(reader)
+    url = header.metadata.get("general.base_model.0.repo_url")
+    m = HUB_URL.match(url) if isinstance(url, str) else None
+    if m is None:
+        raise UsageError(f"{reader.name} names no base model in its metadata: give one with --base")
+    return m.group(1)
+
+
+def index_root(args: argparse.Namespace):
+    """Where `--index` (alone: the default index) reads base models and writes screens."""
+    from ..index.store import index_path
+
+    return index_path() if args.index in (None, True) else args.index
+
+
+def record(args: argparse.Namespace, repo: str | None, revision: str | None, base, files) -> None:
+    """With --index, the screen as a record of the derivative's index file (Hub repos only)."""
+    if args.index is None:
+        return
+    if repo is None or revision is None:
+        raise UsageError("--index takes Hub repos only (org/name): a local file has no Hub id or commit to record")
+    from ..derivatives import record_of
+    from ..index import append_record
+
+    path = append_record(repo, record_of(revision, base, files), root=index_root(args))
+    print(f"{'wrote' if path else 'already recorded in'} {path or repo}", file=sys.stderr)
+
+
+def cmd_check_gguf(args: argparse.Namespace) -> int:
+    from ..derivatives import base_from, check_gguf, gguf_file, open_file
+
+    quiet_libraries(progress=False)
+    results, bases, files, revision = [], {}, [], None
+    for target, filename in gguf_targets(args.target, args.revision):
+        reader = open_file(target, filename, revision=args.revision)
+        name = args.base or base_of_gguf(open_file(target, filename, revision=args.revision))
+        if name not in bases:
+            bases[name] = base_from(name, index_root=index_root(args))
+        results.append(check_gguf(reader, bases[name]))
+        files.append(gguf_file(results[-1], filename or target))
+        revision = getattr(reader, "revision", None)
+    if len(bases) > 1 and args.index is not None:
+        raise UsageError(f"the files name {len(bases)} base models: give one with --base to record them")
+    repo = args.target.partition(":")[0] if revision else None
+    record(args, repo, revision, next(iter(bases.values())), files)
+    if args.json:
+        sys.stdout.write(emit_json([to_data(r) for r in results]))
+        return 0
+    for r in results:
+        print(f"{r.file} ({r.size:,} bytes), against {r.base}: read {r.bytes_read:,} bytes in {r.reads} reads")
+        print(f"  (the header is {r.header_bytes:,} bytes; the rest is one row of blocks per super weight)")
+        for w in r.weights:
+            s = w.stored
+            others = ", ".join(f"[{c}] {v:.4g}" for c, v in s.row_top)
+            print(
+                f"  layer {w.layer} [{s.row}, {s.col}] {s.qtype}: {s.base:.6g} -> {s.stored:.6g} "
+                f"({s.rel_error:.1%} off): {w.state.replace('_', ' ')}; the row's largest others: {others}"
+            )
+    return 0
+
+
+def cmd_screen(args: argparse.Namespace) -> int:
+    from ..derivatives import base_from, safetensors_files, screen
+
+    quiet_libraries(progress=False)
+    base = base_from(args.base, index_root=index_root(args))
+    result = screen(args.model, base, revision=args.revision)
+    record(args, args.model if result.revision else None, result.revision, base, safetensors_files(result))
+    if args.json:
+        sys.stdout.write(emit_json({**to_data(result), "verdict": result.verdict}))
+        return 0
+    print(f"{result.model} against {result.base}: read {result.bytes_read:,} bytes in {result.reads} reads")
+    for w in result.weights:
+        print(
+            f"  layer {w.layer} [{w.row}, {w.col}] ({w.file}): {w.base:.6g} -> {w.value:.6g} "
+            f"({w.change:+.2%}): {w.state}"
+        )
+    within = "within 1 %" if result.verdict == "inherited" else "not within 1 %"
+    print(f"screened, not audited: the base model's super weights are {within} of its values ({result.verdict})")
+    return 0
+
+
+def screen_index_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--index",
+        metavar="DIR",
+        nargs="?",
+        const=True,
+        type=directory,
+        help="the index the base model is read from, and, given, the screen is recorded in (Hub repos only); "
+        "--index alone: $SUPERWEIGHT_INDEX, else ./index",
+    )
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "check-gguf",
+        help="read a GGUF quant at its base model's super weights: kept, clipped or zeroed (range reads)",
+        description="For each super weight of the base model, read only the GGUF header and the blocks of its "
+        "row, dequantize them, and compare the stored value with the base model's.",
+    )
+    p.add_argument("target", metavar="FILE_OR_REPO[:FILENAME]", help="a local .gguf, REPO:FILE, or every .gguf of REPO")
+    p.add_argument(
+        "--base",
+        metavar="MODEL",
+        help="the base model: audited in the index, or a local checkpoint (default: the file's base_model)",
+    )
+    p.add_argument("--revision", help="the Hub repo's branch, tag or commit")
+    p.add_argument("--json", action="store_true", help="print a JSON list, one object per file")
+    screen_index_option(p)
+    p.set_defaults(func=cmd_check_gguf)
+
+    p = sub.add_parser(
+        "screen",
+        help="read a fine-tune at its base model's super weights: inherited or changed (range reads)",
+        description="Read only the safetensors headers and a few bytes at each super weight of the base "
+        "model: a screen, not an audit.",
+    )
+    p.add_argument("model", metavar="MODEL", help="a checkpoint directory or a Hub repo id")
+    p.add_argument("--base", metavar="MODEL", required=True, help="audited in the index, or a local checkpoint")
+    p.add_argument("--revision", help="the Hub repo's branch, tag or commit")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    screen_index_option(p)
+    p.set_defaults(func=cmd_screen)

