@@ -86,7 +86,8 @@ def open_file(target: str, filename: str | None = None, *, revision: str | None 
 
 
 def first_chunk(reader: RangeReader, local: int) -> int:
-    """How much of a header to read first: round trips cost more than bytes over HTTP, not on disk."""
+    """How much of a GGUF header to read first, whose length is known only by parsing it: round trips cost
+    more than bytes over HTTP, not on disk."""
     if not isinstance(reader, hub.RemoteFile):
         return local
     return min(REMOTE_FIRST_CHUNK, max(local, reader.size // 16))
@@ -202,10 +203,9 @@ def screen(model: str, base: Base, *, revision: str | None = None) -> Screen:
         file = shards.get(w.tensor, "model.safetensors") if shards is not None else "model.safetensors"
         if file not in readers:
             r = reader(file)
-            readers[file] = (
-                r,
-                safetensors_read.read_header(r, first_chunk=first_chunk(r, safetensors_read.FIRST_CHUNK)),
-            )
+            # Its first 8 bytes say the header's length: two exact reads over HTTP, no bytes to spare.
+            first = 8 if isinstance(r, hub.RemoteFile) else safetensors_read.FIRST_CHUNK
+            readers[file] = (r, safetensors_read.read_header(r, first_chunk=first))
         r, header = readers[file]
         element = safetensors_read.read_element(r, header, w.tensor, w.index)
         change = element.value / w.value - 1 if math.isfinite(element.value) else math.inf
