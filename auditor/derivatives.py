@@ -52,6 +52,14 @@ class Base:
     revision: str | None
     weights: list[SuperWeight]
 
+    @classmethod
+    def of(cls, entry) -> Base | None:
+        """An index entry's newest measured record as a base, if it has one."""
+        from .index import MeasuredRecord
+
+        measured = [r for r in entry.records if isinstance(r, MeasuredRecord)]
+        return cls(entry.model, measured[-1].revision, list(measured[-1].super_weights)) if measured else None
+
 
 def base_from(name: str, *, index_root: str | Path | None = None) -> Base:
     """The base model's super weights: from its newest measured record in the index, else by detection on a
@@ -60,7 +68,7 @@ def base_from(name: str, *, index_root: str | Path | None = None) -> Base:
     Raises:
         UsageError: neither, or the index holds no measured record with values for it.
     """
-    from .index import MeasuredRecord, load_index
+    from .index import load_index
 
     if Path(name).exists():
         from .detect import detect
@@ -71,11 +79,10 @@ def base_from(name: str, *, index_root: str | Path | None = None) -> Base:
         detection = detect(loaded.model, loaded.tokenizer, progress=False)
         return Base(name, None, detection.super_weights)
     entry = load_index(index_root).get(name)
-    measured = [r for r in (entry.records if entry else []) if isinstance(r, MeasuredRecord)]
-    if not measured:
+    base = Base.of(entry) if entry else None
+    if base is None:
         raise UsageError(f"{name} is neither a local checkpoint nor a model the index has audited: audit it first")
-    record = measured[-1]
-    return Base(entry.model, record.revision, list(record.super_weights))
+    return base
 
 
 def open_file(target: str, filename: str | None = None, *, revision: str | None = None) -> RangeReader:
@@ -128,11 +135,16 @@ def state_of(stored: gguf_read.StoredWeight) -> State:
     return "clipped" if stored.clipped else "intact"
 
 
-def check_gguf(reader: RangeReader, base: Base) -> GgufCheck:
-    """Read each of the base model's super weights from a GGUF file: the header, then one row per weight."""
+def gguf_header(reader: RangeReader) -> gguf_read.GgufHeader:
+    return gguf_read.read_header(reader, first_chunk=first_chunk(reader, gguf_read.FIRST_CHUNK))
+
+
+def check_gguf(reader: RangeReader, base: Base, header: gguf_read.GgufHeader | None = None) -> GgufCheck:
+    """Read each of the base model's super weights from a GGUF file: the header (unless read already, from
+    this reader), then one row per weight."""
     if not base.weights:
         raise UsageError(f"{base.model} has no super weights to look for")
-    header = gguf_read.read_header(reader, first_chunk=first_chunk(reader, gguf_read.FIRST_CHUNK))
+    header = header or gguf_header(reader)
     found = []
     for w in base.weights:
         row = gguf_read.read_weight(reader, w.layer, w.row, w.col, expert=w.expert, header=header)

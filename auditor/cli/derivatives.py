@@ -37,15 +37,12 @@ def gguf_targets(target: str, revision: str | None) -> list[tuple[str, str | Non
     return [(repo, f) for f in files]
 
 
-def base_of_gguf(reader) -> str:
+def base_of_gguf(header) -> str:
     """The base model a GGUF file names in its metadata (`general.base_model.0.repo_url`), if it names one."""
-    from .. import gguf_read
-
-    header = gguf_read.read_header(reader)
     url = header.metadata.get("general.base_model.0.repo_url")
     m = HUB_URL.match(url) if isinstance(url, str) else None
     if m is None:
-        raise UsageError(f"{reader.name} names no base model in its metadata: give one with --base")
+        raise UsageError(f"{header.name} names no base model in its metadata: give one with --base")
     return m.group(1)
 
 
@@ -70,16 +67,17 @@ def record(args: argparse.Namespace, repo: str | None, revision: str | None, bas
 
 
 def cmd_check_gguf(args: argparse.Namespace) -> int:
-    from ..derivatives import base_from, check_gguf, gguf_file, open_file
+    from ..derivatives import base_from, check_gguf, gguf_file, gguf_header, open_file
 
     quiet_libraries(progress=False)
     results, bases, files, revision = [], {}, [], None
     for target, filename in gguf_targets(args.target, args.revision):
         reader = open_file(target, filename, revision=args.revision)
-        name = args.base or base_of_gguf(open_file(target, filename, revision=args.revision))
+        header = gguf_header(reader)  # once: it also names the base model when --base does not
+        name = args.base or base_of_gguf(header)
         if name not in bases:
             bases[name] = base_from(name, index_root=index_root(args))
-        results.append(check_gguf(reader, bases[name]))
+        results.append(check_gguf(reader, bases[name], header))
         files.append(gguf_file(results[-1], filename or target))
         revision = getattr(reader, "revision", None)
     if len(bases) > 1 and args.index is not None:

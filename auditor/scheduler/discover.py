@@ -295,12 +295,8 @@ def walk(listing, spans: Spans, when, *, limit: int, handle, since: datetime | N
 
 def screenable_bases(index: Index) -> dict[str, Base]:
     """Models of the index whose newest measured record has super weights, by lower-cased id."""
-    bases = {}
-    for entry in index:
-        measured = [r for r in entry.records if isinstance(r, MeasuredRecord)]
-        if measured and measured[-1].super_weights:
-            bases[entry.model.lower()] = Base(entry.model, measured[-1].revision, list(measured[-1].super_weights))
-    return bases
+    bases = {entry.model.lower(): Base.of(entry) for entry in index}
+    return {key: base for key, base in bases.items() if base is not None and base.weights}
 
 
 def base_of(info, bases: dict[str, Base]) -> Base | None:
