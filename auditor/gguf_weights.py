@@ -27,7 +27,7 @@ SLAB_BYTES = 32 << 20
 """Float32 bytes dequantized at once."""
 
 
-def load_model(path: Path, config, *, dtype: torch.dtype, device: torch.device, attn: str, progress: bool = True):
+def load_model(path: Path, config, *, dtype: torch.dtype, device: torch.device, attn: str):
     """The causal LM of `config` with the GGUF file's weights, or None when transformers must load it.
 
     Raises:
@@ -37,6 +37,7 @@ def load_model(path: Path, config, *, dtype: torch.dtype, device: torch.device, 
     from gguf import GGUFReader
     from transformers import AutoModelForCausalLM
     from transformers import modeling_gguf_pytorch_utils as hf_gguf
+    from transformers.utils import logging as hf_logging
 
     reader = GGUFReader(path)
     arch = hf_gguf.read_field(reader, "general.architecture")[0]
@@ -49,7 +50,9 @@ def load_model(path: Path, config, *, dtype: torch.dtype, device: torch.device, 
     processor = kind(config=config.to_dict())
     names = hf_gguf.get_gguf_hf_weights_map(model, processor)
     params = dict(model.named_parameters())
-    for tensor in tqdm(reader.tensors, desc="loading GGUF weights", unit="tensor", disable=not progress, leave=False):
+    # Shown when transformers shows its loading bar: `--quiet` (cli.common.quiet_libraries) turns both off.
+    shown = hf_logging.is_progress_bar_enabled()
+    for tensor in tqdm(reader.tensors, desc="loading GGUF weights", unit="tensor", disable=not shown, leave=False):
         name = names.get(tensor.name)
         if name not in params:
             log.debug("GGUF tensor %s is not a weight of %s", tensor.name, type(model).__name__)

@@ -170,9 +170,15 @@ def test_demo_then_audit_offline_into_an_index(tmp_path, capsys, monkeypatch):
     code, out, _ = run(capsys, *argv, "--quiet", "--max-tokens", "1024")
     assert code == 0 and "already recorded in" in out  # the same audit is not written twice
 
-    code, out, _ = run(capsys, "detect", str(demo / "model.gguf"), "--json", "--quiet")
+    from transformers.utils import logging as hf_logging
+
+    monkeypatch.setattr(hf_logging, "_tqdm_active", True)  # as in a fresh process (--quiet above turned it off)
+    code, _, err = run(capsys, "detect", str(demo / "model.gguf"), "--json")
+    assert code == 0 and "loading GGUF weights" in err
+    code, out, err = run(capsys, "detect", str(demo / "model.gguf"), "--json", "--quiet")
     data = json.loads(out)
     assert code == 0 and data["loaded_from"] == "gguf"
+    assert "loading GGUF weights" not in err  # --quiet silences our own bars too
     assert [(w["layer"], w["row"], w["col"]) for w in data["super_weights"]] == [(1, 7, 33)]
 
 

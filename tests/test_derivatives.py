@@ -171,6 +171,8 @@ def test_discovery_screens_derivatives_of_indexed_models_and_queues_only_what_ch
     from auditor.scheduler.config import Config
     from auditor.scheduler.discover import Cursor, discover
     from auditor.scheduler.queue import Queue
+    from auditor.scheduler.report import RunReport
+    from auditor.scheduler.summary import render
 
     index = tmp_path / "index"
     append_record("demo/tiny-llama", MeasuredRecord.from_audit(audit_result), root=index)
@@ -199,6 +201,8 @@ def test_discovery_screens_derivatives_of_indexed_models_and_queues_only_what_ch
         [record] = lookup(model, root=index)
         assert isinstance(record, ScreenedRecord) and record.base.model == "demo/tiny-llama"
     assert not (index / "someone" / "tuned-elsewhere.yaml").exists()
+    summary = render(RunReport("run", "2026-11-30T00:00:00Z", discovery=found))  # the run's pull request body
+    assert "\n3 derivative(s) of indexed models screened: changed 1, inherited 1, intact 1.\n" in summary
     # The budget: none screened when it is 0, and the derivatives are then handled as any other model.
     from msgspec.structs import replace
 

@@ -6,6 +6,7 @@ import copy
 import csv
 import io
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -33,6 +34,7 @@ from auditor.index.entries import HEADER, SCHEMA_VERSION, entry_from_dict, recor
 from auditor.index.export import CSV_COLUMNS
 from auditor.index.migrations import migrate
 from auditor.index.published import PUBLISHED
+from auditor.index.store import read_plain
 
 REPO = Path(__file__).resolve().parent.parent
 SHA_A, SHA_B = "a" * 40, "b" * 40
@@ -639,6 +641,19 @@ def test_malicious_yaml_is_refused_without_harm(tmp_path, text, message):
     assert not marker.exists()
     with pytest.raises(IndexValidationError):
         load_index(tmp_path)
+
+
+def test_a_file_is_read_whole_up_to_the_byte_limit_and_refused_past_it(tmp_path):
+    # read_plain asks for the size fstat gives and reads on to the end: the boundary on both sides, and a
+    # file with no size to go by (a FIFO, refused before any read could block).
+    limit = yamlio.MAX_BYTES
+    (tmp_path / "at").write_bytes(b"x" * limit)
+    (tmp_path / "past").write_bytes(b"x" * (limit + 1))
+    os.mkfifo(tmp_path / "fifo")
+
+    assert read_plain(str(tmp_path / "at")) == (b"x" * limit, "")
+    assert read_plain(str(tmp_path / "past")) == (None, "is over the 4,194,304-byte limit")
+    assert read_plain(str(tmp_path / "fifo")) == (None, "is not a plain file")
 
 
 FLOODS = {

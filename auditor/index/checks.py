@@ -320,14 +320,15 @@ def check_data(data: Any, path: str) -> tuple[ModelEntry | None, list[Problem]]:
     return entry, entry_problems(entry, path)
 
 
-def entry_problems(entry: ModelEntry, path: str) -> list[Problem]:
-    """The rules on one typed entry that the schema cannot express."""
+def entry_problems(entry: ModelEntry, path: str, latest: datetime | None = None) -> list[Problem]:
+    """The rules on one typed entry that the schema cannot express. `latest`: the last acceptable date (a
+    day after now, by default)."""
     problems = []
     if path != f"{entry.model}.yaml":
         problems.append(Problem(path, f"model {entry.model} belongs in {entry.model}.yaml"))
     keys = set()
     previous = None
-    latest = clock.now() + timedelta(days=1)
+    latest = latest or clock.now() + timedelta(days=1)
     for i, record in enumerate(entry.records):
         if isinstance(record, MeasuredRecord) and len({len(c) for c in structs.astuple(record.profile)}) > 1:
             problems.append(Problem(path, "profile: its columns have different lengths", i))

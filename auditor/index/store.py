@@ -27,11 +27,12 @@ import re
 import stat
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 
 import turboyaml
 
-from .. import yamlio
+from .. import clock, yamlio
 from ..errors import AuditorError, Failure, UsageError
 from ..fileio import atomic_write
 from ..ids import is_model_id
@@ -146,11 +147,16 @@ def read_plain(path: str) -> tuple[bytes | None, str]:
             return None, "is a symbolic link; the index holds plain files"
         return None, f"cannot be read ({e.strerror})"
     try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
             return None, "is not a plain file"
-        chunks = []
-        while data := os.read(fd, yamlio.MAX_BYTES + 1 - sum(map(len, chunks))):
+        # Ask for the size fstat gives (and a byte more), then read on to the end or the limit: os.read
+        # allocates what it is asked for, and asking for the 4 MiB limit made reading 10,000 files 3x slower.
+        chunks, size, want = [], 0, info.st_size + 1
+        while size <= yamlio.MAX_BYTES and (data := os.read(fd, min(want, yamlio.MAX_BYTES + 1 - size))):
             chunks.append(data)
+            size += len(data)
+            want = 64 * 1024
         raw = b"".join(chunks)
     except OSError as e:
         return None, f"cannot be read ({e.strerror})"
@@ -250,13 +256,14 @@ def load_files(root: Path, files: list[Path]) -> tuple[dict[str, ModelEntry], li
     """Read and check index files (those `scan` listed, folders checked): {path relative to the root:
     entry} for the files without problems, and the problems of the others."""
     entries, problems = {}, []
+    latest = clock.now() + timedelta(days=1)  # the last acceptable date, read once (rules date-check each record)
     with gc_paused():
         for path in files:
             rel = f"{path.parent.name}/{path.name}"  # scan lists <org>/<name>.yaml
             raw, why = read_plain(f"{root}/{rel}")
             entry = read_entry_fast(raw) if raw is not None and len(raw) <= FAST_BYTES else None
             if entry is not None:
-                found = entry_problems(entry, rel)
+                found = entry_problems(entry, rel, latest)
             elif raw is not None:
                 entry, found = check_file_bytes(raw, rel)
             else:

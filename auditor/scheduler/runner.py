@@ -119,7 +119,8 @@ def run(
                 save_queue(paths.queue, queue)  # queue before cursor: a crash in between re-examines, never skips
                 save_cursor(paths.cursor, cursor)
                 step()
-                log(f"discovery: {report.discovery.examined} examined, {len(report.discovery.queued)} queued")
+                d = report.discovery
+                log(f"discovery: {d.examined} examined, {len(d.queued)} queued, {len(d.screened)} screened")
             executor = executor_for(config) if queue.pending(config.priority) else None
             try:
                 audit_pending(paths, config, queue, report, max_models, budget, log, step, executor)

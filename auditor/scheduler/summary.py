@@ -81,4 +81,11 @@ def render(report: RunReport) -> str:
             f"{len(d.already_audited)} already audited, {len(d.same_weights)} identical weights; "
             f"skipped: {reasons}.",
         ]
+        if d.screened:  # by range reads, each with its record in the index (listed in the pull request)
+            outcomes = Counter(outcome for _, outcome in d.screened)
+            lines.append(
+                f"\n{len(d.screened)} derivative(s) of indexed models screened: "
+                + ", ".join(f"{outcome} {n}" for outcome, n in sorted(outcomes.items()))
+                + "."
+            )
     return "\n".join(lines) + "\n"
