@@ -358,6 +358,10 @@ HOSTILE = {
         gguf_bytes(kvs=[kv("k", GGUFValueType.ARRAY, struct.pack("<IQ", GGUFValueType.STRING, 1 << 20))]),
         r"values of array k: 1,048,576 of them cannot fit",
     ),
+    "huge string in an array": (
+        gguf_bytes(kvs=[kv("k", 9, struct.pack("<IQ", 8, 2) + text("a") + struct.pack("<Q", 2**62))]),  # 8: STRING
+        r"value of k ends at byte 4,611,686,018,427,387,9\d\d, past the end of the file",
+    ),
     "arrays too deep": (
         gguf_bytes(kvs=[kv("k", GGUFValueType.ARRAY, struct.pack("<IQIQIQ", 9, 1, 9, 1, 9, 1))]),
         r"k nests arrays more than 2 deep",
