@@ -8,6 +8,7 @@ summary counts it, and the site shows it.
 from __future__ import annotations
 
 import errno
+import os
 from enum import Enum
 
 
@@ -75,6 +76,11 @@ class Failure(str, Enum):
     RUN_IN_PROGRESS = "run_in_progress"
     GITHUB = "github"
     ERROR = "error"
+
+
+def debugging() -> bool:
+    """SUPERWEIGHT_DEBUG is set: show every error's traceback and causes, not one line."""
+    return bool(os.environ.get("SUPERWEIGHT_DEBUG"))
 
 
 def first_line(e: BaseException, limit: int | None = None) -> str:

@@ -54,6 +54,12 @@ MAX_ARRAY = 1 << 22
 """Most elements in one metadata array (a vocabulary has at most a few hundred thousand)."""
 MAX_DEPTH = 2
 """Arrays of arrays, at most this deep."""
+MAX_KEYS = 1 << 16
+"""Most key-values (real files have tens)."""
+MAX_OBJECTS = 1 << 21
+"""Most strings and arrays in the metadata, all arrays together: each is a Python object (a vocabulary and
+its merges are at most about a million), so a header of millions of tiny values is refused before it costs
+gigabytes and minutes. Arrays of numbers are read whole, as one array each."""
 MAX_DIMS = 4
 """ggml's GGML_MAX_DIMS."""
 
@@ -338,6 +344,7 @@ class Parser:
         self.prefix = prefix
         self.name = reader.name
         self.pos = 0
+        self.objects = 0  # strings and arrays made so far (MAX_OBJECTS)
 
     def fail(self, what: str) -> GgufHeaderError:
         return GgufHeaderError(f"{self.name}: {what}")
@@ -391,6 +398,9 @@ class Parser:
         if itype not in (GGUFValueType.STRING, GGUFValueType.ARRAY):
             raise self.fail(f"{key} is an array of an unknown value type {itype}")
         self.room(count, 8 if itype == GGUFValueType.STRING else 12, f"values of array {key}")
+        self.objects += count
+        if self.objects > MAX_OBJECTS:
+            raise self.fail(f"{key}: the metadata holds more than {MAX_OBJECTS:,} strings and arrays")
         if itype == GGUFValueType.STRING:
             return self.strings(count, f"value of {key}")
         return tuple(self.value(itype, key, depth + 1) for _ in range(count))
@@ -421,6 +431,8 @@ class Parser:
             raise self.fail(f"GGUF version {version}: only versions {' and '.join(map(str, VERSIONS))} are read")
         n_tensors = self.unpack("<Q", "the tensor count")
         n_kv = self.unpack("<Q", "the key-value count")
+        if n_kv > MAX_KEYS:
+            raise self.fail(f"{n_kv:,} key-values, more than the {MAX_KEYS:,} allowed")
         self.room(n_kv, 8 + 4 + 1, "key-values")
         metadata: dict[str, Any] = {}
         for i in range(n_kv):

@@ -6,10 +6,11 @@ data offsets) and the element's bytes, with a couple of neighbours for context. 
 `RangeReader`, so a Hub file answers in two or three small reads. A sharded checkpoint is resolved by the
 caller (`model.safetensors.index.json` names each tensor's shard): this reads one file.
 
-The header is untrusted input. Its length is bounded (`MAX_HEADER`, safetensors' own limit, and the file's
-size) before it is read, and every tensor's dtype, shape and offsets are checked the way the safetensors
-library checks them (known dtype, size = elements x item size, tensors packed back to back filling the
-data section) before any of them is used; any problem is one `SafetensorsHeaderError` naming the file.
+The header is untrusted input. Its length is bounded (`MAX_HEADER` and the file's size) before it is read,
+its brackets before it is parsed, and every tensor's dtype, shape and offsets are checked the way the
+safetensors library checks them (known dtype, size = elements x item size, tensors packed back to back
+filling the data section) before any of them is used; any problem is one `SafetensorsHeaderError` naming
+the file.
 """
 
 from __future__ import annotations
@@ -27,8 +28,14 @@ from .ranges import Prefix, RangeReader, printable, read_exactly
 
 FIRST_CHUNK = 64 << 10
 """The first read: the length and, for most files (a shard of a few hundred tensors), the whole header."""
-MAX_HEADER = 100_000_000
-"""The safetensors library's own limit on N."""
+MAX_HEADER = 16 << 20
+"""The most header we parse. JSON parsing builds up to ~25 bytes of objects per byte of text before anything
+can be checked (a hostile 100 MB header, the safetensors library's own limit, took 2.6 GB); real headers are
+far smaller (tens of kB for a shard of a few hundred tensors; 16 MiB would list ~150,000). A model whose
+header is larger is not screened, and is audited as any other."""
+MAX_CONTAINERS_PER_BYTE = 1 / 16
+"""A tensor's entry is one object and two lists in at least 50 bytes: a header far denser in brackets is
+not a list of tensors, and is refused before parsing builds its millions of objects."""
 MAX_DIMS = 16
 AROUND = 2
 """Neighbours read on each side of the weight, in its row."""
@@ -126,6 +133,11 @@ def read_header(reader: RangeReader, *, first_chunk: int = FIRST_CHUNK) -> Safet
         raise SafetensorsHeaderError(f"{name}: a header of {n:,} bytes, longer than the file ({size:,} bytes)")
     prefix.ensure(8 + n, "the header")
     text = bytes(prefix.data[8 : 8 + n])
+    containers = text.count(b"{") + text.count(b"[")
+    if containers > 64 + n * MAX_CONTAINERS_PER_BYTE:
+        raise SafetensorsHeaderError(
+            f"{name}: the header has {containers:,} objects and lists in {n:,} bytes, not the entries of tensors"
+        )
     try:
         parsed = json.loads(text.decode("utf-8"))
     except (ValueError, RecursionError) as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
@@ -205,7 +217,7 @@ def tensor_entry(name: str, key: str, entry: object, data_start: int, size: int)
     if not isinstance(entry, dict):
         raise SafetensorsHeaderError(f"{name}: the entry of {shown} is not an object")
     dtype, shape, offsets = entry.get("dtype"), entry.get("shape"), entry.get("data_offsets")
-    if dtype not in BITS:
+    if not isinstance(dtype, str) or dtype not in BITS:  # a list or an object cannot even be looked up
         raise SafetensorsHeaderError(f"{name}: {shown} has an unknown dtype {str(dtype)[:40]!r}")
     if not is_ints(shape) or len(shape) > MAX_DIMS:
         raise SafetensorsHeaderError(f"{name}: {shown} has no valid shape (a list of at most {MAX_DIMS} sizes)")

@@ -339,7 +339,12 @@ HOSTILE = {
     "big-endian": (gguf_bytes(version=3 << 24), r"a big-endian GGUF file \(version 3\)"),
     "empty": (b"", r"the magic number ends at byte 4, past the end of the file \(0 bytes\)"),
     "cut in the counts": (gguf_bytes()[:14], r"the tensor count ends at byte 16, past the end of the file"),
-    "huge kv count": (gguf_bytes(counts=(1, 2**63)), r"key-values: 9,223,372,036,854,775,808 of them cannot fit"),
+    "huge kv count": (gguf_bytes(counts=(1, 2**63)), r"9,223,372,036,854,775,808 key-values, more than the 65,536"),
+    "keys that cannot fit": (gguf_bytes(counts=(1, 60_000)), r"key-values: 60,000 of them cannot fit"),
+    "millions of strings": (  # 17 MB of empty strings: each would be a Python object
+        gguf_bytes(kvs=[kv("k", 9, struct.pack("<IQ", 8, 2**21 + 1) + bytes(8 * (2**21 + 1)))]),
+        r"k: the metadata holds more than 2,097,152 strings and arrays",
+    ),
     "huge tensor count": (gguf_bytes(counts=(2**64 - 1, 1)), r"tensor infos: 18,446,744,073,709,551,615 of them"),
     "huge key length": (gguf_bytes(kvs=[struct.pack("<Q", 2**63)]), r"key 0 is 9,223,372,036,854,775,808 bytes long"),
     "huge string": (

@@ -8,6 +8,7 @@ import struct
 
 import pytest
 import torch
+from safetensors import safe_open
 from safetensors.torch import save_file
 
 from auditor.errors import CorruptCheckpointError, UnsupportedModelError, UsageError
@@ -121,14 +122,24 @@ HOSTILE = {
     "empty": (b"", r"the header's length ends at byte 8, past the end of the file \(0 bytes\)"),
     "N past the file": (st_bytes({"t": entry()}, length=10_000), r"a header of 10,000 bytes, longer than the file"),
     "N huge": (st_bytes({"t": entry()}, length=2**63), r"a header of 9,223,372,036,854,775,808 bytes, more than the"),
-    "N over the limit": (st_bytes({}, length=MAX_HEADER + 1), r"more than the 100,000,000 allowed"),
+    "N over the limit": (st_bytes({}, length=MAX_HEADER + 1), r"more than the 16,777,216 allowed"),
+    "brackets, not tensors": (
+        st_bytes(None, raw=b'{"a": [' + b"{}," * 100_000 + b"{}]}"),
+        r"the header has 100,003 objects and lists in 300,011 bytes, not the entries of tensors",
+    ),
     "not JSON": (st_bytes(None, raw=b"{not json}"), r"the header is not JSON \(Expecting property name"),
     "not UTF-8": (st_bytes(None, raw=b'{"\xff": 1}'), r"the header is not JSON \('utf-8' codec can't decode"),
-    "deeply nested": (st_bytes(None, raw=b"[" * 200_000 + b"]" * 200_000), r"the header is not JSON"),
+    "deeply nested": (st_bytes(None, raw=b"[" * 200_000 + b"]" * 200_000), r"has 200,000 objects and lists in 400,000"),
+    "nested, not too many": (
+        st_bytes(None, raw=b'{"a":' + b"[" * 2_000 + b"]" * 2_000 + b" " * 60_000 + b"}"),
+        r"not JSON",
+    ),
     "a list": (st_bytes([1, 2]), r"the header is not a JSON object"),
     "leading space": (st_bytes(None, raw=b' {"t": {}}'), r"the header does not start with '\{'$"),
     "entry not an object": (st_bytes({"t": [1]}), r"the entry of t is not an object"),
     "unknown dtype": (st_bytes({"t": entry(dtype="F12")}), r"t has an unknown dtype 'F12'"),
+    "dtype a list": (st_bytes({"t": entry(dtype=["F32"])}), r"t has an unknown dtype \"\['F32'\]\""),
+    "dtype an object": (st_bytes({"t": entry(dtype={"a": 1})}), r"t has an unknown dtype \"\{'a': 1\}\""),
     "no dtype": (st_bytes({"t": {"shape": [4], "data_offsets": [0, 16]}}), r"t has an unknown dtype 'None'"),
     "negative shape": (st_bytes({"t": entry(shape=(-2, -2))}), r"t has no valid shape"),
     "shape past 64 bits": (st_bytes({"t": entry(shape=(10**4000,))}), r"t has no valid shape"),
@@ -163,6 +174,14 @@ HOSTILE = {
     "trailing bytes": (st_bytes({"t": entry()}, bytes(17)), r"data ends at byte \d+, but the file has \d+ bytes$"),
     "metadata not strings": (st_bytes({"__metadata__": {"a": 1}, "t": entry()}), r"__metadata__ is not a map of str"),
 }
+
+
+@pytest.mark.parametrize("case", HOSTILE)
+def test_the_safetensors_library_refuses_each_hostile_header_too(tmp_path, case):
+    path = tmp_path / "hostile.safetensors"
+    path.write_bytes(HOSTILE[case][0])
+    with pytest.raises(Exception), safe_open(path, "np"):  # noqa: B017 (its errors have no common type)
+        pass
 
 
 @pytest.mark.parametrize("case", HOSTILE)

@@ -8,11 +8,10 @@ reported on one line too. SUPERWEIGHT_DEBUG=1 shows the traceback of either, wit
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
 from .. import __version__
-from ..errors import AuditorError, first_line
+from ..errors import AuditorError, debugging, first_line
 from . import derivatives, index, models, publish, scheduler, site
 
 EXIT_ERROR = 1
@@ -49,12 +48,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except AuditorError as e:
-        if os.environ.get("SUPERWEIGHT_DEBUG"):
+        if debugging():
             raise  # the traceback, with the cause each error keeps (`raise ... from e`)
         print(f"superweight: error: {e}", file=sys.stderr)
         return EXIT_ERROR
     except OSError as e:  # the file system or the network said no: the user's to fix, not a bug
-        if os.environ.get("SUPERWEIGHT_DEBUG"):
+        if debugging():
             raise
         where = f"{e.filename}: " if getattr(e, "filename", None) else ""
         print(f"superweight: error: {where}{e.strerror or first_line(e, 300)}", file=sys.stderr)
@@ -71,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
                 file=sys.stderr,
             )
             return EXIT_ERROR
-        if os.environ.get("SUPERWEIGHT_DEBUG"):
+        if debugging():
             raise
         print(
             f"superweight: internal error: {type(e).__name__}: {first_line(e, 300)} "

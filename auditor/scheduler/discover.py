@@ -35,7 +35,7 @@ import msgspec
 
 from .. import __version__, hub, yamlio
 from ..derivatives import Base, check_gguf, gguf_file, record_of, safetensors_files, screen
-from ..errors import AuditorError, Failure
+from ..errors import AuditorError, Failure, debugging, first_line
 from ..fileio import atomic_write
 from ..hub import RemoteFile
 from ..index import Index, MeasuredRecord, ModelRef, SameWeightsRecord, append_record, load_index, lookup
@@ -319,6 +319,10 @@ def screen_derivative(info, base: Base, index_root: Path, found: Discovery, *, g
         record = record_of(info.sha, base, files)
     except AuditorError as e:
         log.warning("%s: not screened against %s (%s)", info.id, base.model, e)
+        return None
+    except Exception as e:  # a screen is a shortcut: a bug met on one hostile repo must not end the run
+        why = f"{type(e).__name__}: {first_line(e)}"
+        log.warning("%s: not screened against %s (%s)", info.id, base.model, why, exc_info=debugging())
         return None
     append_record(info.id, record, root=index_root)
     found.screened.append((info.id, record.outcome))
