@@ -61,16 +61,17 @@ class Base:
         return cls(entry.model, measured[-1].revision, list(measured[-1].super_weights)) if measured else None
 
 
-def base_from(name: str, *, index_root: str | Path | None = None) -> Base:
-    """The base model's super weights: from its newest measured record in the index, else by detection on a
-    local checkpoint (`name` a directory or .gguf file).
+def base_from(name: str, *, index_root: str | Path | None = None, local: bool = True) -> Base:
+    """The base model's super weights: by detection on a local checkpoint (`name` a directory or .gguf file;
+    unless `local` is False, for a name read from an untrusted file), else from its newest measured record
+    in the index.
 
     Raises:
         UsageError: neither, or the index holds no measured record with values for it.
     """
     from .index import load_index
 
-    if Path(name).exists():
+    if local and Path(name).exists():
         from .detect import detect
         from .loading import load
         from .source import resolve
@@ -202,6 +203,11 @@ def screen(model: str, base: Base, *, revision: str | None = None) -> Screen:
     if not base.weights:
         raise UsageError(f"{base.model} has no super weights to look for")
     local = Path(model).is_dir()
+    if not local and revision is None:  # one commit for the shard index and every file, whatever main does
+        try:
+            revision = hub.model_info(model).sha
+        except Exception as e:
+            raise hub.hub_error(e, model, None) from e
 
     def reader(filename: str) -> RangeReader:
         return LocalReader(Path(model) / filename) if local else open_file(model, filename, revision=revision)

@@ -199,9 +199,11 @@ class RemoteFile:
             meta = with_retries(lambda: get_hf_file_metadata(self.url), what=self.name)
         except Exception as e:
             raise hub_error(e, repo_id, revision) from e
-        if meta.size is None:
-            raise HubError(f"{self.name}: the Hub gave no size for it")
+        if meta.size is None or not meta.commit_hash:
+            raise HubError(f"{self.name}: the Hub gave no {'size' if meta.size is None else 'commit'} for it")
         self.size, self.revision = int(meta.size), meta.commit_hash
+        # Every read from the commit the size came from, not from a branch that may move on in between.
+        self.url = hf_hub_url(repo_id, filename, revision=self.revision)
         self.bytes_read = self.reads = 0
 
     def read(self, offset: int, length: int) -> bytes:

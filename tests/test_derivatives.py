@@ -12,6 +12,7 @@ from safetensors.torch import load_file, save_file
 
 from auditor import derivatives, gguf_read, synthetic
 from auditor.cli import main
+from auditor.errors import UsageError
 from auditor.hub import RemoteFile
 from auditor.index import MeasuredRecord, append_record
 from auditor.ranges import LocalReader
@@ -66,6 +67,16 @@ def test_a_gguf_quant_on_the_hub_is_read_by_ranges_only(base, hub, tmp_path):
     assert len(gets) == check.reads == 2 and check.bytes_read == gguf_read.FIRST_CHUNK + 128 * 4
 
 
+def test_a_hub_file_is_read_from_the_commit_its_size_came_from(hub):
+    first = hub.add_model("someone/moving", {"a.gguf": b"A" * 100})
+    reader = RemoteFile("someone/moving", "a.gguf")  # main, resolved to its commit now
+    second = hub.add_commit("someone/moving", {"a.gguf": b"B" * 100})  # main moves on
+
+    assert second != first and reader.revision == first
+    assert reader.read(0, 4) == b"AAAA"  # not commit two's bytes under commit one's name
+    assert first in reader.url
+
+
 @pytest.mark.parametrize(("change", "state"), [(None, "inherited"), (0.004, "inherited"), (-0.5, "changed")])
 def test_a_fine_tune_is_screened_as_inherited_or_changed(base, tmp_path, change, state):
     path, found = base
@@ -114,10 +125,28 @@ def test_the_commands_print_json_and_fail_in_one_line(base, tmp_path, capsys):
 
     assert main(["check-gguf", str(gguf)]) == 1
     err = capsys.readouterr().err
-    assert "names no base model in its metadata: give one with --base" in err and "Traceback" not in err
+    assert "names no base model on the Hub in its metadata: give one with --base" in err and "Traceback" not in err
     (tmp_path / "index").mkdir()
     assert main(["screen", str(tuned), "--base", "org/unaudited", "--index", str(tmp_path / "index")]) == 1
     assert "neither a local checkpoint nor a model the index has audited" in capsys.readouterr().err
+
+
+def test_a_base_named_by_a_gguf_file_is_a_hub_model_never_a_local_path(base, tmp_path):
+    from types import SimpleNamespace
+
+    from auditor.cli.derivatives import base_of_gguf
+
+    def header(url: str) -> SimpleNamespace:
+        return SimpleNamespace(name="q.gguf", metadata={"general.base_model.0.repo_url": url})
+
+    assert base_of_gguf(header("https://huggingface.co/demo/tiny-llama")) == "demo/tiny-llama"
+    for url in ("https://huggingface.co/../cwd", "https://huggingface.co/a/..", "https://huggingface.co/a--b/c"):
+        with pytest.raises(UsageError, match="names no base model on the Hub in its metadata"):
+            base_of_gguf(header(url))
+    path, _ = base  # a checkpoint on disk: a name from a file never loads it
+    (tmp_path / "index").mkdir()
+    with pytest.raises(UsageError, match="neither a local checkpoint nor a model the index has audited"):
+        derivatives.base_from(str(path), index_root=tmp_path / "index", local=False)
 
 
 @pytest.mark.slow
@@ -211,3 +240,27 @@ def test_discovery_screens_derivatives_of_indexed_models_and_queues_only_what_ch
     again = discover(config, queue=Queue(), cursor=Cursor(), index_root=index)
     assert again.screened == [] and "someone/tuned-kept" in [i.model for i in again.queued]
     assert len(lookup("someone/tuned-kept", root=index)) == 1  # no second screen
+
+
+def test_a_screen_that_fails_unexpectedly_leaves_the_model_to_be_audited(
+    build_checkpoint, audit_result, hub, tmp_path, monkeypatch, caplog
+):
+    from auditor.scheduler import discover as discovery
+    from auditor.scheduler.config import Config
+    from auditor.scheduler.queue import Queue
+
+    index = tmp_path / "index"
+    append_record("demo/tiny-llama", MeasuredRecord.from_audit(audit_result), root=index)
+    tuned = fine_tune(build_checkpoint("llama"), tmp_path / "tuned", -0.5)
+    files = {f.name: f.read_bytes() for f in tuned.iterdir()}
+    hub.add_model("someone/tuned", files, card_data={"license": "apache-2.0", "base_model": "demo/tiny-llama"})
+
+    def broken(*args, **kwargs):
+        raise TypeError("unhashable type: 'list'")  # a reader's bug met on one hostile repo
+
+    monkeypatch.setattr(discovery, "screen", broken)
+    config = Config(licenses=["apache-2.0"], memory_gib=1.0)
+    found = discovery.discover(config, queue=Queue(), cursor=discovery.Cursor(), index_root=index)
+
+    assert found.screened == [] and [i.model for i in found.queued] == ["someone/tuned"]
+    assert "someone/tuned: not screened against demo/tiny-llama (TypeError: unhashable type: 'list')" in caplog.text

@@ -8,23 +8,25 @@ import re
 import sys
 
 from ..errors import UsageError
+from ..ids import is_model_id
 from ..models import to_data
 from .common import directory, emit_json, quiet_libraries
 
 HUB_URL = re.compile(r"https://huggingface\.co/([\w.-]+/[\w.-]+)/?$")
 
 
-def gguf_targets(target: str, revision: str | None) -> list[tuple[str, str | None]]:
-    """(path or repo, filename) of each GGUF file meant: a local file, REPO:FILE, or every .gguf of REPO."""
+def gguf_targets(target: str, revision: str | None) -> list[tuple[str, str | None, str | None]]:
+    """(path or repo, filename, revision) of each GGUF file meant: a local file, REPO:FILE, or every .gguf of
+    REPO (all read at the commit they were listed at)."""
     from pathlib import Path
 
     from .. import hub
 
     if Path(target).exists():
-        return [(target, None)]
+        return [(target, None, None)]
     repo, _, filename = target.partition(":")
     if filename:
-        return [(repo, filename)]
+        return [(repo, filename, revision)]
     if "/" not in repo:
         raise UsageError(f"{target}: no such file, and not a Hub repo id (org/name[:file.gguf])")
     try:
@@ -34,15 +36,16 @@ def gguf_targets(target: str, revision: str | None) -> list[tuple[str, str | Non
     files = sorted(s.rfilename for s in info.siblings or [] if s.rfilename.endswith(".gguf"))
     if not files:
         raise UsageError(f"{repo} has no .gguf file")
-    return [(repo, f) for f in files]
+    return [(repo, f, info.sha) for f in files]
 
 
 def base_of_gguf(header) -> str:
-    """The base model a GGUF file names in its metadata (`general.base_model.0.repo_url`), if it names one."""
+    """The base model a GGUF file names in its metadata (`general.base_model.0.repo_url`), if it names a Hub
+    model (the file is untrusted: `../x` or a path is no name of a base)."""
     url = header.metadata.get("general.base_model.0.repo_url")
     m = HUB_URL.match(url) if isinstance(url, str) else None
-    if m is None:
-        raise UsageError(f"{header.name} names no base model in its metadata: give one with --base")
+    if m is None or not is_model_id(m.group(1)):
+        raise UsageError(f"{header.name} names no base model on the Hub in its metadata: give one with --base")
     return m.group(1)
 
 
@@ -71,12 +74,12 @@ def cmd_check_gguf(args: argparse.Namespace) -> int:
 
     quiet_libraries(progress=False)
     results, bases, files, revision = [], {}, [], None
-    for target, filename in gguf_targets(args.target, args.revision):
-        reader = open_file(target, filename, revision=args.revision)
+    for target, filename, at in gguf_targets(args.target, args.revision):
+        reader = open_file(target, filename, revision=at)
         header = gguf_header(reader)  # once: it also names the base model when --base does not
         name = args.base or base_of_gguf(header)
-        if name not in bases:
-            bases[name] = base_from(name, index_root=index_root(args))
+        if name not in bases:  # a name from the file's metadata is looked up in the index only
+            bases[name] = base_from(name, index_root=index_root(args), local=args.base is not None)
         results.append(check_gguf(reader, bases[name], header))
         files.append(gguf_file(results[-1], filename or target))
         revision = getattr(reader, "revision", None)
