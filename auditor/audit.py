@@ -97,6 +97,7 @@ def audit(
                     perplexity_original=result.perplexity_original,
                     schemes=settings.quant_schemes,
                     include=settings.quant_include,
+                    module_pattern=settings.module_pattern,
                     progress=progress,
                 )
     except torch.OutOfMemoryError as e:

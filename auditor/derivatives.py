@@ -40,7 +40,7 @@ less than a super weight's size, and a changed super weight changes by far more.
 REMOTE_FIRST_CHUNK = 2 << 20
 """First read of a remote header: 2 MiB holds a 50k-vocabulary GGUF header in one round trip (less for a
 small file: at most a sixteenth of it)."""
-State = Literal["intact", "clipped", "zeroed", "sign_flipped"]
+State = Literal["intact", "clipped", "zeroed", "sign_flipped", "not_finite"]
 
 
 @dataclass(frozen=True)
@@ -129,6 +129,8 @@ class GgufCheck(Model):
 
 
 def state_of(stored: gguf_read.StoredWeight) -> State:
+    if not math.isfinite(stored.stored):  # inf or NaN: the weight is gone, whatever its sign
+        return "not_finite"
     if stored.zeroed:
         return "zeroed"
     if not stored.sign_kept:

@@ -68,9 +68,12 @@ class Target:
         return q.transpose(-1, -2) if self.transposed else q
 
 
-def targets(model: nn.Module, held: list[WeightRef], include: list[str] = ()) -> list[Target]:
+def targets(
+    model: nn.Module, held: list[WeightRef], include: list[str] = (), module_pattern: str | None = None
+) -> list[Target]:
     """The decoder's linear weights (Linear, GPT-2's Conv1D, fused experts), and the head and input
-    embeddings when `include` names them; each with the indices of the super weights it holds."""
+    embeddings when `include` names them; each with the indices of the super weights it holds, in the
+    down projections detection used (`module_pattern`, as given to it)."""
     found: list[Target] = []
     for module in decoder_layers(model)[1].modules():
         kind = classify(module)
@@ -86,10 +89,13 @@ def targets(model: nn.Module, held: list[WeightRef], include: list[str] = ()) ->
     if "embeddings" in include:
         found.append(Target(model.get_input_embeddings(), "weight", False, []))
     if held:
-        projections = find_down_projections(model)
+        projections = find_down_projections(model, module_pattern)
         for ref in held:
             proj = projection_for(projections, ref.layer, ref.expert)
-            target = next(t for t in found if t.module is proj.module and t.attr == proj.attr)
+            target = next((t for t in found if t.module is proj.module and t.attr == proj.attr), None)
+            if target is None:  # a pattern's module of a kind the walk above does not quantize: it is held
+                target = Target(proj.module, proj.attr, proj.kind == "conv1d", [])
+                found.append(target)
             target.held.append((ref.row, ref.col) if ref.expert is None else (ref.expert, ref.row, ref.col))
     return found
 
@@ -133,6 +139,7 @@ def measure(
     schemes: list[str] | tuple[str, ...] = DEFAULT_SCHEMES,
     include: list[str] = (),
     clip_z: tuple[float, ...] = CLIP_Z,
+    module_pattern: str | None = None,
     progress: bool = True,
 ) -> Quantization:
     """Perplexity on `windows` under each RTN scheme, plain and with the super weights `held` kept (and
@@ -143,7 +150,7 @@ def measure(
     """
     if any(getattr(h, "offload", False) for m in model.modules() for h in hooks_of(m)):
         raise UsageError("quantize-impact needs the model on its devices: it cannot run with --offload")
-    found = targets(model, held, list(include))
+    found = targets(model, held, list(include), module_pattern)
     grid = [parse_scheme(s) for s in schemes]
     chunk = 0 if "head" in include else None  # the chunked loss slices the head itself, past its hooks
     batch = max(BATCH, windows_per_forward(model, windows.shape[1]))

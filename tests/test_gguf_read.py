@@ -3,6 +3,7 @@ kilobytes of the file, and hostile headers refused in one line."""
 
 from __future__ import annotations
 
+import math
 import struct
 from pathlib import Path
 
@@ -282,9 +283,13 @@ def test_a_stored_weight_is_judged_against_the_base(stored, sign_kept, zeroed, c
         compare(row_of([1.0, 2.0], 0), base=0.0)
 
 
-def test_a_stored_nan_is_neither_kept_nor_zeroed_nor_clipped():
-    got = compare(row_of([float("nan"), -0.5], 0), base=-2.0)
-    assert not (got.sign_kept or got.zeroed or got.clipped) and np.isnan(got.rel_error)
+@pytest.mark.parametrize("stored", [float("nan"), float("inf"), -float("inf")])
+def test_a_stored_value_that_is_not_finite_is_neither_kept_nor_zeroed_nor_clipped(stored):
+    from auditor.derivatives import state_of
+
+    got = compare(row_of([stored, -0.5], 0), base=-2.0)
+    assert not (got.sign_kept or got.zeroed or got.clipped) and not math.isfinite(got.rel_error)
+    assert state_of(got) == "not_finite"  # -inf has the base's sign, and is no less gone
 
 
 def test_a_quant_of_clipped_weights_reads_as_clipped(tmp_path):

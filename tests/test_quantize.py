@@ -145,6 +145,23 @@ def test_the_head_and_embeddings_are_quantized_only_when_asked(crowded):
     assert len(plain) == 4 * 7  # q, k, v, o, gate, up, down in each of 4 layers
 
 
+def test_super_weights_are_held_in_the_down_projections_a_module_pattern_names(build_checkpoint, load_checkpoint):
+    from auditor.detect import detect
+
+    lm = load_checkpoint(build_checkpoint("llama"))
+    for layer in lm.model.model.layers:  # a layout the built-in table does not know: mlp.w_out
+        mlp = layer.mlp
+        mlp.w_out = mlp.down_proj
+        del mlp.down_proj
+        mlp.forward = lambda x, m=mlp: m.w_out(m.act_fn(m.gate_proj(x)) * m.up_proj(x))
+    pattern = r"model\.layers\.\d+\.mlp\.w_out"
+    [ref] = [w.ref() for w in detect(lm.model, lm.tokenizer, module_pattern=pattern, progress=False).super_weights]
+
+    held = [t for t in quantimpact.targets(lm.model, [ref], module_pattern=pattern) if t.held]
+
+    assert [(t.module, t.held) for t in held] == [(lm.model.model.layers[ref.layer].mlp.w_out, [(ref.row, ref.col)])]
+
+
 def test_an_offloaded_model_is_refused_in_one_line(build_checkpoint, eval_text):
     from auditor.loading import load
     from auditor.source import resolve

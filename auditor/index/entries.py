@@ -197,7 +197,7 @@ class SameWeightsRecord(IndexRecord, tag="same_weights"):
         return None
 
 
-ScreenState = Literal["intact", "clipped", "zeroed", "sign_flipped", "inherited", "changed"]
+ScreenState = Literal["intact", "clipped", "zeroed", "sign_flipped", "not_finite", "inherited", "changed"]
 
 
 class ScreenedWeight(Model):
@@ -211,8 +211,8 @@ class ScreenedWeight(Model):
     value: float | None
     """As the file stores it (dequantized, for a GGUF quant); None: not a finite number."""
     state: ScreenState
-    """GGUF: `intact`, `clipped` (the same sign, under 75 % of the base value), `zeroed` (under 5 %) or
-    `sign_flipped`; safetensors: `inherited` (within 1 %) or `changed`."""
+    """GGUF: `intact`, `clipped` (the same sign, under 75 % of the base value), `zeroed` (under 5 %),
+    `sign_flipped` or `not_finite` (inf or NaN); safetensors: `inherited` (within 1 %) or `changed`."""
     expert: Count | None = None
 
 

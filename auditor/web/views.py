@@ -457,7 +457,7 @@ def settings_of(record: Record) -> list[tuple[str, str]]:
 QUANT_TAG = re.compile(r"(?<![A-Za-z0-9])(I?Q\d+_[A-Z0-9]+(?:_[A-Z0-9]+)?|BF16|F16|F32)(?![A-Za-z0-9])", re.IGNORECASE)
 """A quant type in a GGUF file's name: `model-Q4_K_M.gguf`, `model.IQ2_XS.gguf`, `model-f16.gguf`."""
 
-BROKEN_STATES = ("sign_flipped", "zeroed", "clipped", "changed")
+BROKEN_STATES = ("not_finite", "sign_flipped", "zeroed", "clipped", "changed")
 """The states of a weight that a screen reports as damage, worst first."""
 
 
@@ -512,7 +512,7 @@ def file_summary(f: ScreenedFile) -> str:
     elif w.state == "intact":
         text = "intact" + (f", {percent(moved, signed=True)}" if moved is not None else "")
     elif w.value is None:
-        text = f"not a finite number ({w.state.replace('_', ' ')})"
+        text = "not a finite number"
     elif w.state in ("clipped", "zeroed"):
         text = f"{w.state} to {percent(100 + moved)} of the original" if moved is not None else w.state
     elif w.state == "sign_flipped":
