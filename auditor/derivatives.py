@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Literal
 
 from . import gguf_read, hub, safetensors_read
 from .errors import UsageError
+from .ids import is_model_id
 from .models import Count, Model
 from .ranges import LocalReader, RangeReader
 from .records import SuperWeight
@@ -151,9 +152,21 @@ def check_gguf(reader: RangeReader, base: Base, header: gguf_read.GgufHeader | N
     found = []
     for w in base.weights:
         row = gguf_read.read_weight(reader, w.layer, w.row, w.col, expert=w.expert, header=header)
+        same_shape(header.name, row.tensor, header.tensors[row.tensor].shape[-2:], base, w)
         stored = gguf_read.compare(row, w.value)
         found.append(GgufWeight(w.layer, state_of(stored), stored))
     return GgufCheck(reader.name, reader.size, base.model, header.data_start, reader.bytes_read, reader.reads, found)
+
+
+def same_shape(file: str, tensor: str, shape: tuple[int, ...], base: Base, w: SuperWeight, *, stored_t=False) -> None:
+    """Refuse a file whose matrix is not shaped as the base model's: not a derivative of it (a wrong --base,
+    or a card naming the wrong base), whose value at the same coordinates would mean nothing. `stored_t`:
+    the file may store it as [in, out] (safetensors of GPT-2's Conv1D, transposed fused experts)."""
+    if tuple(shape) not in (tuple(w.shape), tuple(reversed(w.shape)) if stored_t else tuple(w.shape)):
+        raise UsageError(
+            f"{file}: {tensor} is {' x '.join(map(str, shape))}, but {base.model}'s layer {w.layer} down projection is "
+            f"{w.shape[0]} x {w.shape[1]}: not a derivative of it"
+        )
 
 
 # -- safetensors fine-tunes --------------------------------------------------------------------------------
@@ -205,6 +218,8 @@ def screen(model: str, base: Base, *, revision: str | None = None) -> Screen:
     if not base.weights:
         raise UsageError(f"{base.model} has no super weights to look for")
     local = Path(model).is_dir()
+    if not local and not is_model_id(model):
+        raise UsageError(f"{model}: no such directory, and not a Hub repo id (org/name)")
     if not local and revision is None:  # one commit for the shard index and every file, whatever main does
         try:
             revision = hub.model_info(model).sha
@@ -227,6 +242,8 @@ def screen(model: str, base: Base, *, revision: str | None = None) -> Screen:
             first = 8 if isinstance(r, hub.RemoteFile) else safetensors_read.FIRST_CHUNK
             readers[file] = (r, safetensors_read.read_header(r, first_chunk=first))
         r, header = readers[file]
+        if w.tensor in header.tensors:  # (read_element names a missing one)
+            same_shape(header.name, w.tensor, header.tensors[w.tensor].shape[-2:], base, w, stored_t=True)
         element = safetensors_read.read_element(r, header, w.tensor, w.index)
         change = element.value / w.value - 1 if math.isfinite(element.value) else math.inf
         state = "inherited" if abs(change) <= INHERITED_WITHIN else "changed"

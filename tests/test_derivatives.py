@@ -126,9 +126,29 @@ def test_the_commands_print_json_and_fail_in_one_line(base, tmp_path, capsys):
     assert main(["check-gguf", str(gguf)]) == 1
     err = capsys.readouterr().err
     assert "names no base model on the Hub in its metadata: give one with --base" in err and "Traceback" not in err
+    for missing in ("/nonexistent.gguf", "./nonexistent.gguf", "not a model"):  # a path, never a Hub id
+        assert main(["check-gguf", missing, "--base", str(path)]) == 1
+        assert f"{missing}: no such file, and not a Hub repo id" in capsys.readouterr().err
+        assert main(["screen", missing, "--base", str(path)]) == 1
+        assert f"{missing}: no such directory, and not a Hub repo id (org/name)" in capsys.readouterr().err
     (tmp_path / "index").mkdir()
     assert main(["screen", str(tuned), "--base", "org/unaudited", "--index", str(tmp_path / "index")]) == 1
     assert "neither a local checkpoint nor a model the index has audited" in capsys.readouterr().err
+
+
+def test_a_file_shaped_unlike_the_base_model_is_refused_not_judged(base, tmp_path):
+    from msgspec.structs import replace
+
+    path, found = base
+    rows, cols = found.weights[0].shape
+    other = derivatives.Base("org/wider", None, [replace(w, shape=(rows, cols * 2)) for w in found.weights])
+    gguf = synthetic.write_gguf(path, tmp_path / "model.gguf")
+    message = rf"ffn_down\.weight is {rows} x {cols}, but org/wider's layer 1 down projection is {rows} x {cols * 2}"
+    with pytest.raises(UsageError, match=message + ": not a derivative of it"):
+        derivatives.check_gguf(LocalReader(gguf), other)
+    tuned = fine_tune(path, tmp_path / "tuned", None)
+    with pytest.raises(UsageError, match=rf"down_proj\.weight is {rows} x {cols}, but org/wider's"):
+        derivatives.screen(str(tuned), other)
 
 
 def test_a_base_named_by_a_gguf_file_is_a_hub_model_never_a_local_path(base, tmp_path):

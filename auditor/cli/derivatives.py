@@ -27,7 +27,7 @@ def gguf_targets(target: str, revision: str | None) -> list[tuple[str, str | Non
     repo, _, filename = target.partition(":")
     if filename:
         return [(repo, filename, revision)]
-    if "/" not in repo:
+    if not is_model_id(repo):
         raise UsageError(f"{target}: no such file, and not a Hub repo id (org/name[:file.gguf])")
     try:
         info = hub.model_info(repo, revision=revision)
