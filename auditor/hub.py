@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -95,9 +95,16 @@ def model_info(repo_id: str, *, revision: str | None = None, files_metadata: boo
     )
 
 
-def list_models(*, api: Any = None, **query: Any) -> Iterable[Any]:
-    """A lazy listing (huggingface_hub follows the pages as it is read)."""
-    return client(api).list_models(**query)
+def list_models(*, api: Any = None, **query: Any) -> Iterator[Any]:
+    """A lazy listing (huggingface_hub follows the pages as it is read, with its own retries); a page that
+    cannot be fetched is a HubError."""
+    try:
+        yield from client(api).list_models(**query)
+    except Exception as e:
+        mapped = hub_error(e, "the model listing", None)
+        if mapped is e:
+            raise
+        raise mapped from e
 
 
 def download(

@@ -313,8 +313,9 @@ GGUF_NAMES = {
 }
 
 
-def write_gguf(checkpoint: str | Path, out: str | Path) -> Path:
-    """Convert a synthetic llama checkpoint to GGUF (float32 tensors), as llama.cpp's converter would."""
+def write_gguf(checkpoint: str | Path, out: str | Path, *, base_model: str | None = None) -> Path:
+    """Convert a synthetic llama checkpoint to GGUF (float32 tensors), as llama.cpp's converter would;
+    `base_model`: the Hub id its metadata names as its base (as the converter writes from a model card)."""
     import gguf
     from safetensors.torch import load_file
 
@@ -326,6 +327,9 @@ def write_gguf(checkpoint: str | Path, out: str | Path) -> Path:
     heads, kv_heads = config["num_attention_heads"], config["num_key_value_heads"]
     w = gguf.GGUFWriter(str(out), "llama")
     w.add_name("synthetic-llama")
+    if base_model is not None:
+        w.add_uint32("general.base_model.count", 1)
+        w.add_string("general.base_model.0.repo_url", f"https://huggingface.co/{base_model}")
     w.add_context_length(config["max_position_embeddings"])
     w.add_embedding_length(config["hidden_size"])
     w.add_block_count(config["num_hidden_layers"])

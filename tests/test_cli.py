@@ -160,6 +160,8 @@ def test_demo_then_audit_offline_into_an_index(tmp_path, capsys, monkeypatch):
     assert (demo / "model.gguf").exists() and (demo / "eval.txt").exists()
     assert f"  export HF_HUB_OFFLINE=1 HF_HUB_CACHE={demo / 'hub'}\n" in out
     assert f"  superweight audit demo/tiny-llama --eval-text {demo / 'eval.txt'} --index {demo / 'index'}\n" in out
+    check_gguf = f"  SUPERWEIGHT_INDEX={demo / 'index'} superweight check-gguf {demo / 'model.gguf'}\n"
+    assert out.endswith(check_gguf)
 
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(demo / "hub"))
@@ -180,6 +182,14 @@ def test_demo_then_audit_offline_into_an_index(tmp_path, capsys, monkeypatch):
     assert code == 0 and data["loaded_from"] == "gguf"
     assert "loading GGUF weights" not in err  # --quiet silences our own bars too
     assert [(w["layer"], w["row"], w["col"]) for w in data["super_weights"]] == [(1, 7, 33)]
+
+    monkeypatch.setenv("SUPERWEIGHT_INDEX", str(demo / "index"))  # as the demo's last hint says
+    code, out, _ = run(capsys, "check-gguf", str(demo / "model.gguf"))  # the base named in the file's metadata
+    assert code == 0 and "against demo/tiny-llama" in out and ": intact;" in out
+
+    code, _, err = run(capsys, "demo", str(tmp_path / "gpt2"), "--family", "gpt2", "--gguf")
+    assert code == 1 and "--gguf converts the llama family only, not gpt2" in err
+    assert not (tmp_path / "gpt2").exists()  # refused before anything was written
 
 
 def test_index_takes_hub_models_only(build_checkpoint, tmp_path, capsys):

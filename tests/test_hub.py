@@ -242,3 +242,13 @@ def test_offline_commands_fail_at_once_saying_so(offline_attempts, eval_text, ca
     err = capsys.readouterr().err
     assert err.startswith("superweight: error: ") and message in err and "HF_HUB_OFFLINE" in err, err
     assert len(offline_attempts["downloads"]) <= 1 and offline_attempts["sleeps"] == []
+
+
+def test_a_listing_page_that_cannot_be_fetched_is_one_hub_error():
+    class Unreachable:  # huggingface_hub fetches each page as the listing is read, after its own retries
+        def list_models(self, **query):
+            yield from ()
+            raise ConnectionRefusedError(111, "Connection refused")
+
+    with pytest.raises(HubError, match=r"^could not fetch the model listing from the Hub: \[Errno 111\]"):
+        list(hub_client.list_models(api=Unreachable()))

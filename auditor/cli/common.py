@@ -36,8 +36,10 @@ def quiet_libraries(progress: bool) -> None:
     warnings.filterwarnings("ignore")
     logging.basicConfig(level=logging.WARNING, format="superweight: %(message)s")
     from huggingface_hub.utils import disable_progress_bars
+    from huggingface_hub.utils import logging as hflog
     from transformers.utils import logging as tlog
 
+    hflog.disable_propagation()  # it has its own handler: its retries' warnings were printed twice
     tlog.set_verbosity_error()
     if not progress:
         tlog.disable_progress_bar()

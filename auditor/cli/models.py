@@ -243,6 +243,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     if args.family not in synthetic.FAMILIES:
         raise UsageError(f"--family must be one of {', '.join(sorted(synthetic.FAMILIES))}")
+    if args.gguf and args.family != "llama":
+        raise UsageError(f"--gguf converts the llama family only, not {args.family}")
     quiet_libraries(progress=False)
     out: Path = args.directory
     repo_id = f"demo/tiny-{args.family.replace('_', '-')}"
@@ -254,10 +256,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print(f"  (commit {sha}; as a plain checkpoint directory: {snapshot})")
     print(f"wrote its evaluation text to {text}")
     if args.gguf:
-        print(f"wrote a GGUF copy to {synthetic.write_gguf(snapshot, out / 'model.gguf')}")
+        gguf = synthetic.write_gguf(snapshot, out / "model.gguf", base_model=repo_id)
+        print(f"wrote a GGUF copy to {gguf} (its metadata names {repo_id} as its base)")
     print("next, offline:")
     print(f"  export HF_HUB_OFFLINE=1 HF_HUB_CACHE={out / 'hub'}")
     print(f"  superweight audit {repo_id} --eval-text {text} --index {out / 'index'}")
+    if args.gguf:
+        print(f"  SUPERWEIGHT_INDEX={out / 'index'} superweight check-gguf {out / 'model.gguf'}")
     return 0
 
 
