@@ -144,11 +144,24 @@ def test_errors_are_one_line(build_checkpoint, capsys, args, message):
     assert "Traceback" not in err
 
 
-def test_bad_option_values_are_usage_errors(capsys):
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["audit", "x", "--max-tokens", "-5"], "argument --max-tokens: '-5' must be at least 0"),
+        (["detect", "x", "--max-super-weights", "0"], "argument --max-super-weights: '0' must be at least 1"),
+        (["audit"], "the following arguments are required: MODEL"),
+        (
+            ["audit", "x", "--output", __file__ + "/x.json"],
+            f"argument --output: {__file__}/x.json: {__file__} is not a directory",
+        ),
+    ],
+)
+def test_bad_option_values_are_usage_errors_in_one_line(capsys, argv, message):
     with pytest.raises(SystemExit) as exit_info:
-        main(["audit", "x", "--max-tokens", "-5"])
+        main(argv)
     assert exit_info.value.code == 2
-    assert "must be at least 0" in capsys.readouterr().err
+    [line] = capsys.readouterr().err.splitlines()  # not argparse's whole usage
+    assert line == f"superweight {argv[0]}: error: {message} (see superweight {argv[0]} --help)"
 
 
 def test_demo_then_audit_offline_into_an_index(tmp_path, capsys, monkeypatch):

@@ -142,6 +142,12 @@ def test_paths_that_cannot_work_are_one_line_errors(tmp_path, capsys, monkeypatc
     assert (code, err) == (1, f"superweight: error: {tmp_path}: Is a directory\n")
     code, _, err = run(capsys, "site", "build", "--index", str(REPO / "index"), "--out", str(a_file / "site"))
     assert code == 1 and err.startswith("superweight: error: ") and "internal error" not in err
+    site = ["site", "build", "--index", str(REPO / "index"), "--out", str(tmp_path / "site")]
+    code, _, err = run(capsys, *site, "--queue", str(tmp_path / "missing.yaml"))  # named, so it must be there
+    assert (code, err) == (1, f"superweight: error: --queue {tmp_path / 'missing.yaml'}: no such file\n")
+    code, _, err = run(capsys, *site, "--base-url", "notaurl")
+    assert code == 1 and "--base-url notaurl: give a path from the server's root (/repo/) or a URL" in err
+    assert not (tmp_path / "site").exists()
     monkeypatch.setenv("SUPERWEIGHT_INDEX", str(tmp_path / "nowhere"))
     code, _, err = run(capsys, "index", "lookup", "org/model")
     assert code == 1 and f"no index directory at {tmp_path / 'nowhere'} (from $SUPERWEIGHT_INDEX)" in err

@@ -204,6 +204,12 @@ def test_screens_of_hub_repos_are_recorded_in_the_index(build_checkpoint, audit_
     assert quant.base.model == "demo/tiny-llama" and quant.base.revision == audit_result.info.revision
     [file] = quant.files
     assert (file.file, file.format, file.qtype, file.weights[0].value) == (gguf.name, "gguf", "F32", -2.0)
+    assert main(["index", "lookup", "SOMEONE/tiny-llama-gguf", "--index", str(index)]) == 0
+    out = capsys.readouterr().out
+    assert f"a screen against demo/tiny-llama @ {quant.base.revision[:12]}: intact" in out
+    assert f"  {gguf.name}: layer 1 [7, 33] -2 -> -2: intact\n" in out
+    assert main(["index", "lookup", "SOMEONE/tiny-llama-gguf", "--index", str(index), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["model"] == "someone/tiny-llama-GGUF"  # as the index spells it
     [tuned_record] = lookup("someone/tiny-llama-tuned", root=index)
     assert tuned_record.revision == tuned_sha and tuned_record.outcome == "changed"
     assert tuned_record.files[0].weights[0].state == "changed" and tuned_record.verdict is None

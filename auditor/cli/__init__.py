@@ -15,6 +15,7 @@ from ..errors import AuditorError, debugging, first_line
 from . import derivatives, index, models, publish, scheduler, site
 
 EXIT_ERROR = 1
+EXIT_USAGE = 2  # a bad option, as argparse (and most tools) exit
 EXIT_INTERRUPTED = 130
 # The top-level modules of the `audit` extra (pyproject.toml): the base install reads the index without them.
 AUDIT_MODULES = {
@@ -31,8 +32,15 @@ AUDIT_MODULES = {
 }
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse, with a bad option reported as every other failure is: one line (not the whole usage)."""
+
+    def error(self, message: str):
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="superweight",
         description="Find super weights in open language models, confirm them by ablation, and keep an index.",
     )

@@ -20,6 +20,19 @@ def directory(text: str) -> Path:
     return path
 
 
+def output_file(text: str) -> Path:
+    """An argparse type: a file to write, checked before any work is done (its folder may not exist yet)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("an empty path: name a file")
+    path = Path(text)
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is a directory")
+    existing = next(p for p in path.absolute().parents if p.exists())
+    if not existing.is_dir():
+        raise argparse.ArgumentTypeError(f"{text}: {existing} is not a directory")
+    return path
+
+
 def index_option(p: argparse.ArgumentParser) -> None:
     """--index DIR, for the commands that read or write the index; the default honours $SUPERWEIGHT_INDEX."""
     p.add_argument(

@@ -46,15 +46,16 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_lookup(args: argparse.Namespace) -> int:
-    from ..index import lookup
     from ..index.entries import record_to_dict
+    from ..index.store import lookup_entry
 
-    records = lookup(args.model, args.revision, root=args.index)
+    entry = lookup_entry(args.model, root=args.index)
+    records = [] if entry is None else entry.for_revision(args.revision)
     if not records:
         at = f" at revision {args.revision}" if args.revision else ""
         raise AuditorError(f"{args.model}{at} is not in the index")
-    if args.json:
-        sys.stdout.write(emit_json({"model": args.model, "records": [record_to_dict(r) for r in records]}))
+    if args.json:  # the id as the index spells it (ids are case-insensitive)
+        sys.stdout.write(emit_json({"model": entry.model, "records": [record_to_dict(r) for r in records]}))
         return 0
     for r in records:
         head = f"{r.source} {r.date}" + (f" @ {r.revision}" if r.revision else "")
@@ -65,6 +66,8 @@ def cmd_lookup(args: argparse.Namespace) -> int:
                 head += f" (zeroed x{a.damage:,.1f} perplexity, control x{a.control_damage:,.2f})"
         elif r.source == "reported":
             head += f": {r.citation}"
+        elif r.source == "screened":
+            head += f": a screen against {r.base.model} @ {r.base.revision[:12]}: {r.outcome}"
         else:
             head += f": same weights as {r.same_weights_as.model} @ {r.same_weights_as.revision}"
         print(head)
@@ -73,6 +76,10 @@ def cmd_lookup(args: argparse.Namespace) -> int:
             value = f"  value {w.value:.4g}" if w.value is not None else ""
             where = f"  {w.tensor}[{', '.join(map(str, w.index))}]" if w.tensor and w.index else ""
             print(f"  {w.ref().label}{expert}{value}{where}")
+        for f in getattr(r, "files", []):  # a screen: each file's value at each super weight
+            for w in f.weights:
+                stored = f"{w.value:.4g}" if w.value is not None else "not finite"
+                print(f"  {f.file}: layer {w.layer} [{w.row}, {w.col}] {w.base:.4g} -> {stored}: {w.state}")
         if rejected := getattr(r, "rejected_candidates", []):
             print(f"  rejected candidates: {', '.join(w.ref().label for w in rejected)}")
         if getattr(r, "note", None):

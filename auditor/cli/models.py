@@ -28,7 +28,7 @@ from ..settings import (
     memory_key,
     parse_size,
 )
-from .common import directory, emit_json, positive, quiet_libraries
+from .common import directory, emit_json, output_file, positive, quiet_libraries
 
 
 def device(text: str) -> str:
@@ -101,7 +101,7 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument(
         "--max-super-weights",
-        type=positive(int),
+        type=positive(int, 1),
         default=DEFAULT_MAX_SUPER_WEIGHTS,
         help="stop the iterative search after this many (default: %(default)d)",
     )
@@ -112,7 +112,7 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
     )
     o = p.add_argument_group("output")
     o.add_argument("--json", action="store_true", help="print one JSON object on stdout")
-    o.add_argument("--output", metavar="FILE", type=Path, help="also write the JSON result to FILE")
+    o.add_argument("--output", metavar="FILE", type=output_file, help="also write the JSON result to FILE")
     o.add_argument("--quiet", action="store_true", help="no progress bars")
 
 

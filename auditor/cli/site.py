@@ -6,17 +6,26 @@ import argparse
 import sys
 from pathlib import Path
 
+from ..errors import UsageError
 from .common import index_option
+
+DEFAULT_QUEUE = Path("queue/queue.yaml")
 
 
 def cmd_build(args: argparse.Namespace) -> int:
     from ..web.build import build_site
 
+    if not args.base_url.startswith(("/", "http://", "https://")):
+        raise UsageError(
+            f"--base-url {args.base_url}: give a path from the server's root (/repo/) or a URL (https://...)"
+        )
+    if args.queue is not None and not args.queue.is_file():  # the default may be missing; a file named must not
+        raise UsageError(f"--queue {args.queue}: no such file")
     result = build_site(
         args.out,
         base_url=args.base_url,
         index_root=args.index,
-        queue_file=args.queue,
+        queue_file=args.queue or DEFAULT_QUEUE,
         site_dir=args.site_dir,
         repo_url=args.repo_url,
     )
@@ -52,9 +61,7 @@ def register(sub) -> None:
         "need it absolute, and 404.html links from its path; every other link is relative",
     )
     index_option(p)
-    p.add_argument(
-        "--queue", type=Path, default=Path("queue/queue.yaml"), help="the queue file (default: queue/queue.yaml)"
-    )
+    p.add_argument("--queue", type=Path, help=f"the queue file (default: {DEFAULT_QUEUE}, if there is one)")
     p.add_argument("--site-dir", type=Path, help="templates/ and assets/ to use instead of the built-in ones")
     p.add_argument("--repo-url", help="the repository on GitHub, for links to source files")
     p.set_defaults(func=cmd_build)

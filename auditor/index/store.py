@@ -296,9 +296,15 @@ def lookup(model_id: str, revision: str | None = None, *, root: str | Path | Non
 
     Reads only that model's file. Hub ids are matched case-insensitively.
     """
+    entry = lookup_entry(model_id, root=root)
+    return [] if entry is None else entry.for_revision(revision)
+
+
+def lookup_entry(model_id: str, *, root: str | Path | None = None) -> ModelEntry | None:
+    """One model's entry (its id as the index spells it, and its records), or None; as `lookup` reads it."""
     root = resolve_root(root)
     path = find_file(root, check_model_id(model_id))
-    return [] if path is None else read_entry(path, root).for_revision(revision)
+    return None if path is None else read_entry(path, root)
 
 
 @contextlib.contextmanager
