@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import json
 import math
+import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -39,8 +41,8 @@ INHERITED_WITHIN = 0.01
 """A fine-tune's weight within 1 % of the base value counts as inherited: fine-tuning moves weights by far
 less than a super weight's size, and a changed super weight changes by far more."""
 REMOTE_FIRST_CHUNK = 2 << 20
-"""First read of a remote header: 2 MiB holds a 50k-vocabulary GGUF header in one round trip (less for a
-small file: at most a sixteenth of it)."""
+"""First read of a remote GGUF header: 2 MiB holds a 50k-vocabulary header in one round trip (for a file
+under 32 MiB, a sixteenth of it, and never less than a local first read)."""
 State = Literal["intact", "clipped", "zeroed", "sign_flipped", "not_finite"]
 
 
@@ -87,6 +89,16 @@ def base_from(name: str, *, index_root: str | Path | None = None, local: bool = 
     return base
 
 
+def looked_for(base: Base) -> None:
+    """Refuse a base with nothing to compare: no super weights, or one without its value (a record that
+    gives only coordinates)."""
+    if not base.weights:
+        raise UsageError(f"{base.model} has no super weights to look for")
+    for w in base.weights:
+        if w.value is None or not math.isfinite(w.value) or w.value == 0:
+            raise UsageError(f"{base.model}'s record gives no value for layer {w.layer} [{w.row}, {w.col}]: audit it")
+
+
 def open_file(target: str, filename: str | None = None, *, revision: str | None = None) -> RangeReader:
     """A local file, or a Hub repo's file read by range requests."""
     if filename is None:
@@ -114,15 +126,18 @@ class GgufWeight(Model):
 
 
 class GgufCheck(Model):
-    """What one GGUF file holds at the base model's super weights, and what finding out cost."""
+    """What one GGUF file (or split model) holds at the base model's super weights, and what finding out
+    cost (over all its shards)."""
 
     file: str
+    """The file, or the first shard of a split model."""
     size: Count
     base: str
     header_bytes: Count
     bytes_read: Count
     reads: Count
     weights: list[GgufWeight]
+    shards: Count = 1
 
     @property
     def intact(self) -> bool:
@@ -143,19 +158,54 @@ def gguf_header(reader: RangeReader) -> gguf_read.GgufHeader:
     return gguf_read.read_header(reader, first_chunk=first_chunk(reader, gguf_read.FIRST_CHUNK))
 
 
-def check_gguf(reader: RangeReader, base: Base, header: gguf_read.GgufHeader | None = None) -> GgufCheck:
+def check_gguf(
+    reader: RangeReader, base: Base, header: gguf_read.GgufHeader | None = None, *, shards: Sequence[RangeReader] = ()
+) -> GgufCheck:
     """Read each of the base model's super weights from a GGUF file: the header (unless read already, from
-    this reader), then one row per weight."""
-    if not base.weights:
-        raise UsageError(f"{base.model} has no super weights to look for")
-    header = header or gguf_header(reader)
+    this reader), then one row per weight. `shards`: the other files of a split model (gguf-split's
+    NAME-0000K-of-0000N.gguf), whose headers are read too; each weight is read from the file holding it."""
+    looked_for(base)
+    files = [(reader, header or gguf_header(reader)), *((r, gguf_header(r)) for r in shards)]
     found = []
     for w in base.weights:
-        row = gguf_read.read_weight(reader, w.layer, w.row, w.col, expert=w.expert, header=header)
-        same_shape(header.name, row.tensor, header.tensors[row.tensor].shape[-2:], base, w)
+        r, h = next(((r, h) for r, h in files if gguf_read.holds(h, w.layer, w.expert)), files[0])
+        row = gguf_read.read_weight(r, w.layer, w.row, w.col, expert=w.expert, header=h)
+        same_shape(h.name, row.tensor, h.tensors[row.tensor].shape[-2:], base, w)
         stored = gguf_read.compare(row, w.value)
         found.append(GgufWeight(w.layer, state_of(stored), stored))
-    return GgufCheck(reader.name, reader.size, base.model, header.data_start, reader.bytes_read, reader.reads, found)
+    return GgufCheck(
+        reader.name,
+        sum(r.size for r, _ in files),
+        base.model,
+        sum(h.data_start for _, h in files),
+        sum(r.bytes_read for r, _ in files),
+        sum(r.reads for r, _ in files),
+        found,
+        shards=len(files),
+    )
+
+
+SPLIT = re.compile(r"(?P<stem>.+)-(?P<no>\d{5})-of-(?P<count>\d{5})\.gguf")
+"""A shard of a model split by llama.cpp's gguf-split, numbered from 1."""
+
+
+def gguf_groups(names: Iterable[str]) -> list[list[str]]:
+    """GGUF file names as they are checked: each file alone, the shards of a split model together (first
+    shard first), sorted.
+
+    Raises:
+        UsageError: a split model with a shard missing.
+    """
+    groups: dict[str, list[str]] = {}
+    for name in sorted(names):
+        m = SPLIT.fullmatch(name)
+        groups.setdefault(f"{m['stem']}-of-{m['count']}" if m else name, []).append(name)
+    for shards in groups.values():
+        m = SPLIT.fullmatch(shards[0])
+        wanted = [f"{m['stem']}-{i:05d}-of-{m['count']}.gguf" for i in range(1, int(m["count"]) + 1)] if m else shards
+        if shards != wanted:
+            raise UsageError(f"{shards[0]}: a split GGUF model with {len(shards)} of its {len(wanted)} files")
+    return sorted(groups.values())
 
 
 def same_shape(file: str, tensor: str, shape: tuple[int, ...], base: Base, w: SuperWeight, *, stored_t=False) -> None:
@@ -215,8 +265,7 @@ class Screen(Model):
 def screen(model: str, base: Base, *, revision: str | None = None) -> Screen:
     """Read each of the base model's super weights from `model`'s safetensors (a local directory or a Hub
     repo): the index of shards if there is one, each needed file's header, then a few bytes per weight."""
-    if not base.weights:
-        raise UsageError(f"{base.model} has no super weights to look for")
+    looked_for(base)
     local = Path(model).is_dir()
     if not local and not is_model_id(model):
         raise UsageError(f"{model}: no such directory, and not a Hub repo id (org/name)")

@@ -5,7 +5,7 @@ per weight: the value the quant stores at [row, col] of a down projection. Readi
 key-values, mostly the tokenizer's vocabulary, and the tensor infos) and the quantized blocks of one row,
 through a `RangeReader`, so a Hub file answers with a few round trips instead of a download.
 `gguf.GGUFReader` is not used: it maps the whole file. A split GGUF (`-00001-of-00003.gguf`) is read a shard
-at a time, each with its own header: the caller picks the shard holding the tensor.
+at a time, each with its own header: `holds` says which one has a layer (`derivatives.check_gguf` uses it).
 
 The header is untrusted input. Every count and length is bounded by the file's size and by `MAX_HEADER`
 before anything is allocated for it, every tensor's bytes must lie inside the file, and any problem is one
@@ -267,6 +267,12 @@ def read_row(
         offset=offset,
         bytes_read=reader.bytes_read - before,
     )
+
+
+def holds(header: GgufHeader, layer: int, expert: int | None = None) -> bool:
+    """Whether the file holds layer `layer`'s down projection (expert `expert`'s, fused or apart)."""
+    legacy = expert is not None and f"blk.{layer}.ffn_down.{expert}.weight" in header.tensors
+    return legacy or tensor_name(layer, expert) in header.tensors
 
 
 def read_weight(

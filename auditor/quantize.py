@@ -53,7 +53,10 @@ def rtn_rows(w: torch.Tensor, bits: int, block: int | None) -> torch.Tensor:
 
 
 def clip(w: torch.Tensor, z: float) -> torch.Tensor:
-    """`w` with values beyond mean +- z std of the whole tensor clipped to those bounds (a new tensor)."""
+    """`w` with values beyond mean +- z std of its matrix clipped to those bounds (a new tensor); stacked
+    experts [expert, out, in] each by their own matrix's statistics."""
+    if w.dim() > 2:
+        return torch.stack([clip(m, z) for m in w])
     flat = w.reshape(-1)
     total = squares = 0.0
     for start in range(0, flat.numel(), CHUNK):  # in float64, a chunk at a time: exact enough, and small

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
@@ -151,6 +152,69 @@ def test_a_file_shaped_unlike_the_base_model_is_refused_not_judged(base, tmp_pat
         derivatives.screen(str(tuned), other)
 
 
+def test_a_base_without_values_is_refused_before_any_read(base, tmp_path):
+    from msgspec.structs import replace
+
+    path, found = base
+    coordinates_only = derivatives.Base("org/cited", None, [replace(w, value=None) for w in found.weights])
+    message = r"org/cited's record gives no value for layer 1 \[7, 33\]: audit it"
+    with pytest.raises(UsageError, match=message):
+        derivatives.check_gguf(LocalReader(synthetic.write_gguf(path, tmp_path / "model.gguf")), coordinates_only)
+    with pytest.raises(UsageError, match=message):
+        derivatives.screen(str(path), coordinates_only)
+
+
+def split(gguf_path: Path, out: Path, parts: int = 3) -> list[Path]:
+    """The file as llama.cpp's gguf-split shards it: NAME-0000K-of-0000N.gguf, the tensors in runs."""
+    import gguf
+
+    tensors = list(gguf.GGUFReader(gguf_path).tensors)[::-1]  # the first layers last
+    size = -(-len(tensors) // parts)
+    paths = []
+    for k in range(parts):
+        path = out / f"{gguf_path.stem}-{k + 1:05d}-of-{parts:05d}.gguf"
+        w = gguf.GGUFWriter(str(path), "llama")
+        w.add_uint16("split.no", k)
+        w.add_uint16("split.count", parts)
+        for t in tensors[k * size : (k + 1) * size]:
+            w.add_tensor(t.name, np.array(t.data), raw_dtype=t.tensor_type)
+        w.write_header_to_file()
+        w.write_kv_data_to_file()
+        w.write_tensors_to_file()
+        w.close()
+        paths.append(path)
+    return paths
+
+
+def test_a_split_gguf_model_is_checked_across_its_files(base, hub, tmp_path, capsys):
+    path, found = base
+    whole = synthetic.write_gguf(path, tmp_path / "model.gguf")
+    shards = split(whole, tmp_path)
+    holding = [gguf_read.holds(gguf_read.read_header(LocalReader(p)), 1) for p in shards]
+    assert sum(holding) == 1 and not holding[0]  # the super weight's layer is in a later file
+
+    check = derivatives.check_gguf(LocalReader(shards[0]), found, shards=[LocalReader(p) for p in shards[1:]])
+    alone = derivatives.check_gguf(LocalReader(whole), found)
+    assert check.weights == alone.weights and check.shards == 3
+    assert check.size == sum(p.stat().st_size for p in shards)
+    assert main(["check-gguf", str(shards[1]), "--base", str(path), "--json"]) == 0  # any shard finds the rest
+    [cli] = json.loads(capsys.readouterr().out)
+    assert cli["file"] == shards[0].name and cli["shards"] == 3 and cli["weights"][0]["state"] == "intact"
+
+    hub.add_model("someone/split-GGUF", {p.name: p.read_bytes() for p in [*shards, whole]})
+    assert main(["check-gguf", "someone/split-GGUF", "--base", str(path), "--json"]) == 0
+    assert [(c["file"], c["shards"]) for c in json.loads(capsys.readouterr().out)] == [
+        (f"someone/split-GGUF/{shards[0].name}", 3),
+        ("someone/split-GGUF/model.gguf", 1),
+    ]
+    assert derivatives.gguf_groups(["b.gguf", *(p.name for p in reversed(shards))]) == [
+        ["b.gguf"],
+        [p.name for p in shards],
+    ]
+    with pytest.raises(UsageError, match=r"model-00001-of-00003\.gguf: a split GGUF model with 2 of its 3 files"):
+        derivatives.gguf_groups([p.name for p in shards[:2]])
+
+
 def test_a_base_named_by_a_gguf_file_is_a_hub_model_never_a_local_path(base, tmp_path):
     from types import SimpleNamespace
 
@@ -235,6 +299,9 @@ def test_discovery_screens_derivatives_of_indexed_models_and_queues_only_what_ch
     card = {"license": "apache-2.0", "base_model": "demo/tiny-llama"}
     gguf = synthetic.write_gguf(base, tmp_path / "tiny-llama.F32.gguf")
     hub.add_model("someone/tiny-llama-GGUF", {gguf.name: gguf.read_bytes()}, card_data=card)
+    (tmp_path / "split").mkdir()
+    shards = {p.name: p.read_bytes() for p in split(gguf, tmp_path / "split")}
+    hub.add_model("someone/tiny-llama-split-GGUF", shards, card_data=card)
     for name, change in (("kept", 0.004), ("changed", -0.5)):
         tuned = fine_tune(base, tmp_path / name, change)
         hub.add_model(f"someone/tuned-{name}", {f.name: f.read_bytes() for f in tuned.iterdir()}, card_data=card)
@@ -246,6 +313,7 @@ def test_discovery_screens_derivatives_of_indexed_models_and_queues_only_what_ch
 
     assert sorted(found.screened) == [
         ("someone/tiny-llama-GGUF", "intact"),
+        ("someone/tiny-llama-split-GGUF", "intact"),  # its three files read as one model
         ("someone/tuned-changed", "changed"),
         ("someone/tuned-kept", "inherited"),
     ]
@@ -257,7 +325,7 @@ def test_discovery_screens_derivatives_of_indexed_models_and_queues_only_what_ch
         assert isinstance(record, ScreenedRecord) and record.base.model == "demo/tiny-llama"
     assert not (index / "someone" / "tuned-elsewhere.yaml").exists()
     summary = render(RunReport("run", "2026-11-30T00:00:00Z", discovery=found))  # the run's pull request body
-    assert "\n3 derivative(s) of indexed models screened: changed 1, inherited 1, intact 1.\n" in summary
+    assert "\n4 derivative(s) of indexed models screened: changed 1, inherited 1, intact 2.\n" in summary
     # The budget: none screened when it is 0, and the derivatives are then handled as any other model.
     from msgspec.structs import replace
 

@@ -76,6 +76,8 @@ def test_clipping_is_to_mean_plus_minus_z_standard_deviations():
     assert torch.allclose(clip(w, 1.0), torch.tensor([0, 0, 0, 0, 2 + 20**0.5]))
     held = quantize(torch.tensor([[0.0, 0.0, 0.0, 0.0, 10.0, -9.0]]), 8, held=[(0, 4)], clip_z=1.0)
     assert held[0, 4] == 10 and held[0, 5] > -9  # the held weight escapes the clipping; the other does not
+    experts = torch.stack([w.reshape(1, 5), 100 * w.reshape(1, 5)])  # each matrix by its own statistics
+    assert torch.allclose(clip(experts, 1.0), torch.stack([clip(w, 1.0), clip(100 * w, 1.0)]).reshape(2, 1, 5))
 
 
 # -- on a planted model --------------------------------------------------------------------------------------

@@ -4,39 +4,50 @@ range reads of a few kilobytes (`auditor.derivatives`)."""
 from __future__ import annotations
 
 import argparse
+import glob
 import re
 import sys
 
 from ..errors import UsageError
 from ..ids import is_model_id
-from ..models import to_data
+from ..models import to_full_data
 from .common import directory, emit_json, quiet_libraries
 
 HUB_URL = re.compile(r"https://huggingface\.co/([\w.-]+/[\w.-]+)/?$")
 
 
-def gguf_targets(target: str, revision: str | None) -> list[tuple[str, str | None, str | None]]:
-    """(path or repo, filename, revision) of each GGUF file meant: a local file, REPO:FILE, or every .gguf of
-    REPO (all read at the commit they were listed at)."""
+def gguf_targets(target: str, revision: str | None) -> list[tuple[list[tuple[str, str | None]], str | None]]:
+    """The GGUF files meant, as checks to make: for each, its (path or repo, filename) pairs (a split
+    model's shards together, first shard first) and the revision to read. TARGET is a local file, REPO:FILE,
+    or every .gguf of REPO (all read at the commit they were listed at)."""
     from pathlib import Path
 
     from .. import hub
+    from ..derivatives import SPLIT, gguf_groups
 
-    if Path(target).exists():
-        return [(target, None, None)]
+    path = Path(target)
+    if path.exists():
+        m = SPLIT.fullmatch(path.name)
+        if m is None:
+            return [([(target, None)], None)]
+        shards = [p.name for p in path.parent.glob(f"{glob.escape(m['stem'])}-*-of-{m['count']}.gguf")]
+        [group] = [g for g in gguf_groups(shards) if path.name in g]
+        return [([(str(path.parent / name), None) for name in group], None)]
     repo, _, filename = target.partition(":")
-    if filename:
-        return [(repo, filename, revision)]
     if not is_model_id(repo):
         raise UsageError(f"{target}: no such file, and not a Hub repo id (org/name[:file.gguf])")
+    if filename and not SPLIT.fullmatch(filename):
+        return [([(repo, filename)], revision)]
     try:
         info = hub.model_info(repo, revision=revision)
     except Exception as e:
         raise hub.hub_error(e, repo, revision) from e
-    files = sorted(s.rfilename for s in info.siblings or [] if s.rfilename.endswith(".gguf"))
-    if not files:
-        raise UsageError(f"{repo} has no .gguf file")
-    return [(repo, f, info.sha) for f in files]
+    groups = gguf_groups(s.rfilename for s in info.siblings or [] if s.rfilename.endswith(".gguf"))
+    if filename:  # one shard named: its split model
+        groups = [g for g in groups if filename in g]
+    if not groups:
+        raise UsageError(f"{target}: no such .gguf file" if filename else f"{repo} has no .gguf file")
+    return [([(repo, name) for name in group], info.sha) for group in groups]
 
 
 def base_of_gguf(header) -> str:
@@ -74,13 +85,14 @@ def cmd_check_gguf(args: argparse.Namespace) -> int:
 
     quiet_libraries(progress=False)
     results, bases, files, revision = [], {}, [], None
-    for target, filename, at in gguf_targets(args.target, args.revision):
-        reader = open_file(target, filename, revision=at)
+    for group, at in gguf_targets(args.target, args.revision):
+        reader, *shards = [open_file(target, filename, revision=at) for target, filename in group]
         header = gguf_header(reader)  # once: it also names the base model when --base does not
         name = args.base or base_of_gguf(header)
         if name not in bases:  # a name from the file's metadata is looked up in the index only
             bases[name] = base_from(name, index_root=index_root(args), local=args.base is not None)
-        results.append(check_gguf(reader, bases[name], header))
+        results.append(check_gguf(reader, bases[name], header, shards=shards))
+        target, filename = group[0]
         files.append(gguf_file(results[-1], filename or target))
         revision = getattr(reader, "revision", None)
     if len(bases) > 1 and args.index is not None:
@@ -88,10 +100,11 @@ def cmd_check_gguf(args: argparse.Namespace) -> int:
     repo = args.target.partition(":")[0] if revision else None
     record(args, repo, revision, next(iter(bases.values())), files)
     if args.json:
-        sys.stdout.write(emit_json([to_data(r) for r in results]))
+        sys.stdout.write(emit_json([to_full_data(r) for r in results]))
         return 0
     for r in results:
-        print(f"{r.file} ({r.size:,} bytes), against {r.base}: read {r.bytes_read:,} bytes in {r.reads} reads")
+        split = f", {r.shards} files" if r.shards > 1 else ""
+        print(f"{r.file} ({r.size:,} bytes{split}), against {r.base}: read {r.bytes_read:,} bytes in {r.reads} reads")
         print(f"  (the header is {r.header_bytes:,} bytes; the rest is one row of blocks per super weight)")
         for w in r.weights:
             s = w.stored
@@ -111,7 +124,7 @@ def cmd_screen(args: argparse.Namespace) -> int:
     result = screen(args.model, base, revision=args.revision)
     record(args, args.model if result.revision else None, result.revision, base, safetensors_files(result))
     if args.json:
-        sys.stdout.write(emit_json({**to_data(result), "verdict": result.verdict}))
+        sys.stdout.write(emit_json({**to_full_data(result), "verdict": result.verdict}))
         return 0
     print(f"{result.model} against {result.base}: read {result.bytes_read:,} bytes in {result.reads} reads")
     for w in result.weights:

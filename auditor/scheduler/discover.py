@@ -34,7 +34,7 @@ from typing import Literal
 import msgspec
 
 from .. import __version__, hub, yamlio
-from ..derivatives import Base, check_gguf, gguf_file, record_of, safetensors_files, screen
+from ..derivatives import Base, check_gguf, gguf_file, gguf_groups, record_of, safetensors_files, screen
 from ..errors import AuditorError, Failure, debugging, first_line
 from ..fileio import atomic_write
 from ..hub import RemoteFile
@@ -311,8 +311,9 @@ def screen_derivative(info, base: Base, index_root: Path, found: Discovery, *, g
     layout the readers do not know, a Hub failure): it is then handled as any other model."""
     try:
         if gguf:
-            names = sorted(s.rfilename for s in info.siblings or [] if s.rfilename.endswith(".gguf"))
-            checks = [(n, check_gguf(RemoteFile(info.id, n, revision=info.sha), base)) for n in names]
+            groups = gguf_groups(s.rfilename for s in info.siblings or [] if s.rfilename.endswith(".gguf"))
+            reader = partial(RemoteFile, info.id, revision=info.sha)
+            checks = [(g[0], check_gguf(reader(g[0]), base, shards=[reader(n) for n in g[1:]])) for g in groups]
             files = [gguf_file(check, n) for n, check in checks]
         else:
             files = safetensors_files(screen(info.id, base, revision=info.sha))
