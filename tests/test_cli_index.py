@@ -148,6 +148,10 @@ def test_paths_that_cannot_work_are_one_line_errors(tmp_path, capsys, monkeypatc
     code, _, err = run(capsys, *site, "--base-url", "notaurl")
     assert code == 1 and "--base-url notaurl: give a path from the server's root (/repo/) or a URL" in err
     assert not (tmp_path / "site").exists()
+    code, _, err = run(capsys, "audit", "org/model", "--index", str(a_file / "index"))  # before any download
+    assert (code, err) == (1, f"superweight: error: --index {a_file / 'index'}: Not a directory\n")
+    code, out, _ = run(capsys, "site", "check", str(tmp_path / "nowhere"))
+    assert code == 1 and out == f"{tmp_path / 'nowhere'}: no such directory\n"
     monkeypatch.setenv("SUPERWEIGHT_INDEX", str(tmp_path / "nowhere"))
     code, _, err = run(capsys, "index", "lookup", "org/model")
     assert code == 1 and f"no index directory at {tmp_path / 'nowhere'} (from $SUPERWEIGHT_INDEX)" in err

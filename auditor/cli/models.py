@@ -211,6 +211,11 @@ def cmd_detect_or_audit(args: argparse.Namespace) -> int:
         index_root = index_path()
     if index_root is not None and ("/" not in args.model or Path(args.model).exists()):
         raise UsageError("--index takes Hub models only (org/name): a local path has no Hub id or commit to record")
+    if index_root is not None:  # made now: a folder that cannot be is found out before the audit, not after
+        try:
+            Path(index_root).mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise UsageError(f"--index {index_root}: {e.strerror or e}") from e
     quiet_libraries(progress=not args.quiet)
     settings = settings_from(args)
     if args.command == "detect":

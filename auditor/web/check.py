@@ -59,6 +59,8 @@ def target(root: Path, base: str, url_path: str) -> Path | None:
 def check_site(root: str | Path) -> list[str]:
     """Every problem found, as `page: message` lines ([] when the site is sound)."""
     root = Path(root)
+    if not root.is_dir():
+        return [f"{root}: no such directory"]
     if not (root / MARKER).exists():
         return [f"{root}: not a site build (no {MARKER})"]
     built = json.loads((root / MARKER).read_text())
