@@ -33,6 +33,7 @@ from .ids import is_model_id
 from .models import Count, Model
 from .ranges import LocalReader, RangeReader
 from .records import SuperWeight
+from .source import SHARD_INDEX, SINGLE_FILE
 
 if TYPE_CHECKING:
     from .index.entries import ScreenedFile, ScreenedRecord
@@ -168,7 +169,7 @@ def check_gguf(
     files = [(reader, header or gguf_header(reader)), *((r, gguf_header(r)) for r in shards)]
     found = []
     for w in base.weights:
-        r, h = next(((r, h) for r, h in files if gguf_read.holds(h, w.layer, w.expert)), files[0])
+        r, h = next(((r, h) for r, h in files if gguf_read.down_tensor(h, w.layer, w.expert)), files[0])
         row = gguf_read.read_weight(r, w.layer, w.row, w.col, expert=w.expert, header=h)
         same_shape(h.name, row.tensor, h.tensors[row.tensor].shape[-2:], base, w)
         stored = gguf_read.compare(row, w.value)
@@ -270,10 +271,7 @@ def screen(model: str, base: Base, *, revision: str | None = None) -> Screen:
     if not local and not is_model_id(model):
         raise UsageError(f"{model}: no such directory, and not a Hub repo id (org/name)")
     if not local and revision is None:  # one commit for the shard index and every file, whatever main does
-        try:
-            revision = hub.model_info(model).sha
-        except Exception as e:
-            raise hub.hub_error(e, model, None) from e
+        revision = hub.model_info(model).sha
 
     def reader(filename: str) -> RangeReader:
         return LocalReader(Path(model) / filename) if local else open_file(model, filename, revision=revision)
@@ -284,7 +282,7 @@ def screen(model: str, base: Base, *, revision: str | None = None) -> Screen:
     for w in base.weights:
         if w.tensor is None or w.index is None:
             raise UsageError(f"{base.model}'s record gives no tensor name for layer {w.layer}: audit it again")
-        file = shards.get(w.tensor, "model.safetensors") if shards is not None else "model.safetensors"
+        file = shards.get(w.tensor, SINGLE_FILE) if shards is not None else SINGLE_FILE
         if file not in readers:
             r = reader(file)
             # Its first 8 bytes say the header's length: two exact reads over HTTP, no bytes to spare.
@@ -320,7 +318,7 @@ def screen(model: str, base: Base, *, revision: str | None = None) -> Screen:
 
 def shard_map(model: str, local: bool, revision: str | None) -> dict[str, str] | None:
     """`model.safetensors.index.json`'s tensor -> file map, or None for a single-file checkpoint."""
-    name = "model.safetensors.index.json"
+    name = SHARD_INDEX
     if local:
         path = Path(model) / name
         if not path.exists():

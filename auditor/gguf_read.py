@@ -5,7 +5,7 @@ per weight: the value the quant stores at [row, col] of a down projection. Readi
 key-values, mostly the tokenizer's vocabulary, and the tensor infos) and the quantized blocks of one row,
 through a `RangeReader`, so a Hub file answers with a few round trips instead of a download.
 `gguf.GGUFReader` is not used: it maps the whole file. A split GGUF (`-00001-of-00003.gguf`) is read a shard
-at a time, each with its own header: `holds` says which one has a layer (`derivatives.check_gguf` uses it).
+at a time, each with its own header: `down_tensor` says which one has a layer (`derivatives.check_gguf`).
 
 The header is untrusted input. Every count and length is bounded by the file's size and by `MAX_HEADER`
 before anything is allocated for it, every tensor's bytes must lie inside the file, and any problem is one
@@ -269,31 +269,33 @@ def read_row(
     )
 
 
-def holds(header: GgufHeader, layer: int, expert: int | None = None) -> bool:
-    """Whether the file holds layer `layer`'s down projection (expert `expert`'s, fused or apart)."""
-    legacy = expert is not None and f"blk.{layer}.ffn_down.{expert}.weight" in header.tensors
-    return legacy or tensor_name(layer, expert) in header.tensors
+def down_tensor(header: GgufHeader, layer: int, expert: int | None = None) -> str | None:
+    """The name of the tensor holding layer `layer`'s down projection (of expert `expert`) in this file, or
+    None: the fused `ffn_down_exps`, or, in files converted before it (early 2024), the expert's own
+    `blk.{layer}.ffn_down.{expert}.weight`."""
+    name = tensor_name(layer, expert)
+    if name in header.tensors:
+        return name
+    legacy = f"blk.{layer}.ffn_down.{expert}.weight"
+    return legacy if expert is not None and legacy in header.tensors else None
 
 
 def read_weight(
     reader: RangeReader, layer: int, row: int, col: int, *, expert: int | None = None, header: GgufHeader | None = None
 ) -> GgufRow:
     """The row holding `down_proj.weight[row, col]` of layer `layer` (of expert `expert`), reading the header
-    first unless given. Experts are found in the fused `ffn_down_exps` tensor or, in files converted before
-    it (early 2024), in `blk.{layer}.ffn_down.{expert}.weight`.
+    first unless given (the tensor: `down_tensor`).
 
     Raises:
         UsageError: the file has no such down projection, or the coordinate is outside it.
     """
     header = header or read_header(reader)
-    name = tensor_name(layer, expert)
-    if expert is not None and name not in header.tensors:
-        legacy = f"blk.{layer}.ffn_down.{expert}.weight"
-        if legacy in header.tensors:
-            return dataclasses.replace(read_row(reader, header, legacy, row, col), expert=expert)
-    if name not in header.tensors:
+    name, fused = down_tensor(header, layer, expert), tensor_name(layer, expert)
+    if name is None:
         layers = sum(1 for t in header.tensors if re.fullmatch(r"blk\.\d+\.ffn_down(_exps)?\.weight", t))
-        raise UsageError(f"{header.name}: no tensor {name}: the file has {layers} down projection(s)")
+        raise UsageError(f"{header.name}: no tensor {fused}: the file has {layers} down projection(s)")
+    if name != fused:  # an expert's own 2-D tensor
+        return dataclasses.replace(read_row(reader, header, name, row, col), expert=expert)
     return read_row(reader, header, name, row, col, expert=expert)
 
 

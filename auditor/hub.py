@@ -8,6 +8,7 @@ errors, and the transport errors of whichever HTTP library this huggingface_hub 
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import time
@@ -89,22 +90,31 @@ def client(api: Any = None) -> Any:
     return api or HfApi()
 
 
+@contextlib.contextmanager
+def hub_errors(repo_id: str, revision: str | None) -> Iterator[None]:
+    """Within: huggingface_hub's exceptions raised as the auditor's (`hub_error`), the others as they are."""
+    try:
+        yield
+    except Exception as e:
+        mapped = hub_error(e, repo_id, revision)
+        if mapped is e:
+            raise
+        raise mapped from e
+
+
 def model_info(repo_id: str, *, revision: str | None = None, files_metadata: bool = False, api: Any = None) -> Any:
-    return with_retries(
-        lambda: client(api).model_info(repo_id, revision=revision, files_metadata=files_metadata), what=repo_id
-    )
+    """The repo's info at `revision`, retried; huggingface_hub's errors as the auditor's."""
+    with hub_errors(repo_id, revision):
+        return with_retries(
+            lambda: client(api).model_info(repo_id, revision=revision, files_metadata=files_metadata), what=repo_id
+        )
 
 
 def list_models(*, api: Any = None, **query: Any) -> Iterator[Any]:
     """A lazy listing (huggingface_hub follows the pages as it is read, with its own retries); a page that
     cannot be fetched is a HubError."""
-    try:
+    with hub_errors("the model listing", None):
         yield from client(api).list_models(**query)
-    except Exception as e:
-        mapped = hub_error(e, "the model listing", None)
-        if mapped is e:
-            raise
-        raise mapped from e
 
 
 def download(
@@ -202,10 +212,8 @@ class RemoteFile:
         self.name = f"{repo_id}/{filename}"
         self.repo_id, self.asked = repo_id, revision
         self.url = hf_hub_url(repo_id, filename, revision=revision)
-        try:
+        with hub_errors(repo_id, revision):
             meta = with_retries(lambda: get_hf_file_metadata(self.url), what=self.name)
-        except Exception as e:
-            raise hub_error(e, repo_id, revision) from e
         if meta.size is None or not meta.commit_hash:
             raise HubError(f"{self.name}: the Hub gave no {'size' if meta.size is None else 'commit'} for it")
         self.size, self.revision = int(meta.size), meta.commit_hash
@@ -238,10 +246,8 @@ class RemoteFile:
                         break
                 return bytes(data)
 
-        try:
+        with hub_errors(self.repo_id, self.asked):
             data = with_retries(get, what=self.name)
-        except Exception as e:
-            raise hub_error(e, self.repo_id, self.asked) from e
         if len(data) != length:
             raise HubError(f"{self.name}: {len(data):,} bytes came back for a range of {length:,} at {offset:,}")
         self.bytes_read += len(data)

@@ -33,6 +33,20 @@ def output_file(text: str) -> Path:
     return path
 
 
+def optional_index_option(p: argparse.ArgumentParser, help: str) -> None:
+    """--index [DIR], for the commands that may write to the index: DIR, or alone, the default index."""
+    p.add_argument("--index", metavar="DIR", nargs="?", const=True, type=directory, help=help)
+
+
+def given_index(value: Path | bool | None) -> Path | None:
+    """What `optional_index_option` parsed: None when absent, the default index for --index alone, else DIR."""
+    if value is True:
+        from ..index.store import index_path
+
+        return index_path()
+    return value or None
+
+
 def index_option(p: argparse.ArgumentParser) -> None:
     """--index DIR, for the commands that read or write the index; the default honours $SUPERWEIGHT_INDEX."""
     p.add_argument(

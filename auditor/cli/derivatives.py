@@ -11,8 +11,12 @@ import sys
 from ..errors import UsageError
 from ..ids import is_model_id
 from ..models import to_full_data
-from .common import directory, emit_json, quiet_libraries
+from .common import emit_json, given_index, optional_index_option, quiet_libraries
 
+SCREEN_INDEX_HELP = (
+    "the index the base model is read from, and, given, the screen is recorded in (Hub repos only); "
+    "--index alone: $SUPERWEIGHT_INDEX, else ./index"
+)
 HUB_URL = re.compile(r"https://huggingface\.co/([\w.-]+/[\w.-]+)/?$")
 
 
@@ -38,10 +42,7 @@ def gguf_targets(target: str, revision: str | None) -> list[tuple[list[tuple[str
         raise UsageError(f"{target}: no such file, and not a Hub repo id (org/name[:file.gguf])")
     if filename and not SPLIT.fullmatch(filename):
         return [([(repo, filename)], revision)]
-    try:
-        info = hub.model_info(repo, revision=revision)
-    except Exception as e:
-        raise hub.hub_error(e, repo, revision) from e
+    info = hub.model_info(repo, revision=revision)
     groups = gguf_groups(s.rfilename for s in info.siblings or [] if s.rfilename.endswith(".gguf"))
     if filename:  # one shard named: its split model
         groups = [g for g in groups if filename in g]
@@ -61,10 +62,10 @@ def base_of_gguf(header) -> str:
 
 
 def index_root(args: argparse.Namespace):
-    """Where `--index` (alone: the default index) reads base models and writes screens."""
+    """Where `--index` (alone, or absent: the default index) reads base models and writes screens."""
     from ..index.store import index_path
 
-    return index_path() if args.index in (None, True) else args.index
+    return given_index(args.index) or index_path()
 
 
 def record(args: argparse.Namespace, repo: str | None, revision: str | None, base, files) -> None:
@@ -137,18 +138,6 @@ def cmd_screen(args: argparse.Namespace) -> int:
     return 0
 
 
-def screen_index_option(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--index",
-        metavar="DIR",
-        nargs="?",
-        const=True,
-        type=directory,
-        help="the index the base model is read from, and, given, the screen is recorded in (Hub repos only); "
-        "--index alone: $SUPERWEIGHT_INDEX, else ./index",
-    )
-
-
 def register(sub) -> None:
     p = sub.add_parser(
         "check-gguf",
@@ -164,7 +153,7 @@ def register(sub) -> None:
     )
     p.add_argument("--revision", help="the Hub repo's branch, tag or commit")
     p.add_argument("--json", action="store_true", help="print a JSON list, one object per file")
-    screen_index_option(p)
+    optional_index_option(p, SCREEN_INDEX_HELP)
     p.set_defaults(func=cmd_check_gguf)
 
     p = sub.add_parser(
@@ -177,5 +166,5 @@ def register(sub) -> None:
     p.add_argument("--base", metavar="MODEL", required=True, help="audited in the index, or a local checkpoint")
     p.add_argument("--revision", help="the Hub repo's branch, tag or commit")
     p.add_argument("--json", action="store_true", help="print one JSON object")
-    screen_index_option(p)
+    optional_index_option(p, SCREEN_INDEX_HELP)
     p.set_defaults(func=cmd_screen)
