@@ -19,7 +19,7 @@ from . import __version__, clock, evaltext, loading, quantimpact, source
 from .ablation import ablate
 from .detect import detect
 from .errors import OutOfMemoryError
-from .records import Ablation, AuditResult, Detection, Environment, WeightRef
+from .records import Ablation, AuditResult, Detection, Environment, WeightRef, judged
 from .settings import DEFAULT_SEQ_LEN, AuditSettings
 
 
@@ -71,6 +71,8 @@ def audit(
             progress=progress,
         )
         result = quantization = None
+        if text is not None and measures_quantization(settings, loaded.info.device):
+            quantimpact.refuse_offloaded(loaded.model)  # now, not after hours of ablation
         if text is not None:
             windows = evaltext.windows(
                 loaded.tokenizer,
@@ -123,8 +125,7 @@ def proven(detection: Detection, ablation: Ablation) -> list[WeightRef]:
     """The super weights the ablation proved (none when it confirmed none)."""
     if ablation.verdict != "confirmed":
         return []
-    rejected = {w.ref() for w in ablation.per_weight if w.verdict == "rejected"}
-    return [w.ref() for w in detection.super_weights if w.ref() not in rejected]
+    return [w.ref() for w in judged(detection.super_weights, ablation)[0]]
 
 
 def _transformers_version() -> str:

@@ -129,6 +129,12 @@ def quantized(targets: list[Target], scheme: QuantScheme, *, hold: bool, clip_z:
             h.remove()
 
 
+def refuse_offloaded(model: nn.Module) -> None:
+    """Raises UsageError for a model offloaded to CPU or disk: its weights are not where a hook can swap them."""
+    if any(getattr(h, "offload", False) for m in model.modules() for h in hooks_of(m)):
+        raise UsageError("quantize-impact needs the model on its devices: it cannot run with --offload")
+
+
 def measure(
     model: nn.Module,
     windows: torch.Tensor,
@@ -148,24 +154,30 @@ def measure(
     Raises:
         UsageError: the model is offloaded (its weights are not where a hook can swap them).
     """
-    if any(getattr(h, "offload", False) for m in model.modules() for h in hooks_of(m)):
-        raise UsageError("quantize-impact needs the model on its devices: it cannot run with --offload")
+    refuse_offloaded(model)
     found = targets(model, held, list(include), module_pattern)
     grid = [parse_scheme(s) for s in schemes]
     chunk = 0 if "head" in include else None  # the chunked loss slices the head itself, past its hooks
     batch = max(BATCH, windows_per_forward(model, windows.shape[1]))
+    # Built once, on the model as it is (a scorer's head check is two forwards); each quantized state is
+    # a model of its own, so a scorer's results are cleared before each measurement.
+    sets = {"eval": windows, "calibration": calibration} if held else {"eval": windows}
+    scorers = {
+        k: Scorer(model, on, [], cache_bytes=0, chunk_bytes=chunk, batch=batch, progress=False)
+        for k, on in sets.items()
+    }
 
-    def perplexity(scheme: QuantScheme, hold: bool, z: float | None, on: torch.Tensor = windows) -> float | None:
+    def perplexity(scheme: QuantScheme, hold: bool, z: float | None, on: str = "eval") -> float | None:
+        scorers[on].results.clear()
         with quantized(found, scheme, hold=hold, clip_z=z):
-            scorer = Scorer(model, on, [], cache_bytes=0, chunk_bytes=chunk, batch=batch, progress=False)
-            value = scorer.perplexity()
+            value = scorers[on].perplexity()
         return value if math.isfinite(value) else None
 
     rows = []
     for scheme in tqdm(grid, desc="quantize-impact", unit="scheme", disable=not progress, leave=False):
         row = QuantRow(scheme.bits, perplexity(scheme, False, None), scheme.block)
         if held:
-            calibrated = {z: perplexity(scheme, True, z, calibration) for z in (None, *clip_z)}
+            calibrated = {z: perplexity(scheme, True, z, "calibration") for z in (None, *clip_z)}
             best = min(calibrated, key=lambda z: math.inf if calibrated[z] is None else calibrated[z])
             rtn_sw = perplexity(scheme, True, None)
             row = QuantRow(

@@ -270,9 +270,6 @@ class Quantization(Model):
     rows: list[QuantRow]
     settings: QuantSettings
 
-    def row(self, bits: int, block: int | None) -> QuantRow | None:
-        return next((r for r in self.rows if (r.bits, r.block) == (bits, block)), None)
-
 
 class Environment(Model):
     tool_version: str
@@ -282,6 +279,13 @@ class Environment(Model):
     created_at: str
     """UTC, ISO 8601."""
     elapsed_s: float
+
+
+def judged(candidates: list[SuperWeight], ablation: Ablation | None) -> tuple[list[SuperWeight], list[SuperWeight]]:
+    """(super weights, rejected candidates): the candidates split by the ablation's per-weight verdicts
+    (without an ablation, or from before per-weight verdicts, every candidate is in the first list)."""
+    rejected = {w.ref() for w in ablation.per_weight if w.verdict == "rejected"} if ablation else set()
+    return [w for w in candidates if w.ref() not in rejected], [w for w in candidates if w.ref() in rejected]
 
 
 class AuditResult(Model):
@@ -294,11 +298,8 @@ class AuditResult(Model):
     quantization: Quantization | None = None
 
     def judged(self) -> tuple[list[SuperWeight], list[SuperWeight]]:
-        """(super weights, rejected candidates): the candidates split by the ablation's per-weight verdicts
-        (without an ablation, or from before per-weight verdicts, every candidate is in the first list)."""
-        rejected = {w.ref() for w in self.ablation.per_weight if w.verdict == "rejected"} if self.ablation else set()
-        candidates = self.detection.super_weights
-        return [w for w in candidates if w.ref() not in rejected], [w for w in candidates if w.ref() in rejected]
+        """(super weights, rejected candidates): see `judged`."""
+        return judged(self.detection.super_weights, self.ablation)
 
     def to_json(self) -> dict[str, Any]:
         """The flat JSON object of the CLI: model facts at the top, then results. `super_weights` holds the

@@ -7,8 +7,6 @@ import sys
 import tempfile
 from pathlib import Path
 
-import msgspec
-
 from ..errors import UsageError
 from ..settings import (
     DEFAULT_MAX_SUPER_WEIGHTS,
@@ -28,7 +26,7 @@ from ..settings import (
     memory_key,
     parse_size,
 )
-from .common import directory, emit_json, output_file, positive, quiet_libraries
+from .common import emit_json, given_index, optional_index_option, output_file, positive, quiet_libraries
 
 
 def device(text: str) -> str:
@@ -204,11 +202,7 @@ def cmd_detect_or_audit(args: argparse.Namespace) -> int:
     from ..fileio import atomic_write
     from ..report import render
 
-    index_root = getattr(args, "index", None)
-    if index_root is True:  # --index alone
-        from ..index.store import index_path
-
-        index_root = index_path()
+    index_root = given_index(getattr(args, "index", None))
     if index_root is not None and ("/" not in args.model or Path(args.model).exists()):
         raise UsageError("--index takes Hub models only (org/name): a local path has no Hub id or commit to record")
     if index_root is not None:  # made now: a folder that cannot be is found out before the audit, not after
@@ -218,8 +212,6 @@ def cmd_detect_or_audit(args: argparse.Namespace) -> int:
             raise UsageError(f"--index {index_root}: {e.strerror or e}") from e
     quiet_libraries(progress=not args.quiet)
     settings = settings_from(args)
-    if args.command == "detect":
-        settings = msgspec.structs.replace(settings, quantize_impact="off")
     result = audit(
         args.model,
         revision=args.revision,
@@ -288,13 +280,8 @@ def register(sub) -> None:
     )
     add_model_options(p)
     add_ablation_options(p)
-    p.add_argument(
-        "--index",
-        metavar="DIR",
-        nargs="?",
-        const=True,
-        type=directory,
-        help="append the result to the index in DIR; --index alone: $SUPERWEIGHT_INDEX, else ./index (Hub models only)",
+    optional_index_option(
+        p, "append the result to the index in DIR; --index alone: $SUPERWEIGHT_INDEX, else ./index (Hub models only)"
     )
     add_quantization_options(p, flag=True)
     p.set_defaults(func=cmd_detect_or_audit)

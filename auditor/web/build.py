@@ -47,13 +47,13 @@ from .views import (
     OUTCOME_LABELS,
     VERDICT_LABELS,
     QuantView,
+    all_screens,
     broken_quants,
     derivatives,
     quant_series,
     quant_view,
     record_view,
     row,
-    screens_of,
     sort_value,
 )
 
@@ -147,8 +147,8 @@ def build_site(
             if n:
                 subset = [r for r in rows if r.verdict == verdict]
                 page(f"verdict/{verdict}/index.html", "home.html", rows=subset, counts=counts, view=verdict)
-        listed = {e.model for e in entries}
-        bases = derivatives(entries)
+        screens = all_screens(entries)
+        bases = derivatives(screens)
         for entry in entries:
             views = [record_view(entry.model, r) for r in reversed(entry.records)]
             current = entry.latest()
@@ -172,7 +172,7 @@ def build_site(
                 quant=quant,
                 quant_chart=quant_chart,
                 quant_bits=quant_bits,
-                screens=screens_of(entry, listed),
+                screens=screens[entry.model],
                 derivatives=bases.get(entry.model, []),
             )
             api = {"schema_version": SCHEMA_VERSION, "generated_at": generated_at, **to_data(entry)}
@@ -181,7 +181,7 @@ def build_site(
             writer.bytes(f"api/v1/models/{entry.model}.yaml", source.read_bytes())
         for name in ("about", "request", "queue"):
             page(f"{name}/index.html", f"{name}.html", queue=queue)
-        page("broken-quants/index.html", "broken-quants.html", broken=broken_quants(entries))
+        page("broken-quants/index.html", "broken-quants.html", broken=broken_quants(screens))
         page("404.html", "404.html")
         dumps = {f"index.{fmt}": export(index, fmt, generated_at=generated_at) for fmt in ("json", "jsonl", "csv")}
         for name, text in dumps.items():

@@ -46,15 +46,17 @@ def read_snippet(w: SuperWeight) -> str | None:
     return None
 
 
+def coordinate(w: SuperWeight | ScreenedWeight) -> str:
+    """`L2 [3968, 7003]`, `L1 e3 [7, 33]`: one weight's layer, expert and place in its matrix."""
+    return f"L{w.layer}" + (f" e{w.expert}" if w.expert is not None else "") + f" [{w.row}, {w.col}]"
+
+
 def coordinates(weights: list[SuperWeight], limit: int = 3) -> list[str]:
     """`L2 [3968, 7003]`, `L1 e3 [7, 33]`...: the table cell's items for a record's weights (each kept on
     one line by the template), the first `limit` of them, then how many more."""
     if not weights:
         return ["none"]
-    shown = [
-        f"L{w.layer}" + (f" e{w.expert}" if w.expert is not None else "") + f" [{w.row}, {w.col}]"
-        for w in weights[:limit]
-    ]
+    shown = [coordinate(w) for w in weights[:limit]]
     return shown + ([f"+{len(weights) - limit} more"] if len(weights) > limit else [])
 
 
@@ -263,10 +265,11 @@ def headline(record: MeasuredRecord | None) -> QuantHeadline | None:
     return QuantHeadline(best.label, best.block, best.rtn, best.kept)
 
 
-def quantized_record(entry: ModelEntry, lookup) -> MeasuredRecord | None:
-    """The newest measured record with quantization figures (a same-weights record standing for its audit)."""
+def quantized_record(entry: ModelEntry, lookup=None) -> MeasuredRecord | None:
+    """The newest measured record with quantization figures (with `lookup`, a same-weights record standing
+    for its audit; without, the entry's own records only)."""
     for record in reversed(entry.records):
-        shown = resolve(record, lookup)
+        shown = resolve(record, lookup) if lookup else record
         if isinstance(shown, MeasuredRecord) and shown.quantization is not None:
             return shown
     return None
@@ -290,10 +293,8 @@ class QuantView:
 
 def quant_view(entry: ModelEntry) -> QuantView | None:
     """The entry's own newest measured record with quantization figures, laid out for the model page."""
-    record = next(
-        (r for r in reversed(entry.records) if isinstance(r, MeasuredRecord) and r.quantization is not None), None
-    )
-    if record is None or record.quantization is None:
+    record = quantized_record(entry)
+    if record is None:
         return None
     q = record.quantization
     kept = bool(q.held_out)
@@ -576,14 +577,7 @@ def screen_view(model: str, record: ScreenedRecord, listed: set[str]) -> ScreenV
             file_summary(f),
             byte_size(f.size),
             byte_size(f.bytes_read),
-            [
-                ScreenedWeightView(
-                    w,
-                    f"L{w.layer}" + (f" e{w.expert}" if w.expert is not None else "") + f" [{w.row}, {w.col}]",
-                    change(w),
-                )
-                for w in f.weights
-            ],
+            [ScreenedWeightView(w, coordinate(w), change(w)) for w in f.weights],
         )
         for f in record.files
     ]
@@ -600,21 +594,23 @@ def screens_of(entry: ModelEntry, listed: set[str]) -> list[ScreenView]:
     return sorted(views, key=lambda v: v.record.date, reverse=True)
 
 
-def derivatives(entries: list[ModelEntry]) -> dict[str, list[ScreenView]]:
-    """Base model -> the screens that name it (each derivative's newest), by derivative name."""
+def all_screens(entries: list[ModelEntry]) -> dict[str, list[ScreenView]]:
+    """Each model's `screens_of`, by model, in the order of its name (case-insensitive)."""
     listed = {e.model for e in entries}
+    return {e.model: screens_of(e, listed) for e in sorted(entries, key=lambda e: e.model.lower())}
+
+
+def derivatives(screens: dict[str, list[ScreenView]]) -> dict[str, list[ScreenView]]:
+    """Base model -> the screens that name it (each derivative's newest), by derivative name (`all_screens`)."""
     out: dict[str, list[ScreenView]] = {}
-    for entry in sorted(entries, key=lambda e: e.model.lower()):
-        for view in screens_of(entry, listed):
+    for views in screens.values():
+        for view in views:
             out.setdefault(view.record.base.model, []).append(view)
     return out
 
 
-def broken_quants(entries: list[ModelEntry]) -> list[tuple[ScreenView, ScreenedFileView]]:
-    """Every GGUF file (of each derivative's newest screen) that does not keep every super weight intact,
-    newest screen first."""
-    listed = {e.model for e in entries}
-    found = [
-        (v, f) for e in sorted(entries, key=lambda e: e.model.lower()) for v in screens_of(e, listed) for f in v.files
-    ]
+def broken_quants(screens: dict[str, list[ScreenView]]) -> list[tuple[ScreenView, ScreenedFileView]]:
+    """Every GGUF file (of each derivative's newest screen, `all_screens`) that does not keep every super
+    weight intact, newest screen first."""
+    found = [(v, f) for views in screens.values() for v in views for f in v.files]
     return sorted([(v, f) for v, f in found if f.broken], key=lambda vf: vf[0].record.date, reverse=True)  # stable
